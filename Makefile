@@ -1,0 +1,30 @@
+# `make demo` and `make test` are all a fresh machine needs: both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Data directory: ../shared/data when it sits beside the project, else data/ (filled by data/prepare.py).
+export HICRA_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
+
+.PHONY: setup test test-fast demo bench clean
+
+setup: $(STAMP)
+
+# Re-runs only when a requirements file changes, so a second `make setup` is instant.
+$(STAMP): requirements.txt requirements-offline.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-offline.txt
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+demo: setup
+	$(BIN)/python demo.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
