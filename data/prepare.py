@@ -1,0 +1,212 @@
+"""Download the public math sets and normalise them into <out_dir>/<name>/<split>.jsonl.
+
+Every row gets the schema the loader (data/__init__.py) and ../shared/data use:
+`id`, `problem`, `answer` (the reference final answer, a non-empty string), `solution`
+where the source has one, `source`, plus a few upstream fields (subject, level, url...).
+  * GSM8K: the answer is the text after the last `####`, with thousands commas removed.
+  * MATH train and Minerva: the content of the last `\\boxed{}` (or `\\fbox{}`), braces matched.
+Sources are the public GitHub files that ../shared/data/README.md names (their default
+branch; that README gives the commits the shared copy was taken from).
+Needs the network; offline it stops with one line. Then point HICRA_DATA_DIR at a copy.
+
+    python data/prepare.py                       # all sets into data/
+    python data/prepare.py --datasets gsm8k,math500 --out_dir /tmp/data
+"""
+import argparse
+import io
+import json
+import re
+import sys
+import tarfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RAW = "https://raw.githubusercontent.com"
+QWEN = f"{RAW}/QwenLM/Qwen2.5-Math/HEAD/evaluation/data"
+URLS = {
+    "gsm8k": f"{RAW}/openai/grade-school-math/HEAD/grade_school_math/data/{{split}}.jsonl",
+    "math500": f"{RAW}/hkust-nlp/simpleRL-reason/HEAD/examples/simplelr_math_eval/data/math500/test.jsonl",
+    "aime24": f"{QWEN}/aime24/test.jsonl",
+    "aime25": f"{RAW}/zhshgmail/AReaL/HEAD/evaluation/data/aime25/test.jsonl",
+    "amc23": f"{QWEN}/amc23/test.jsonl",
+    "minerva_math": f"{QWEN}/minerva_math/test.jsonl",
+    "olympiadbench": f"{QWEN}/olympiadbench/test.jsonl",
+    # The MATH train split as 7500 small files; one tarball is far quicker than 7500 requests.
+    "math": "https://codeload.github.com/aiwaves-cn/agents/tar.gz/HEAD",
+}
+
+
+# ---- pure normalisers (unit-tested; no network) ----
+
+def gsm8k_answer(solution):
+    """'... #### 1,234' -> '1234'; None when there is no '####'."""
+    if "####" not in solution:
+        return None
+    return solution.rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def last_boxed(text):
+    """Content of the last \\boxed{...} or \\fbox{...} (nested braces matched), else None."""
+    matches = list(re.finditer(r"\\(?:boxed|fbox)\s*", text))
+    if not matches:
+        return None
+    i = matches[-1].end()
+    if not text.startswith("{", i):  # `\boxed 5`: the argument runs to the next space or `$`
+        return re.match(r"[^\s$]*", text[i:]).group().strip() or None
+    depth = 0
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1:j].strip()
+    return None  # unbalanced braces
+
+
+def repair_escapes(text):
+    """Undo single-backslash LaTeX read as JSON escapes (`\\frac` -> form feed + 'rac')."""
+    text = text.replace("\f", "\\f").replace("\b", "\\b")
+    return re.sub(r"\t(?=riangle|ext|imes|heta|frac|ilde|an|au|o\b|op)", r"\\t", text)
+
+
+def integer_string(x):
+    """27.0 -> '27', '025' -> '25' (AIME and AMC answers are integers)."""
+    return str(int(float(x)))
+
+
+def aops_id(url):
+    """AoPS wiki URL -> '2024-I-1' / '2023-AMC12A-1'."""
+    m = re.search(r"(\d{4})_(AIME_I+|AMC_\w+?)_Problems/Problem_(\d+)", url)
+    year, contest, num = m.groups()
+    return f"{year}-{contest.replace('AIME_', '').replace('AMC_', 'AMC')}-{num}"
+
+
+# ---- per-set normalisation: upstream rows -> {split: rows} ----
+
+def norm_gsm8k(split, rows):
+    return [{"id": f"gsm8k-{split}-{i}", "problem": r["question"], "answer": gsm8k_answer(r["answer"]),
+             "solution": r["answer"], "source": "gsm8k"} for i, r in enumerate(rows)]
+
+
+def norm_math500(rows):
+    return [{"id": r["unique_id"], "problem": r["problem"], "answer": r["answer"].strip(),
+             "solution": r["solution"], "subject": r["subject"], "level": r["level"],
+             "source": "math500"} for r in rows]
+
+
+def norm_aime(rows, name):
+    out = []
+    for i, r in enumerate(rows):
+        half = "I" if i < 15 else "II"  # aime25 upstream has no labels: rows 1-15 are contest I
+        row = {"id": aops_id(r["url"]) if "url" in r else f"2025-{half}-{i % 15 + 1}",
+               "problem": r.get("problem") or r["question"],
+               "answer": integer_string(r["answer"])}
+        row.update({k: r[k] for k in ("solution", "url") if k in r}, source=name)
+        out.append(row)
+    # Contest I before II, then by problem number.
+    return sorted(out, key=lambda r: (r["id"].rsplit("-", 1)[0], int(r["id"].rsplit("-", 1)[1])))
+
+
+def norm_minerva(rows):
+    return [{"id": f"minerva-{i}", "problem": r["problem"], "answer": last_boxed(r["solution"]),
+             "solution": r["solution"], "type": r["type"], "source": "minerva_math"}
+            for i, r in enumerate(rows)]
+
+
+def norm_olympiad(rows):
+    out = []
+    for r in rows:
+        final = [a.replace("$", "") for a in r["final_answer"]]
+        problem = f"{r['context']}\n{r['question']}" if r.get("context") else r["question"]
+        row = {"id": f"olympiadbench-{r['id']}", "problem": problem, "answer": ", ".join(final),
+               "solution": "\n\n".join(r["solution"]), "final_answer": final}
+        row.update({k: r[k] for k in ("is_multiple_answer", "answer_type", "subfield", "unit")
+                    if r.get(k) is not None}, source="olympiadbench")
+        out.append(row)
+    return out
+
+
+def norm_math_train(files):
+    """files: {'algebra/0.json': row}. Rows whose last \\boxed{} is empty are left out."""
+    out = []
+    for key in sorted(files, key=lambda k: (k.split("/")[0], int(k.split("/")[1].split(".")[0]))):
+        r, answer = files[key], last_boxed(files[key]["solution"])
+        if not answer:
+            continue
+        row = {"id": f"train/{key}", "problem": r["problem"], "answer": answer,
+               "solution": r["solution"], "subject": r["type"]}
+        if re.fullmatch(r"Level \d", r.get("level", "")):
+            row["level"] = int(r["level"][-1])
+        out.append(dict(row, source="math_train"))
+    return out
+
+
+# ---- download and write ----
+
+def fetch(url):
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            return resp.read()
+    except (urllib.error.URLError, OSError) as e:
+        sys.exit(f"prepare.py: cannot download {url} ({getattr(e, 'reason', e)}); offline? "
+                 "Set HICRA_DATA_DIR to an existing copy of the data instead.")
+
+
+def fetch_jsonl(url):
+    return [json.loads(line) for line in fetch(url).decode("utf-8").splitlines() if line.strip()]
+
+
+def build(name):
+    """{split: normalised rows} for one data set."""
+    url = URLS[name]
+    if name == "gsm8k":
+        return {s: norm_gsm8k(s, fetch_jsonl(url.format(split=s))) for s in ("train", "test")}
+    if name == "math":
+        files = {}
+        with tarfile.open(fileobj=io.BytesIO(fetch(url)), mode="r:gz") as tar:
+            for m in tar:
+                hit = re.search(r"/datasets/data/math/train/(\w+/\d+\.json)$", m.name)
+                if hit and m.isfile():
+                    files[hit.group(1)] = json.load(tar.extractfile(m))
+        rows = norm_math_train(files)
+        return {"train": rows, "train_level3to5": [r for r in rows if r.get("level", 0) >= 3]}
+    rows = fetch_jsonl(url)
+    norm = {"math500": norm_math500, "minerva_math": norm_minerva, "olympiadbench": norm_olympiad}
+    return {"test": norm[name](rows) if name in norm else norm_aime(rows, name)}
+
+
+def write_jsonl(path, rows):
+    # Some upstream files hold LaTeX written with single backslashes; repair every text field.
+    rows = [{k: repair_escapes(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows]
+    bad = [r["id"] for r in rows if not r.get("answer") or not r.get("problem")]
+    if bad:
+        sys.exit(f"prepare.py: {path}: {len(bad)} rows without problem or answer (first: {bad[0]})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".jsonl.tmp")  # write then rename: no half-written file on failure
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
+
+
+def main():
+    p = argparse.ArgumentParser(description="Download the public math sets and normalise them "
+                                "into <out_dir>/<name>/<split>.jsonl (needs the network).")
+    p.add_argument("--out_dir", default=str(REPO / "data"), help="where to write (default: <repo>/data)")
+    p.add_argument("--datasets", default=",".join(URLS), help=f"comma list (default: all of {','.join(URLS)})")
+    p.add_argument("--force", action="store_true", help="download again even if the files exist")
+    args = p.parse_args()
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in URLS]
+    if unknown:
+        p.error(f"unknown dataset(s) {','.join(unknown)}; known: {','.join(URLS)}")
+    out = Path(args.out_dir)
+    for name in names:
+        if not args.force and (out / name).is_dir() and any((out / name).glob("*.jsonl")):
+            print(f"{name}: already in {out / name}, skipped (--force to redo)")
+            continue
+        for split, rows in build(name).items():
+            write_jsonl(out / name / f"{split}.jsonl", rows)
+            print(f"{name}/{split}.jsonl: {len(rows)} rows")
+
+
+if __name__ == "__main__":
+    main()

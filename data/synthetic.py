@@ -1,0 +1,125 @@
+"""Seeded offline generator of arithmetic problems with exact answers.
+
+Needs no download, so a CPU demo or a test can train on it anywhere. The easy end is
+chosen so that a 135M model (SmolLM2-135M-Instruct) earns some reward and can learn.
+
+Difficulty levels (answers are exact strings: "8", "-2", "17/12"):
+  1  sum of two single-digit numbers            What is 3 + 5?
+  2  sum or difference of two 2-digit numbers   What is 47 - 82?
+  3  product of two small integers,             What is 7 × 12?
+     or a linear equation a*x + b = c           Solve for x: 3x + 4 = 19.
+  4  mixed operations (order of operations),    What is 4 + 3 × 5?  /  What is (9 - 2) × 6?
+     or x on both sides                         Solve for x: 5x - 7 = 2x + 8.
+  5  fraction arithmetic, reduced answer        What is 2/3 ÷ 4/5? Give the answer as a fraction in lowest terms.
+
+Operators are written + - × ÷ so that '/' only ever appears inside a fraction.
+The same (n, difficulty, seed) always gives the same problems.
+
+    python data/synthetic.py --n 5 --difficulty 2 --seed 0
+"""
+import argparse
+import json
+import random
+from fractions import Fraction
+
+LEVELS = (1, 2, 3, 4, 5)
+
+
+def _signed(k):
+    """' + 4' or ' - 4': a constant term written after something else."""
+    return f" + {k}" if k >= 0 else f" - {-k}"
+
+
+def _linear(a, b):
+    """'3x + 4', '3x', 'x - 2': the expression a*x + b as a person would write it."""
+    head = "x" if a == 1 else f"{a}x"
+    return head if b == 0 else head + _signed(b)
+
+
+def _level1(rng):
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    return f"What is {a} + {b}?", a + b
+
+
+def _level2(rng):
+    a, b = rng.randint(10, 99), rng.randint(10, 99)
+    if rng.random() < 0.5:
+        return f"What is {a} + {b}?", a + b
+    return f"What is {a} - {b}?", a - b  # may be negative: models must handle signs
+
+
+def _level3(rng):
+    if rng.random() < 0.5:
+        a, b = rng.randint(2, 12), rng.randint(2, 12)
+        return f"What is {a} × {b}?", a * b
+    # Pick the solution first so it is an integer by construction.
+    x, a, b = rng.randint(1, 12), rng.randint(2, 9), rng.randint(1, 20)
+    return f"Solve for x: {_linear(a, b)} = {a * x + b}.", x
+
+
+def _level4(rng):
+    kind = rng.randrange(3)
+    if kind == 0:  # precedence: the product binds first
+        a, b, c = rng.randint(2, 20), rng.randint(2, 9), rng.randint(2, 9)
+        if rng.random() < 0.5:
+            return f"What is {a} + {b} × {c}?", a + b * c
+        return f"What is {a} - {b} × {c}?", a - b * c
+    if kind == 1:  # brackets, and an exact division
+        a, b, c = rng.randint(2, 20), rng.randint(1, 20), rng.randint(2, 9)
+        q = rng.randint(2, 12)
+        return f"What is ({a} + {b}) × {c} - {q * c} ÷ {c}?", (a + b) * c - q
+    # x on both sides: (a - c) x = d - b, with an integer (possibly negative) x
+    x = rng.randint(-10, 10)
+    a = rng.randint(3, 9)
+    c = rng.randint(1, a - 1)
+    b = rng.randint(-20, 20)
+    d = (a - c) * x + b
+    return f"Solve for x: {_linear(a, b)} = {_linear(c, d)}.", x
+
+
+def _fraction(rng):
+    q = rng.randint(2, 9)
+    return Fraction(rng.randint(1, q - 1), q)  # proper fraction, printed as p/q below
+
+
+def _level5(rng):
+    f, g = _fraction(rng), _fraction(rng)
+    op = rng.choice("+-×÷")
+    value = {"+": f + g, "-": f - g, "×": f * g, "÷": f / g}[op]
+    return (f"What is {f} {op} {g}? Give the answer as a fraction in lowest terms.", value)
+
+
+_MAKERS = {1: _level1, 2: _level2, 3: _level3, 4: _level4, 5: _level5}
+
+
+def generate(n, difficulty=1, seed=0):
+    """n problems of one difficulty (1..5) as dicts: id, problem, answer, difficulty, source."""
+    if difficulty not in _MAKERS:
+        raise ValueError(f"synthetic difficulty must be one of {LEVELS}, got {difficulty!r}")
+    # A string seed is hashed stably across runs and Python versions (unlike hash()).
+    rng = random.Random(f"synthetic:{difficulty}:{seed}")
+    rows = []
+    for i in range(n):
+        problem, value = _MAKERS[difficulty](rng)
+        rows.append({
+            "id": f"synthetic-d{difficulty}-s{seed}-{i}",
+            "problem": problem,
+            "answer": str(Fraction(value)),  # "8", "-2", "17/12": always fully reduced
+            "difficulty": difficulty,
+            "source": "synthetic",
+        })
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser(description="Print seeded synthetic arithmetic problems as JSON Lines.")
+    p.add_argument("--n", type=int, default=10, help="number of problems")
+    p.add_argument("--difficulty", type=int, default=1, choices=LEVELS, help="1 (easiest) .. 5")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    for row in generate(args.n, args.difficulty, args.seed):
+        print(json.dumps(row, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
