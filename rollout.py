@@ -110,7 +110,9 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
     end a response as `tokenizer.stop_token_ids`.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # quiet logs: one bar per training run is enough
     device = torch.device(device)
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

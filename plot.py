@@ -1,0 +1,95 @@
+"""Pictures from metrics files: the curves of one or more runs, side by side.
+
+    python plot.py runs/grpo runs/hicra --out compare.png --smooth 0.6
+
+Reads <run>/metrics.jsonl (one JSON object per step, written by train_grpo.py / train_hicra.py)
+and draws one panel per quantity, each run a labelled line. Panels whose metrics no run logged
+are left out, so a plain GRPO run without a gram list still gives a figure.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# (panel title, [(metric, line style)]): what the paper tracks during training.
+PANELS = [
+    ("reward / accuracy", [("reward_mean", "-"), ("eval_accuracy", "o--")]),
+    ("response length (tokens)", [("response_len_mean", "-")]),
+    ("token entropy", [("entropy", "-"), ("entropy_planning", "--"), ("entropy_execution", ":")]),
+    ("semantic entropy (nats)", [("semantic_entropy", "-")]),
+    ("relative perplexity", [("rel_ppl_planning", "--"), ("rel_ppl_execution", ":")]),
+    ("planning-token fraction", [("planning_token_frac", "-")]),
+]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no metrics file (is {run_dir} a run folder?)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def smooth(values: list[float], weight: float) -> list[float]:
+    """Exponential moving average (weight 0 = raw values), as TensorBoard draws it."""
+    out, last = [], None
+    for v in values:
+        last = v if last is None else weight * last + (1 - weight) * v
+        out.append(last)
+    return out
+
+
+def plot_runs(run_dirs, out_path, labels=None, smoothing: float = 0.0):
+    """Write one figure with a panel per tracked quantity; returns the panel titles drawn."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [(label, read_metrics(d)) for label, d in zip(labels or [Path(d).name for d in run_dirs], run_dirs)]
+    panels = [(title, series) for title, series in PANELS
+              if any(key in row for _, rows in runs for row in rows for key, _ in series)]
+    cols = min(3, len(panels))
+    rows_n = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.6 * rows_n), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (title, series) in zip(axes.flat, panels):
+        for r, (label, rows) in enumerate(runs):
+            for key, style in series:
+                points = [(row["step"], row[key]) for row in rows if key in row]
+                if not points:
+                    continue
+                steps, values = zip(*points)
+                values = values if "o" in style else smooth(list(values), smoothing)
+                name = label if len(series) == 1 else f"{label} {key}"
+                ax.plot(steps, values, style, color=colors[r % len(colors)], label=name, markersize=3)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return [title for title, _ in panels]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Plot training curves of one or more runs side by side.")
+    parser.add_argument("runs", nargs="+", help="run folders holding metrics.jsonl")
+    parser.add_argument("--out", default="runs.png", help="output PNG")
+    parser.add_argument("--labels", default="", help="comma-separated labels (default: folder names)")
+    parser.add_argument("--smooth", type=float, default=0.0, help="EMA weight in [0, 1)")
+    args = parser.parse_args(argv)
+    labels = args.labels.split(",") if args.labels else None
+    if labels and len(labels) != len(args.runs):
+        sys.exit(f"error: --labels has {len(labels)} names for {len(args.runs)} runs")
+    try:
+        drawn = plot_runs(args.runs, args.out, labels, args.smooth)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
+    print(f"wrote {args.out} ({', '.join(drawn)})")
+
+
+if __name__ == "__main__":
+    main()

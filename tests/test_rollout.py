@@ -1,0 +1,274 @@
+"""rollout.py: model loading paths, prompt formatting, and the sampler against Hugging Face's own
+`generate` and a teacher-forced forward."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import rollout
+from conftest import ROOT, build_model
+
+PROBLEMS = ["What is 3 + 4?", "Let's try a different approach to solve 2x + 3 = 11 for x.", "hi"]
+
+
+def prompts_for(tokenizer):
+    texts = [rollout.format_prompt(tokenizer, p, "chat") for p in PROBLEMS]
+    ids = rollout.encode_prompts(tokenizer, texts)
+    assert len({len(i) for i in ids}) == len(ids), "prompts must differ in length to test padding"
+    return ids
+
+
+def hf_generate(model, tokenizer, prompt_ids, max_new_tokens, eos):
+    """Greedy continuation by transformers' generate on the same left-padded batch."""
+    P = max(len(p) for p in prompt_ids)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (P - len(p)) + p for p in prompt_ids])
+    attention = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompt_ids])
+    out = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
+                         do_sample=False, eos_token_id=eos, pad_token_id=pad)
+    result = []
+    for row in out[:, P:].tolist():
+        cut = []
+        for t in row:
+            cut.append(t)
+            if t in eos:
+                break
+        result.append(cut)
+    return result
+
+
+def teacher_forced_logprobs(model, prompt, completion):
+    """Log-probs of `completion` given `prompt` from one plain forward of the whole sequence."""
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logp = model(ids).logits[0].float().log_softmax(-1)                  # [T, V]
+    targets = torch.tensor(completion)
+    return logp[len(prompt) - 1:-1].gather(-1, targets[:, None]).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def test_folder_round_trip_gives_same_logits(tiny_model_dir, tiny_tokenizer):
+    model, tokenizer = rollout.load_model(str(tiny_model_dir))
+    from transformers import AutoModelForCausalLM
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids = torch.tensor([tiny_tokenizer("What is 3 + 4?")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reference(ids).logits)
+    assert tokenizer.pad_token is not None and tokenizer.chat_template
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in tokenizer.stop_token_ids
+
+
+def test_load_model_adds_missing_pad_and_template(tmp_path, tiny_tokenizer):
+    import copy
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.pad_token = None
+    tok.chat_template = None
+    rollout.prepare_tokenizer(tok)
+    assert tok.pad_token == tok.eos_token
+    text = rollout.format_prompt(tok, "What is 1 + 1?", "chat")
+    assert text.endswith("<|im_start|>assistant\n") and "What is 1 + 1?" in text
+
+
+def test_hub_id_offline_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    with pytest.raises(rollout.ModelLoadError) as info:
+        rollout.load_model("Qwen/Qwen2.5-0.5B")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "Qwen/Qwen2.5-0.5B" in message and "smollm2-135m" in message and "folder" in message
+
+
+def test_cli_offline_error_has_no_traceback(tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+           "HICRA_DATA_DIR": str(ROOT / "missing")}
+    result = subprocess.run([sys.executable, "rollout.py", "--model", "Qwen/Qwen2.5-0.5B", "--dataset",
+                             "synthetic:1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.strip() and "warn" not in l.lower()]
+    assert len(lines) == 1 and lines[0].startswith("error: --model Qwen/Qwen2.5-0.5B"), result.stderr
+
+
+def test_missing_path_is_an_error(tmp_path):
+    with pytest.raises(rollout.ModelLoadError, match="not a Hugging Face model folder"):
+        rollout.load_model(str(tmp_path / "nope"))
+
+
+def test_interrupted_conversion_leaves_no_cache(monkeypatch, tmp_path, tiny_tokenizer):
+    """A crash while writing the converted model must leave neither the target nor a temp folder."""
+    import transformers
+    monkeypatch.setenv("HICRA_CACHE", str(tmp_path))
+    tiny = build_model("llama", len(tiny_tokenizer))
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: tiny)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: tiny_tokenizer)
+    monkeypatch.setattr(tiny, "save_pretrained", crash)
+    with pytest.raises(KeyboardInterrupt):
+        rollout.convert_gguf_alias("smollm2-135m")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_offline_gguf_alias_end_to_end(tmp_path, monkeypatch):
+    """smollm2-135m: GGUF -> cached safetensors folder -> a model that answers sensibly."""
+    monkeypatch.setenv("HICRA_CACHE", str(tmp_path))
+    model, tokenizer = rollout.load_model("smollm2-135m")
+    folder = tmp_path / "smollm2-135m"
+    assert (folder / "model.safetensors").exists() and (folder / "config.json").exists()
+    assert model.config.model_type == "llama" and not hasattr(model.config, "quantization_config")
+    # The cached folder is a plain HF folder.
+    from transformers import AutoModelForCausalLM
+    reloaded = AutoModelForCausalLM.from_pretrained(folder).eval()
+    prompt = rollout.encode_prompts(tokenizer, [rollout.format_prompt(tokenizer, "What is the capital of France?")])
+    out = rollout.sample(model, prompt, 12, temperature=0, eos_token_id=tokenizer.stop_token_ids)
+    assert "Paris" in tokenizer.decode(out.completion_ids[0])
+    with torch.no_grad():
+        ids = torch.tensor(prompt)
+        assert torch.allclose(model(ids).logits, reloaded(ids).logits)
+    # Second load reuses the cache (no temp folders left behind).
+    rollout.load_model("smollm2-135m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smollm2-135m"]
+
+
+# ----------------------------------------------------------------------------- sampling
+
+def test_greedy_matches_generate_token_for_token(tiny):
+    model, tokenizer = tiny
+    ids = prompts_for(tokenizer)
+    free_run = rollout.sample(model, ids, 40, temperature=0, eos_token_id=[], pad_token_id=tokenizer.pad_token_id)
+    # Make the 6th token of row 0 an EOS, so row 0 stops early while the others continue.
+    eos = [free_run.completion_ids[0][5]]
+    expected = hf_generate(model, tokenizer, ids, 40, eos)
+    ours = rollout.sample(model, ids, 40, temperature=0, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+    assert ours.completion_ids == expected
+    lengths = [len(c) for c in ours.completion_ids]
+    assert lengths[0] <= 6 and ours.finished[0] and ours.completion_ids[0][-1] == eos[0]
+    assert max(lengths) > lengths[0], "other rows must continue after row 0 stops"
+    for c, fin in zip(ours.completion_ids, ours.finished):
+        assert fin == (c[-1] in eos) and all(t not in eos for t in c[:-1])
+
+
+def test_greedy_matches_generate_without_eos(tiny):
+    model, tokenizer = tiny
+    ids = prompts_for(tokenizer)
+    expected = hf_generate(model, tokenizer, ids, 24, [10**6])
+    ours = rollout.sample(model, ids, 24, temperature=0, eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
+    assert ours.completion_ids == expected
+    assert not any(ours.finished) and all(len(c) == 24 for c in ours.completion_ids)
+
+
+def test_sampled_logprobs_equal_teacher_forcing(tiny):
+    model, tokenizer = tiny
+    ids = prompts_for(tokenizer)
+    free = rollout.sample(model, ids, 30, temperature=1.3, top_k=50, top_p=0.95, seed=0, n=4)
+    # The most frequent sampled tokens serve as EOS ids, so some rows stop early.
+    common = torch.bincount(torch.tensor(sum(free.completion_ids, []))).topk(4).indices.tolist()
+    out = rollout.sample(model, ids, 30, temperature=1.3, top_k=50, top_p=0.95, eos_token_id=common,
+                         seed=0, n=4, pad_token_id=tokenizer.pad_token_id)
+    assert len(out.completion_ids) == 12 and out.prompt_index == [i // 4 for i in range(12)]
+    assert len({len(c) for c in out.completion_ids}) > 1, "lengths should vary with an EOS in play"
+    for completion, logprobs, k in zip(out.completion_ids, out.logprobs, out.prompt_index):
+        reference = teacher_forced_logprobs(model, ids[k], completion)
+        assert len(logprobs) == len(completion)
+        assert torch.allclose(torch.tensor(logprobs), reference, atol=1e-4)
+
+
+def test_same_seed_same_samples_and_different_seed_differs(tiny):
+    model, tokenizer = tiny
+    ids = prompts_for(tokenizer)
+    a = rollout.sample(model, ids, 20, seed=7, n=2)
+    b = rollout.sample(model, ids, 20, seed=7, n=2)
+    c = rollout.sample(model, ids, 20, seed=8, n=2)
+    assert a.completion_ids == b.completion_ids and a.logprobs == b.logprobs
+    assert a.completion_ids != c.completion_ids
+
+
+def test_tiny_top_p_and_top_k_one_are_greedy(tiny):
+    model, tokenizer = tiny
+    ids = prompts_for(tokenizer)
+    greedy = rollout.sample(model, ids, 20, temperature=0).completion_ids
+    assert rollout.sample(model, ids, 20, temperature=1.0, top_p=1e-6, seed=3).completion_ids == greedy
+    assert rollout.sample(model, ids, 20, temperature=1.0, top_k=1, seed=3).completion_ids == greedy
+
+
+def test_samples_follow_the_distribution():
+    """The empirical first-token distribution matches softmax(logits / T) restricted by top-p."""
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]]).repeat(20000, 1)
+    gen = torch.Generator().manual_seed(0)
+    picks = rollout._next_token(logits, 0.7, 0.9, 0, gen)
+    probs = (logits[0] / 0.7).softmax(-1)
+    # top_p = 0.9 keeps the smallest prefix (by descending prob) whose mass reaches 0.9
+    keep = (probs.cumsum(-1) - probs) < 0.9
+    expected = torch.where(keep, probs, torch.zeros_like(probs))
+    expected /= expected.sum()
+    observed = torch.bincount(picks, minlength=5).float() / len(picks)
+    assert torch.allclose(observed, expected, atol=0.015)
+
+
+def test_row_dropping_keeps_results_identical(tiny):
+    """Compacting the cache as rows finish must not change any row (vs. one prompt at a time)."""
+    model, tokenizer = tiny
+    ids = prompts_for(tokenizer)
+    free = rollout.sample(model, ids, 30, temperature=0).completion_ids
+    eos = [free[0][2], free[2][9]]
+    batched = rollout.sample(model, ids, 30, temperature=0, eos_token_id=eos)
+    for k, p in enumerate(ids):
+        alone = rollout.sample(model, [p], 30, temperature=0, eos_token_id=eos)
+        assert alone.completion_ids[0] == batched.completion_ids[k]
+        assert torch.allclose(torch.tensor(alone.logprobs[0]), torch.tensor(batched.logprobs[k]), atol=1e-5)
+
+
+def test_qwen3_greedy_matches_generate(tiny_tokenizer):
+    model = build_model("qwen3", len(tiny_tokenizer))
+    tokenizer = rollout.prepare_tokenizer(tiny_tokenizer, model)
+    ids = prompts_for(tokenizer)
+    expected = hf_generate(model, tokenizer, ids, 16, [10**6])
+    assert rollout.sample(model, ids, 16, temperature=0, pad_token_id=tokenizer.pad_token_id).completion_ids == expected
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    (dict(prompt_ids=[[1, 2], []]), "prompt_ids"),
+    (dict(prompt_ids=[]), "prompt_ids"),
+    (dict(max_new_tokens=600), "max_new_tokens"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(top_p=1.5), "top_p"),
+    (dict(temperature=-0.1), "temperature"),
+    (dict(top_k=-1), "top_k"),
+    (dict(n=0), "n must"),
+])
+def test_bad_input_names_the_argument(tiny, kwargs, argument):
+    model, _ = tiny
+    args = dict(prompt_ids=[[5, 6, 7]], max_new_tokens=8) | kwargs
+    with pytest.raises(ValueError, match=argument):
+        rollout.sample(model, **args)
+
+
+def test_unsupported_architecture_is_a_clear_error(tiny):
+    model, _ = tiny
+
+    class Fake:
+        config = type("C", (), {"model_type": "gpt2", "max_position_embeddings": 1024})()
+
+    with pytest.raises(ValueError, match="gpt2"):
+        rollout._check_sample_args(Fake(), [[1]], 4, 1.0, 1.0, 0, 1)
+
+
+def test_prompt_styles(tiny_tokenizer):
+    chat = rollout.format_prompt(tiny_tokenizer, "What is 2+2?", "chat")
+    assert chat.startswith("<|im_start|>user\nWhat is 2+2?") and "\\boxed{}" in chat
+    plain = rollout.format_prompt(tiny_tokenizer, "What is 2+2?", "plain")
+    assert "<|im_start|>" not in plain and "What is 2+2?" in plain and plain.endswith("Solution:")
+    assert rollout.default_prompt_style("Qwen/Qwen2.5-0.5B") == "plain"
+    assert rollout.default_prompt_style("Qwen/Qwen2.5-0.5B-Instruct") == "chat"
+    assert rollout.default_prompt_style("smollm2-135m") == "chat"
+    with pytest.raises(ValueError, match="prompt_style"):
+        rollout.format_prompt(tiny_tokenizer, "x", "fancy")

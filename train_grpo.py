@@ -1,0 +1,653 @@
+"""GRPO for math reasoning with verifiable rewards, in one loop you can read top to bottom.
+
+    python train_grpo.py --model Qwen/Qwen2.5-0.5B --dataset math:train_level3to5   # one GPU
+    python train_grpo.py --preset cpu_demo                                          # offline, CPU
+
+Each step: sample G rollouts for each of `batch_size` prompts (rollout.sample) -> reward each
+one (reward.math_reward: 1 if the final answer is right) -> group-relative advantages
+A = (r - mean_group) / std_group -> the PPO clipped surrogate with clip-higher -> AdamW step.
+
+What it keeps from the textbook, and what it drops:
+  - kept: PPO's clipped ratio with DAPO's asymmetric clip (eps_low 0.2, eps_high 0.28), several
+    PPO epochs / mini-batches if asked, three loss aggregations (DAPO's token mean, the original
+    GRPO's per-sequence mean, Dr. GRPO's constant normaliser), optional k3 KL to a frozen
+    reference, optional entropy bonus (the paper's entropy-regularisation baseline), optional
+    DAPO dynamic-sampling filter (drop groups whose rewards are all equal: they carry no signal).
+  - dropped: a value network (GRPO's group baseline replaces it), reward models (the reward is
+    verified), and the KL term by default (DAPO-style setups run without it; with kl_coef = 0
+    no reference model is loaded at all).
+  - old log-probs are recomputed by a no-grad forward rather than taken from the sampler, so
+    that the ratio compares the same computation (the sampler's own log-probs match it in
+    float32, but not bit for bit in bf16); that pass also gives the per-token entropies.
+
+HICRA plugs in at one place: `shape_advantages(batch)`, called with the per-token advantages
+just before the loss (see train_hicra.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import rollout
+from data import DataError, load_problems
+from reward import math_reward
+
+AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "dr_grpo")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message is one line naming the flag."""
+
+
+@dataclass
+class Config:
+    # model and data
+    model: str = "Qwen/Qwen2.5-0.5B"        # HF folder, Hub id, or the offline alias smollm2-135m
+    dataset: str = "math:train_level3to5"   # name, name:split, .jsonl path, or synthetic:<level>
+    data_dir: str = ""                      # default: $HICRA_DATA_DIR (see data/__init__.py)
+    num_problems: int = 0                   # 0 = all problems (synthetic: 2000 generated)
+    prompt_style: str = ""                  # chat | plain; default: chat for instruct models
+    instruction: str = rollout.BOXED_INSTRUCTION
+    strict_box: bool = False                # reward only \boxed{} answers (the paper's protocol)
+    out_dir: str = "runs/grpo"
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    seed: int = 0
+    # rollouts
+    max_steps: int = 200
+    batch_size: int = 32                    # prompts per step
+    group_size: int = 8                     # rollouts per prompt (G)
+    max_new_tokens: int = 1024
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # advantages and loss
+    scale_by_std: bool = True               # False = Dr. GRPO (no division by the group std)
+    skip_zero_var: bool = False             # DAPO dynamic sampling: drop groups with equal rewards
+    mask_truncated: bool = False            # no loss on responses cut at max_new_tokens
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    loss_agg: str = "token_mean"            # token_mean | seq_mean_token_mean | dr_grpo
+    kl_coef: float = 0.0                    # k3 KL to the initial model; 0 = no reference model
+    entropy_coef: float = 0.0               # entropy bonus (the paper's entropy baseline)
+    # optimisation
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    lr_schedule: str = "constant"           # constant | cosine (after warm-up)
+    grad_clip: float = 1.0
+    ppo_epochs: int = 1
+    mini_batches: int = 1                   # optimizer steps per PPO epoch
+    micro_batch_tokens: int = 16384         # token budget of one forward/backward (padded)
+    logprob_chunk: int = 256                # positions per chunk of the vocabulary projection
+    grad_checkpointing: bool = False
+    max_bad_steps: int = 3                  # stop after this many non-finite updates in a row
+    # evaluation, logging, checkpoints
+    eval_every: int = 25                    # 0 = never
+    eval_dataset: str = ""                  # default: a held-out slice of the training data
+    eval_size: int = 128
+    eval_temperature: float = 0.0
+    save_every: int = 50
+    resume: bool = False
+    log_rollouts: int = 4                   # rollouts per step written to rollouts.jsonl
+    plot: bool = True                       # write metrics.png at the end
+    wandb_project: str = ""                 # log to Weights & Biases too (if installed)
+    preset: str = ""                        # cpu_demo: a small offline run that finishes in minutes
+
+
+PRESETS = {
+    # Shown to learn on 2 CPU cores: SmolLM2-135M-Instruct on single-digit sums, answered in words.
+    "cpu_demo": dict(model="smollm2-135m", dataset="synthetic:1", num_problems=512, batch_size=8,
+                     group_size=8, max_new_tokens=48, lr=1e-5, warmup_steps=0, max_steps=8, eval_every=4,
+                     eval_size=32, save_every=4, micro_batch_tokens=8192,
+                     instruction="Give the result as a sentence of the form 'The answer is N.'"),
+}
+
+
+def parse_config(argv=None, config_class=Config) -> Config:
+    """Every Config field is a flag (`--lr 1e-5`, `--scale_by_std false`); a preset sets defaults."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(config_class):
+        if f.type in ("bool", bool):
+            parser.add_argument(f"--{f.name}", type=_bool, nargs="?", const=True, default=f.default)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
+            parser.add_argument(f"--{f.name}", type=kind, default=f.default)
+    args = parser.parse_args(argv)
+    given = {a.lstrip("-").split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
+    values = vars(args)
+    if args.preset:
+        if args.preset not in PRESETS:
+            parser.error(f"--preset {args.preset!r}: choose from {', '.join(PRESETS)}")
+        values.update({k: v for k, v in PRESETS[args.preset].items() if k not in given})
+    return config_class(**values)
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def check_config(cfg: Config):
+    """Nonsense settings fail here, in one line, before any model is loaded."""
+    problems = [
+        (cfg.group_size < 2, f"--group_size {cfg.group_size}: GRPO needs >= 2 rollouts per prompt to compare"),
+        (cfg.batch_size < 1, f"--batch_size {cfg.batch_size}: need at least one prompt per step"),
+        (cfg.loss_agg not in AGGREGATIONS, f"--loss_agg {cfg.loss_agg!r}: choose from {', '.join(AGGREGATIONS)}"),
+        (cfg.lr_schedule not in ("constant", "cosine"), f"--lr_schedule {cfg.lr_schedule!r}: constant or cosine"),
+        (cfg.prompt_style not in ("", "chat", "plain"), f"--prompt_style {cfg.prompt_style!r}: chat or plain"),
+        (cfg.max_new_tokens < 1, f"--max_new_tokens {cfg.max_new_tokens}: must be >= 1"),
+        (cfg.max_steps < 1, f"--max_steps {cfg.max_steps}: must be >= 1"),
+        (cfg.ppo_epochs < 1 or cfg.mini_batches < 1, "--ppo_epochs and --mini_batches must be >= 1"),
+        (cfg.mini_batches > cfg.batch_size * cfg.group_size,
+         f"--mini_batches {cfg.mini_batches}: more than the {cfg.batch_size * cfg.group_size} rollouts of a step"),
+        (cfg.temperature <= 0, f"--temperature {cfg.temperature}: training samples need a temperature > 0"),
+        (not 0 < cfg.eps_low < 1 or cfg.eps_high <= 0, "--eps_low must be in (0, 1) and --eps_high > 0"),
+        (cfg.lr <= 0, f"--lr {cfg.lr}: must be > 0"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise ConfigError(message)
+
+
+# ----------------------------------------------------------------------------- the math of GRPO
+
+def group_advantages(rewards: torch.Tensor, scale_by_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """rewards [num_prompts, G] -> advantages [num_prompts, G]: r - group mean, over the group std.
+
+    The std is the unbiased one (torch.std); a group whose rewards are all equal gets A = 0.
+    """
+    centered = rewards - rewards.mean(dim=1, keepdim=True)                   # [P, G]
+    if not scale_by_std:
+        return centered
+    return centered / (rewards.std(dim=1, keepdim=True) + eps)               # [P, G]
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, agg: str = "token_mean",
+              norm_len: int | None = None) -> torch.Tensor:
+    """Reduce a [B, T] per-token quantity over the response tokens (mask 1) to a scalar."""
+    mask = mask.to(per_token.dtype)
+    if agg == "token_mean":          # DAPO: every token of the batch weighs the same
+        return (per_token * mask).sum() / mask.sum().clamp(min=1)
+    if agg == "seq_mean_token_mean":  # original GRPO: mean per sequence, then over sequences
+        per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)     # [B]
+        return per_seq.mean()
+    if agg == "dr_grpo":             # Dr. GRPO: sum per sequence over a constant length, no length bias
+        norm_len = norm_len or mask.shape[-1]
+        return (per_token * mask).sum(-1).mean() / norm_len
+    raise ValueError(f"unknown loss aggregation {agg!r}: choose from {', '.join(AGGREGATIONS)}")
+
+
+def policy_loss(logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.28, agg="token_mean",
+                norm_len=None, stats: dict | None = None) -> torch.Tensor:
+    """The clipped surrogate to minimise; all inputs [B, T], advantages per token, mask 0/1.
+
+    With ratio = exp(logp - old_logp): per token -min(ratio * A, clip(ratio, 1 - eps_low,
+    1 + eps_high) * A). For A > 0 the ratio is capped at 1 + eps_high, for A < 0 floored at
+    1 - eps_low (DAPO's clip-higher lets rare good tokens grow more). No dual clip.
+    If `stats` is a dict, it receives clip_frac (fraction of response tokens whose ratio is clipped).
+    """
+    ratio = torch.exp(logp - old_logp)                                       # [B, T]
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1 - eps_low, 1 + eps_high) * advantages
+    loss = aggregate(-torch.minimum(unclipped, clipped), mask, agg, norm_len)
+    if stats is not None:
+        was_clipped = (clipped < unclipped).float()                          # [B, T]
+        stats["clip_frac"] = ((was_clipped * mask).sum() / mask.sum().clamp(min=1)).item()
+    return loss
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(policy || reference): exp(d) - d - 1 with d = ref - logp (>= 0)."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1
+
+
+def _logp_and_entropy(model, hidden, targets):
+    """hidden [b, t, C], targets [b, t] -> log p(target) [b, t] and entropy [b, t], in float32."""
+    logits = model.lm_head(hidden).float()                                   # [b, t, V]
+    lse = torch.logsumexp(logits, dim=-1)                                    # [b, t]
+    logp = logits.gather(-1, targets[..., None]).squeeze(-1) - lse           # [b, t]
+    entropy = lse - (logits.softmax(-1) * logits).sum(-1)                    # [b, t]
+    return logp, entropy
+
+
+def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]], pad_id: int,
+                        chunk: int = 256):
+    """Per-token log-probs and entropies of `completions` given `prompts` (teacher forcing).
+
+    Returns logp, entropy: [b, Tc] (Tc = longest completion; padding positions are 0).
+    Prompts are left-padded and completions right-padded, so every completion starts at the same
+    column. The vocabulary projection runs `chunk` positions at a time and, when gradients are
+    needed, is recomputed in the backward pass: the [b, Tc, V] float32 logits never exist at once.
+    """
+    device = next(model.parameters()).device
+    P, Tc = max(len(p) for p in prompts), max(len(c) for c in completions)
+    ids = torch.full((len(prompts), P + Tc), pad_id, dtype=torch.long, device=device)    # [b, P+Tc]
+    attention = torch.zeros_like(ids)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        ids[i, P - len(p):P + len(c)] = torch.tensor(p + c, device=device)
+        attention[i, P - len(p):P + len(c)] = 1
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)                                 # [b, P+Tc]
+    base = getattr(model, model.base_model_prefix)
+    hidden = base(input_ids=ids, attention_mask=attention, position_ids=positions).last_hidden_state
+    hidden = hidden[:, P - 1:P + Tc - 1]          # states that predict the completion tokens [b, Tc, C]
+    targets = ids[:, P:]                                                                   # [b, Tc]
+    logps, entropies = [], []
+    for start in range(0, Tc, chunk):
+        h, t = hidden[:, start:start + chunk], targets[:, start:start + chunk]
+        if torch.is_grad_enabled():
+            lp, ent = torch.utils.checkpoint.checkpoint(_logp_and_entropy, model, h, t, use_reentrant=False)
+        else:
+            lp, ent = _logp_and_entropy(model, h, t)
+        logps.append(lp)
+        entropies.append(ent)
+    valid = attention[:, P:].to(torch.float32)                                             # [b, Tc]
+    return torch.cat(logps, 1) * valid, torch.cat(entropies, 1) * valid
+
+
+def micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
+    """Split sequence indices into micro-batches whose padded size (rows x longest) fits the budget.
+
+    Sorting by length keeps similar lengths together, so little compute goes to padding.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, current = [], []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) + 1) * longest > token_budget:
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + [current] if current else batches
+
+
+def pad_rows(rows: list[list[float]], width: int | None = None) -> torch.Tensor:
+    """Ragged lists -> a zero-padded float32 tensor [len(rows), width]."""
+    width = width or max(len(r) for r in rows)
+    out = torch.zeros(len(rows), width)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r, dtype=torch.float32)
+    return out
+
+
+def lr_at(cfg: Config, step: int) -> float:
+    """Linear warm-up over warmup_steps, then constant or cosine decay to 10% at max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return cfg.lr
+
+
+# ----------------------------------------------------------------------------- data, eval, checkpoints
+
+def load_data(cfg: Config):
+    """Training and evaluation problems. Without --eval_dataset, the last eval_size problems of a
+    fixed shuffle of the training data are held out for evaluation."""
+    limit = cfg.num_problems or None
+    kwargs = {"n": cfg.num_problems or 2000} if cfg.dataset.startswith("synthetic") else {}
+    train = load_problems(cfg.dataset, data_dir=cfg.data_dir or None, seed=cfg.seed,
+                          limit=None if kwargs else limit, **kwargs)
+    if cfg.eval_dataset:
+        eval_kwargs = {"n": cfg.eval_size} if cfg.eval_dataset.startswith("synthetic") else {}
+        held_out = load_problems(cfg.eval_dataset, data_dir=cfg.data_dir or None, seed=cfg.seed + 1,
+                                 limit=cfg.eval_size, **eval_kwargs)
+    elif cfg.eval_every:
+        train = train[:]
+        random.Random(cfg.seed).shuffle(train)
+        held_out, train = train[len(train) - cfg.eval_size:], train[:len(train) - cfg.eval_size]
+    else:
+        held_out = []
+    if cfg.batch_size > len(train):
+        raise ConfigError(f"--batch_size {cfg.batch_size}: larger than the {len(train)} training problems "
+                         f"of --dataset {cfg.dataset}")
+    return train, held_out
+
+
+def data_order(num_problems: int, seed: int, epoch: int) -> list[int]:
+    """The order of the training problems in one pass; a function of (seed, epoch), so resuming
+    needs only the step number to find its place."""
+    order = list(range(num_problems))
+    random.Random(seed * 100003 + epoch).shuffle(order)
+    return order
+
+
+def batch_at(step: int, cfg: Config, num_problems: int) -> list[int]:
+    """Indices of the problems of training step `step` (epochs wrap around; no problem twice in one)."""
+    per_epoch = num_problems // cfg.batch_size
+    epoch, slot = divmod(step, per_epoch)
+    return data_order(num_problems, cfg.seed, epoch)[slot * cfg.batch_size:(slot + 1) * cfg.batch_size]
+
+
+def encode(cfg: Config, tokenizer, problems: list[dict]) -> list[list[int]]:
+    style = cfg.prompt_style or rollout.default_prompt_style(cfg.model)
+    texts = [rollout.format_prompt(tokenizer, p["problem"], style, cfg.instruction) for p in problems]
+    return rollout.encode_prompts(tokenizer, texts)
+
+
+def evaluate(model, tokenizer, problems: list[dict], cfg: Config, autocast) -> float:
+    """Accuracy on held-out problems, one sample each (greedy unless eval_temperature > 0)."""
+    if not problems:
+        return float("nan")
+    correct = 0.0
+    for start in range(0, len(problems), 64):
+        chunk = problems[start:start + 64]
+        with autocast:
+            out = rollout.sample(model, encode(cfg, tokenizer, chunk), cfg.max_new_tokens,
+                                 temperature=cfg.eval_temperature, eos_token_id=tokenizer.stop_token_ids,
+                                 seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
+        texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+        correct += sum(math_reward(t, p["answer"], strict=cfg.strict_box) for t, p in zip(texts, chunk))
+    return correct / len(problems)
+
+
+def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, step: int, extra: dict):
+    """Write <out_dir>/ckpt atomically: into a temporary folder, then swap it in.
+
+    The model is a plain Hugging Face folder (safetensors); trainer_state.pt holds the optimizer,
+    the step (which fixes the data position and sampling seeds) and the RNG states.
+    """
+    tmp, final, old = out_dir / "ckpt.tmp", out_dir / "ckpt", out_dir / "ckpt.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(), **extra}, tmp / "trainer_state.pt")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete checkpoint (ckpt, or ckpt.old if a crash hit between the two renames)."""
+    for name in ("ckpt", "ckpt.old"):
+        if (out_dir / name / "trainer_state.pt").exists():
+            return out_dir / name
+    return None
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def train(cfg: Config, shape_advantages=None, step_metrics=None):
+    """Run GRPO. `shape_advantages(batch) -> [B, Tc]` may reshape the per-token advantages just
+    before the loss (HICRA does); `step_metrics(batch) -> dict` may add metrics. `batch` is a dict:
+    texts, completion_ids, response_mask, entropy, old_logp and advantages (tensors [B, Tc]) and cfg;
+    a hook may put per-sequence dicts under batch["rollout_extra"] to add them to rollouts.jsonl."""
+    check_config(cfg)
+    train_set, eval_set = load_data(cfg)                       # data errors before the model loads
+    out_dir = Path(cfg.out_dir)
+    ckpt = find_checkpoint(out_dir) if cfg.resume else None
+    if cfg.resume and ckpt is None:
+        print(f"--resume: no checkpoint in {out_dir}, starting from scratch", file=sys.stderr)
+    if ckpt is None and (out_dir / "metrics.jsonl").exists():
+        raise ConfigError(f"--out_dir {out_dir}: already holds a run; pass --resume or pick another folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    print(json.dumps(dataclasses.asdict(cfg)))
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    device = torch.device(cfg.device)
+    # float32 master weights; bf16 matmuls through autocast on CUDA (bf16 weights would swallow
+    # updates of lr ~1e-6).
+    model, tokenizer = rollout.load_model(str(ckpt) if ckpt else cfg.model, device=device, dtype=torch.float32)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    reference = None
+    if cfg.kl_coef > 0:
+        reference, _ = rollout.load_model(cfg.model, device=device, dtype=torch.float32)
+        reference.requires_grad_(False)
+    if cfg.grad_checkpointing:
+        model.gradient_checkpointing_enable()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    start_step, state = 0, {}
+    if ckpt:
+        state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        start_step = state["step"]
+        _truncate_jsonl(out_dir / "metrics.jsonl", start_step)
+        _truncate_jsonl(out_dir / "rollouts.jsonl", start_step)
+        print(f"resumed from {ckpt} at step {start_step}", file=sys.stderr)
+    extra_state = state.get("extra", {})
+    if cfg.wandb_project:
+        import wandb  # only when asked for
+        wandb.init(project=cfg.wandb_project, config=dataclasses.asdict(cfg), resume="allow")
+
+    # Ctrl-C finishes the current step, saves, and exits; a second Ctrl-C aborts at once.
+    stop = {"requested": False}
+
+    def on_interrupt(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+    from tqdm import tqdm
+    bar = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps, desc="grpo",
+               dynamic_ncols=True)
+    bad_steps, step = 0, start_step
+    try:
+        for step in bar:
+            metrics = grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, autocast,
+                                shape_advantages, step_metrics, extra_state, out_dir)
+            bad_steps = bad_steps + 1 if metrics["skipped"] else 0
+            if bad_steps >= cfg.max_bad_steps:
+                raise RuntimeError(f"{bad_steps} non-finite updates in a row at step {step}: stopping "
+                                   f"(try a lower --lr); the last good checkpoint is in {out_dir}")
+            if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps):
+                metrics["eval_accuracy"] = evaluate(model, tokenizer, eval_set, cfg, autocast)
+            with open(out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            if cfg.wandb_project:
+                wandb.log(metrics, step=step)
+            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward_mean", "response_len_mean", "loss")
+                             if k in metrics} | ({"eval": f"{metrics['eval_accuracy']:.3f}"}
+                                                 if "eval_accuracy" in metrics else {}))
+            done = step + 1
+            if stop["requested"] or done == cfg.max_steps or (cfg.save_every and done % cfg.save_every == 0):
+                save_checkpoint(out_dir, model, tokenizer, optimizer, done, {"extra": extra_state})
+            if stop["requested"]:
+                print(f"saved a checkpoint at step {done}; continue with --resume", file=sys.stderr)
+                break
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        bar.close()
+    if cfg.plot:
+        try:
+            import plot
+            plot.plot_runs([out_dir], out_dir / "metrics.png")
+        except ImportError as e:  # matplotlib missing: the metrics file is still there
+            print(f"no plot ({e})", file=sys.stderr)
+    return model
+
+
+def _truncate_jsonl(path: Path, step: int):
+    """Drop the lines a crashed run wrote after its last checkpoint, so a resumed run appends cleanly."""
+    if path.exists():
+        lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] < step]
+        path.write_text("".join(l + "\n" for l in lines))
+
+
+def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, autocast,
+              shape_advantages, step_metrics, extra_state, out_dir) -> dict:
+    t_start = time.perf_counter()
+    device = next(model.parameters()).device
+    G = cfg.group_size
+
+    # 1. Sample G rollouts for each prompt of this step. The seed is a function of the step,
+    #    so a resumed run samples exactly what an uninterrupted one would.
+    problems = [train_set[i] for i in batch_at(step, cfg, len(train_set))]
+    prompts = encode(cfg, tokenizer, problems)
+    model.eval()
+    with autocast:
+        out = rollout.sample(model, prompts, cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                             eos_token_id=tokenizer.stop_token_ids, seed=cfg.seed * 1_000_003 + step, n=G,
+                             pad_token_id=tokenizer.pad_token_id)
+    t_sampled = time.perf_counter()
+
+    # 2. Rewards and group-relative advantages.
+    texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+    rewards = torch.tensor([math_reward(t, problems[k]["answer"], strict=cfg.strict_box)
+                            for t, k in zip(texts, out.prompt_index)]).view(len(problems), G)   # [P, G]
+    seq_adv = group_advantages(rewards, cfg.scale_by_std).view(-1)                           # [B]
+    keep_seq = torch.ones(len(texts), dtype=torch.bool)                                      # [B]
+    if cfg.skip_zero_var:
+        keep_seq = (rewards.std(dim=1) > 0).repeat_interleave(G)
+    if cfg.mask_truncated:
+        keep_seq &= torch.tensor(out.finished)
+    t_rewarded = time.perf_counter()
+
+    # 3. Old log-probs and entropies (no grad), per micro-batch of bounded padded size.
+    seq_prompts = [prompts[k] for k in out.prompt_index]
+    lengths = [len(p) + len(c) for p, c in zip(seq_prompts, out.completion_ids)]
+    chunks = micro_batches(lengths, cfg.micro_batch_tokens)
+    Tc = max(len(c) for c in out.completion_ids)
+    response_mask = pad_rows([[1.0] * len(c) for c in out.completion_ids], Tc)              # [B, Tc]
+    response_mask *= keep_seq[:, None].float()
+    old_logp, entropy = torch.zeros(len(texts), Tc), torch.zeros(len(texts), Tc)            # [B, Tc]
+    ref_logp = torch.zeros(len(texts), Tc)
+    with torch.no_grad(), autocast:
+        for idx in chunks:
+            lp, ent = completion_logprobs(model, [seq_prompts[i] for i in idx], [out.completion_ids[i] for i in idx],
+                                          tokenizer.pad_token_id, cfg.logprob_chunk)
+            old_logp[idx, :lp.shape[1]], entropy[idx, :lp.shape[1]] = lp.float().cpu(), ent.float().cpu()
+            if reference is not None:
+                lp, _ = completion_logprobs(reference, [seq_prompts[i] for i in idx],
+                                            [out.completion_ids[i] for i in idx], tokenizer.pad_token_id,
+                                            cfg.logprob_chunk)
+                ref_logp[idx, :lp.shape[1]] = lp.float().cpu()
+    t_old = time.perf_counter()
+
+    # 4. Per-token advantages; the one place a method may reshape them (HICRA: planning tokens).
+    advantages = seq_adv[:, None] * response_mask                                            # [B, Tc]
+    batch = dict(cfg=cfg, step=step, texts=texts, completion_ids=out.completion_ids, prompt_ids=seq_prompts,
+                 response_mask=response_mask, entropy=entropy, old_logp=old_logp, advantages=advantages,
+                 rewards=rewards.view(-1), tokenizer=tokenizer, state=extra_state)
+    if shape_advantages is not None:
+        advantages = shape_advantages(batch) * response_mask
+        batch["advantages"] = advantages
+
+    # 5. PPO epochs over mini-batches; each mini-batch accumulates gradients over micro-batches.
+    model.train()
+    rng = random.Random(cfg.seed * 7919 + step)
+    totals = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "grad_norm": 0.0, "updates": 0}
+    skipped = False
+    for epoch in range(cfg.ppo_epochs):
+        order = list(range(len(texts)))
+        rng.shuffle(order)
+        for mb in range(cfg.mini_batches):
+            members = order[mb::cfg.mini_batches]
+            mb_mask = response_mask[members]
+            if mb_mask.sum() == 0:
+                continue                    # every sequence here was filtered out: nothing to learn
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(cfg, step)
+            optimizer.zero_grad(set_to_none=True)
+            mb_tokens, mb_seqs = mb_mask.sum().item(), len(members)
+            loss_sum, clip_sum, kl_sum = 0.0, 0.0, 0.0
+            for idx in micro_batches([lengths[i] for i in members], cfg.micro_batch_tokens):
+                idx = [members[i] for i in idx]
+                with autocast:
+                    logp, ent = completion_logprobs(model, [seq_prompts[i] for i in idx],
+                                                    [out.completion_ids[i] for i in idx],
+                                                    tokenizer.pad_token_id, cfg.logprob_chunk)
+                T = logp.shape[1]
+                logp, ent = logp.float(), ent.float()
+                mask = response_mask[idx, :T].to(device)                                     # [b, T]
+                stats = {}
+                loss = policy_loss(logp, old_logp[idx, :T].to(device), advantages[idx, :T].to(device), mask,
+                                   cfg.eps_low, cfg.eps_high, cfg.loss_agg, norm_len=cfg.max_new_tokens, stats=stats)
+                if cfg.kl_coef > 0:
+                    kl = aggregate(kl_k3(logp, ref_logp[idx, :T].to(device)), mask, cfg.loss_agg, cfg.max_new_tokens)
+                    loss = loss + cfg.kl_coef * kl
+                    kl_sum += kl.item() * mask.sum().item()
+                if cfg.entropy_coef > 0:
+                    loss = loss - cfg.entropy_coef * aggregate(ent, mask, cfg.loss_agg, cfg.max_new_tokens)
+                # Weight the micro-batch so the sum over micro-batches equals the mini-batch loss.
+                weight = mask.sum().item() / mb_tokens if cfg.loss_agg == "token_mean" else len(idx) / mb_seqs
+                (loss * weight).backward()
+                loss_sum += loss.item() * weight
+                clip_sum += stats["clip_frac"] * mask.sum().item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+            if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+                optimizer.zero_grad(set_to_none=True)   # skip a non-finite update, keep the weights
+                skipped = True
+                continue
+            optimizer.step()
+            totals["loss"] += loss_sum
+            totals["clip_frac"] += clip_sum / mb_tokens
+            totals["kl"] += kl_sum / mb_tokens
+            totals["grad_norm"] += grad_norm
+            totals["updates"] += 1
+    model.eval()
+    t_end = time.perf_counter()
+
+    # 6. Metrics and a sample of the rollouts.
+    n_updates = max(1, totals.pop("updates"))
+    resp_len = torch.tensor([len(c) for c in out.completion_ids], dtype=torch.float32)
+    tokens_mask = pad_rows([[1.0] * len(c) for c in out.completion_ids], Tc)
+    metrics = {
+        "step": step,
+        "reward_mean": rewards.mean().item(),
+        "accuracy": (rewards > 0.5).float().mean().item(),
+        "pass_at_group": (rewards.max(dim=1).values > 0.5).float().mean().item(),
+        "zero_var_frac": (rewards.std(dim=1) == 0).float().mean().item(),
+        "response_len_mean": resp_len.mean().item(),
+        "response_len_max": int(resp_len.max().item()),
+        "truncated_frac": 1.0 - sum(out.finished) / len(out.finished),
+        **{k: v / n_updates for k, v in totals.items()},
+        "entropy": ((entropy * tokens_mask).sum() / tokens_mask.sum()).item(),
+        "lr": lr_at(cfg, step),
+        "skipped": int(skipped),
+        "sample_tokens_per_s": out.stats["tokens_per_s"],
+        "train_tokens_per_s": sum(lengths) * cfg.ppo_epochs / max(t_end - t_old, 1e-9),
+        "sample_seconds": t_sampled - t_start,
+        "reward_seconds": t_rewarded - t_sampled,
+        "old_logp_seconds": t_old - t_rewarded,
+        "update_seconds": t_end - t_old,
+        "step_seconds": t_end - t_start,
+    }
+    if step_metrics is not None:
+        metrics.update(step_metrics(batch))
+    if cfg.log_rollouts:
+        with open(out_dir / "rollouts.jsonl", "a") as f:
+            for i in range(0, len(texts), max(1, len(texts) // cfg.log_rollouts))[:cfg.log_rollouts]:
+                row = {"step": step, "prompt": problems[out.prompt_index[i]]["problem"],
+                       "answer": problems[out.prompt_index[i]]["answer"], "response": texts[i],
+                       "reward": rewards.view(-1)[i].item(), "advantage": seq_adv[i].item()}
+                row.update(batch["rollout_extra"][i] if "rollout_extra" in batch else {})
+                f.write(json.dumps(row) + "\n")
+    return metrics
+
+
+def main(argv=None):
+    try:
+        cfg = parse_config(argv)
+        train(cfg)
+    except (ConfigError, DataError, rollout.ModelLoadError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
