@@ -1,0 +1,841 @@
+"""Verifiable math reward: find the final answer in a response and decide whether it equals the gold one.
+
+The reward is the only teacher in RL with verifiable rewards, so every rule here trades between three
+failure modes: a false positive teaches the policy to game the grader, a false negative withholds
+credit from a right answer, and a hang stalls training. The pipeline, cheapest step first:
+
+1. extract_answer: the last \\boxed{...}/\\fbox{...} (braces matched); without a box, "final answer is",
+   "answer is", "#### N", a short bare answer, and as a last resort the last number. strict=True keeps
+   only boxes (the paper's protocol).
+2. _normalize: strip what does not change the value -- LaTeX spacing and style macros, \\text{},
+   thousands separators, units and trailing words after a number, degrees, percent and dollar signs,
+   unicode look-alikes -- and never anything else: letters are only dropped when they are whole words
+   after a number, so `2n-1` stays `2n-1`.
+3. _same: equal strings; then structure (tuples in order, sets and "a, b" lists in any order, intervals
+   with their brackets, unions, matrices, equations, inequalities); then each leaf: our own small
+   LaTeX parser turns it into Python/sympy code, numbers are compared as exact Fractions in this process
+   (no float tolerance: 0.333 is not 1/3; no overflow: 1e309 is not infinity), and only what is left
+   goes to sympy.
+4. sympy runs in a separate worker process with a hard wall-clock limit: `signal.alarm` only works in
+   the main thread and cannot interrupt a bignum computation, so the parent waits with a timeout and
+   kills the worker if it does not answer. Before that, _risky refuses towers of exponents, huge
+   powers and factorials and very long expressions outright. A timeout counts as "not equal".
+
+Hedging earns nothing: every distinct boxed answer must be right, and "A or C", or a list when the gold
+answer is one value, is a different answer. Multiple choice: `(C)`, `\\text{(C)}`, `\\textbf{(C)}` match
+gold `C`; two letters do not.
+
+Dropped on purpose: float tolerance (the task says "exact"), degrees<->radians, percent<->fraction
+conversion (25% equals 25, not 0.25), and assumption-dependent identities such as sqrt(x^2) = x.
+"""
+import ast
+import atexit
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from functools import lru_cache
+
+SYMPY_BUDGET_S = 0.8      # sympy wall time one verify() may spend in total; keeps every call under 2 s
+WORKER_GRACE_S = 0.3      # the worker stops itself at the budget; the parent kills it after this grace
+WORKER_STARTUP_S = 30.0   # importing sympy in a fresh worker is not a hang, so it gets its own limit
+MAX_ANSWER_CHARS = 1000   # longer answers are compared as strings only
+MAX_CANDIDATES = 20       # more distinct boxed answers than this is spraying, not answering
+
+# ----------------------------------------------------------------------------------------------------
+# 1. Extraction
+
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+
+
+def _boxes(text):
+    """Contents of every top-level \\boxed{...} / \\fbox{...} / \\boxed 7, in order. Linear time."""
+    found, pos = [], 0
+    while True:
+        m = _BOX.search(text, pos)
+        if not m:
+            return found
+        i = m.end()
+        while i < len(text) and text[i] == " ":
+            i += 1
+        if i < len(text) and text[i] == "{":
+            depth = 0
+            for j in range(i, len(text)):
+                depth += (text[j] == "{") - (text[j] == "}")
+                if depth == 0:
+                    break
+            else:
+                return found  # never closed: every later box is inside it
+            found.append(text[i + 1:j].strip())
+            pos = j + 1       # nested boxes stay inside the outer one (and _normalize unwraps them)
+        else:
+            word = re.match(r"[^\s$]*", text[i:i + 200]).group(0)   # \boxed 7
+            found.append(word)
+            pos = i + len(word)
+
+
+_ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*:?\s*([^\n]+)", re.I)
+_HASHES = re.compile(r"####\s*([^\n]+)")
+_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+
+
+def _clean_phrase(s):
+    s = re.split(r"\.\s", s)[0]                   # cut at the end of the sentence; keeps 3.5
+    return s.strip().strip("*").strip().rstrip(".").strip().strip("$").strip()
+
+
+def _candidates(text, strict=False):
+    """Every final answer the response commits to (several only when it boxes several)."""
+    text = str(text)
+    boxes = _boxes(text)
+    if boxes:
+        return [] if not boxes[-1] else [b for b in boxes if b]
+    if strict or _BOX.search(text):               # a box that never closes: the response was cut off
+        return []
+    tail = text[-3000:]                           # final answers live at the end; keeps this linear
+    for pattern in (_ANSWER_IS, _HASHES):
+        found = pattern.findall(tail)
+        if found and _clean_phrase(found[-1]):
+            return [_clean_phrase(found[-1])]
+    bare = text.strip().strip("$").strip()
+    # A short one-line reply with at most two real words is itself the answer ("\frac{1}{2}", "18 dollars").
+    if bare and len(bare) <= 200 and "\n" not in bare and \
+            len(re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}", bare)) <= 2:
+        return [bare]
+    numbers = _NUMBER.findall(tail)
+    return [numbers[-1]] if numbers else []
+
+
+def extract_answer(text, strict=False):
+    """The final answer in `text` as written (a string), or None if there is none or the box is empty."""
+    found = _candidates(text, strict)
+    return found[-1] if found else None
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. Normalisation
+
+_UNICODE = {"−": "-", "–": "-", "π": "\\pi ", "∞": "\\infty ", "°": "^\\circ ", "×": "\\times ",
+            "·": "\\cdot ", "⋅": "\\cdot ", "√": "\\sqrt", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ",
+            "∪": "\\cup ", "÷": "\\div ", "±": "\\pm ", "\u00a0": " ", "\u2009": " ", "\u202f": " "}
+_STYLE = re.compile(r"\\(?:text|textbf|textit|textrm|textsf|texttt|mathrm|mathbf|mathit|mathsf|mbox|"
+                    r"operatorname|boldsymbol|mathbb|mathcal|emph|hbox)\s*\{([^{}]*)\}")
+_MATH_WORDS = {"pi", "or", "and", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp",
+               "infty", "inf"}
+
+
+def _strip_units(s):
+    """Drop whole words after a number ('18 dollars', '15 cm^2', '4 square units'); keep math."""
+    m = re.fullmatch(r"(.*?[\d)}\]])((?:\s+[a-zA-Z]{2,}(?:\^\{?[23]\}?)?\.?)+)", s)
+    if m and not set(re.findall(r"[a-zA-Z]+", m.group(2))) & _MATH_WORDS:
+        return m.group(1).strip()
+    return s
+
+
+@lru_cache(maxsize=1 << 14)
+def _normalize(s):
+    s = str(s)
+    for a, b in _UNICODE.items():
+        s = s.replace(a, b)
+    s = s.strip()
+    while True:                                   # \boxed{\boxed{5}}, or a gold answer given boxed
+        inner = _boxes(s)
+        if len(inner) == 1 and s.startswith(("\\boxed", "\\fbox")) and s.endswith("}"):
+            s = inner[0]
+        else:
+            break
+    s = re.sub(r"^\\\[|\\\]$|^\\\(|\\\)$", "", s).replace("\\$", "").replace("$", "")
+    s = re.sub(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])|\\(?:displaystyle|textstyle)", "", s)
+    s = re.sub(r"\\lbrace", r"\\{", s)
+    s = re.sub(r"\\rbrace", r"\\}", s)
+    s = re.sub(r"\\(?:leqslant|leq)(?![a-zA-Z])", r"\\le ", s)
+    s = re.sub(r"\\(?:geqslant|geq)(?![a-zA-Z])", r"\\ge ", s)
+    s = re.sub(r"\\neq(?![a-zA-Z])", r"\\ne ", s)
+    s = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", s)
+    # Thousands written with LaTeX spacing (1{,}000, 10,\!080, 1\,000) before the spacing macros vanish.
+    s = re.sub(r"(\d)(?:\{,\}|,\\!|\\,|\\!|,\\ )\s*(?=\d{3}(?!\d))", r"\1", s)
+    s = re.sub(r"(?<!\\)\\[,;:! ]|\\q?quad(?![a-zA-Z])|~", " ", s)   # but not the \\ of a matrix
+    for _ in range(5):                            # \text{\textbf{(C)}} unwraps from the inside out
+        s, n = _STYLE.subn(r"\1", s)
+        if not n:
+            break
+    s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree", "", s)
+    s = re.sub(r"\\%|%", "", s)
+    # Mixed numbers: 2\frac{1}{2} and "2 1/2" mean 2 + 1/2 (only for proper fractions).
+    s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
+    s = re.sub(r"(?<![\d.^_}])(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}",
+               lambda m: f"({m[1]}+\\frac{{{m[2]}}}{{{m[3]}}})" if int(m[2]) < int(m[3]) else m[0], s)
+    s = re.sub(r"^(\d+)\s+(\d+)/(\d+)$",
+               lambda m: f"({m[1]}+{m[2]}/{m[3]})" if int(m[2]) < int(m[3]) else m[0], s)
+    s = re.sub(r"\s+", " ", s).strip()
+    s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)     # x \in [2, 5)
+    s = _strip_units(s).rstrip(".").strip()
+    if not s.startswith(("(", "[", "\\{", "\\begin")):   # 1,000 -- but (1,000) may be a pair
+        s = re.sub(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])", lambda m: m[0].replace(",", ""), s)
+    return s
+
+
+def _key(s):
+    return s.replace(" ", "")
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3a. A small LaTeX -> Python/sympy code parser. Code uses ints, + - * / **, names from the tables
+# below and v_<name> symbols only, so it is safe to hand to sympy's parser and to walk with ast.
+
+_TOKEN = re.compile(r"\s*(\d+(?:\.\d*)?(?:[eE][-+]?\d+(?![\d.]))?|\.\d+|\\[a-zA-Z]+|\\.|[a-zA-Z]|\S)")
+_FUNCS = {"\\sin": "sin", "\\cos": "cos", "\\tan": "tan", "\\cot": "cot", "\\sec": "sec", "\\csc": "csc",
+          "\\arcsin": "asin", "\\arccos": "acos", "\\arctan": "atan", "\\sinh": "sinh", "\\cosh": "cosh",
+          "\\tanh": "tanh", "\\ln": "log", "\\log": "log", "\\exp": "exp"}
+_CONSTS = {"\\pi": "pi", "\\infty": "oo", "\\inf": "oo", "e": "E", "i": "I"}
+_GREEK = {"\\alpha", "\\beta", "\\gamma", "\\delta", "\\theta", "\\phi", "\\varphi", "\\lambda", "\\mu",
+          "\\sigma", "\\omega", "\\rho", "\\tau", "\\epsilon", "\\varepsilon"}
+_OPENERS = {"(": ")", "{": "}", "[": "]"}
+
+
+class _NoParse(Exception):
+    pass
+
+
+def _number_code(t):
+    m = re.fullmatch(r"(\d*)\.?(\d*)(?:[eE]([-+]?\d+))?", t)
+    whole, frac, exp = m.group(1), m.group(2), m.group(3)
+    try:
+        code = str(int(whole + frac or "0"))      # int() also refuses absurdly long digit strings
+    except ValueError:
+        raise _NoParse
+    if frac:
+        code = f"({code}/{10 ** len(frac)})"      # decimals stay exact: 1.5 -> 15/10
+    return f"({code}*10**({int(exp)}))" if exp else code
+
+
+def _starts_atom(t):
+    return t is not None and (t[0].isdigit() or t[0] == "." or (len(t) == 1 and t.isalpha()) or
+                              t in ("(", "{", "\\frac", "\\sqrt", "\\binom") or
+                              t in _FUNCS or t in _CONSTS or t in _GREEK)
+
+
+@lru_cache(maxsize=1 << 14)
+def _code(s):
+    """Python code for a LaTeX expression, or None for text and anything this parser does not know."""
+    if len(s) > MAX_ANSWER_CHARS or re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}", s):
+        return None                               # words are text, not a product of letters
+    toks = _TOKEN.findall(s)
+    pos = 0
+
+    def peek():
+        return toks[pos] if pos < len(toks) else None
+
+    def take(expected=None):
+        nonlocal pos
+        t = peek()
+        if t is None or (expected is not None and t != expected):
+            raise _NoParse
+        pos += 1
+        return t
+
+    def expr():
+        out = term()
+        while peek() in ("+", "-"):
+            out = f"{out}{take()}{term()}"
+        return f"({out})"
+
+    def term():
+        out = factor()
+        while True:
+            t = peek()
+            if t in ("*", "\\cdot", "\\times"):
+                take()
+                out = f"{out}*{factor()}"
+            elif t in ("/", "\\div"):
+                take()
+                out = f"{out}/{factor()}"
+            elif _starts_atom(t):                 # implicit multiplication: 2x, 3\sqrt{2}, (a+b)(a-b)
+                out = f"{out}*{factor()}"
+            else:
+                return out
+
+    def factor():
+        if peek() in ("-", "+"):
+            sign = take()
+            return f"(-{factor()})" if sign == "-" else factor()
+        base = postfix()
+        if peek() == "^":
+            take()
+            return f"({base})**({argument()})"
+        return base
+
+    def postfix():
+        out = atom()
+        while peek() == "!":
+            take()
+            out = f"factorial({out})"
+        return out
+
+    def argument():                               # a macro argument: {group} or a single token
+        nonlocal pos
+        t = peek()
+        if t == "{":
+            take()
+            out = expr()
+            take("}")
+            return out
+        if t is not None and t.isdigit() and len(t) > 1:   # \frac12, x^23: one digit is the argument
+            toks[pos] = t[1:]
+            return t[0]
+        return atom()
+
+    def atom():
+        t = take()
+        if t[0].isdigit() or t[0] == ".":
+            return _number_code(t)
+        if t in _OPENERS:
+            out = expr()
+            take(_OPENERS[t])
+            return out
+        if t == "|":
+            out = expr()
+            take("|")
+            return f"Abs({out})"
+        if t == "\\frac":
+            return f"(({argument()})/({argument()}))"
+        if t == "\\binom":
+            return f"binomial({argument()},{argument()})"
+        if t == "\\sqrt":
+            if peek() == "[":
+                take()
+                n = expr()
+                take("]")
+                return f"root({argument()},{n})"
+            return f"sqrt({argument()})"
+        if t in _FUNCS:
+            base = power = None
+            if t == "\\log" and peek() == "_":
+                take()
+                base = argument()
+            if peek() == "^":                     # \sin^2 x is (sin x)^2
+                take()
+                power = argument()
+            if peek() in _OPENERS:
+                arg = atom()
+            else:                                 # \cot x, \sin 2x: the run of factors up to an operator
+                arg = factor()
+                while _starts_atom(peek()) and peek() not in _FUNCS:
+                    arg = f"{arg}*{factor()}"
+            call = f"{_FUNCS[t]}({arg}" + (f",{base})" if base else ")")
+            return f"({call})**({power})" if power else call
+        if t in _CONSTS and peek() != "_":
+            return _CONSTS[t]
+        if t in _GREEK:
+            return "v_" + t[1:]
+        if len(t) == 1 and t.isalpha():
+            if peek() == "_":                     # x_1, a_{10}: one symbol
+                take()
+                sub = take()
+                if sub == "{":
+                    sub = take()
+                    take("}")
+                if not sub.isalnum():
+                    raise _NoParse
+                return f"v_{t}_{sub}"
+            return "v_" + t
+        raise _NoParse
+
+    try:
+        out = expr()
+        return out if pos == len(toks) else None
+    except (_NoParse, RecursionError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3b. Exact rationals in this process, and the guard that decides what sympy may see
+
+class _NotRational(Exception):
+    pass
+
+
+def _exact(node):
+    """Value of an ast node as a Fraction, if it is built from integers with + - * / and small powers."""
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return Fraction(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        v = _exact(node.operand)
+        return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, ast.BinOp):
+        a, b = _exact(node.left), _exact(node.right)
+        if isinstance(node.op, ast.Add):
+            return a + b
+        if isinstance(node.op, ast.Sub):
+            return a - b
+        if isinstance(node.op, ast.Mult):
+            return a * b
+        if isinstance(node.op, ast.Div) and b != 0:
+            return a / b
+        if isinstance(node.op, ast.Pow) and b.denominator == 1 and abs(b) <= 10_000 and \
+                max(a.numerator.bit_length(), a.denominator.bit_length()) * abs(b) <= 100_000 and \
+                (a != 0 or b >= 0):
+            return a ** int(b)
+    raise _NotRational
+
+
+@lru_cache(maxsize=1 << 14)
+def _rational(code):
+    try:
+        return _exact(ast.parse(code, mode="eval").body)
+    except (_NotRational, SyntaxError, RecursionError, ValueError, MemoryError):
+        return None
+
+
+def _risky(code):
+    """True for what could run away in sympy: long code, towers, huge powers or factorials."""
+    if len(code) > 2000:
+        return True
+    try:
+        nodes = list(ast.walk(ast.parse(code, mode="eval")))
+    except (SyntaxError, RecursionError, ValueError, MemoryError):
+        return True
+    if len(nodes) > 600:
+        return True
+    for node in nodes:
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            if any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow) for n in ast.walk(node.right)):
+                return True                       # 2^{3^{4}}: a tower
+            try:
+                e = _exact(node.right)
+            except _NotRational:
+                continue                          # symbolic exponent such as 2^n
+            try:
+                b = _exact(node.left)
+                bits = max(b.numerator.bit_length(), b.denominator.bit_length())
+            except _NotRational:
+                bits = 64                         # x^e: keep polynomial degrees modest
+            if abs(e) > 10_000 or bits * abs(e) > 100_000:
+                return True
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("factorial", "binomial"):
+            for arg in node.args:
+                if any(isinstance(n, ast.Call) for n in ast.walk(arg)):
+                    return True                   # (n!)!
+                try:
+                    if abs(_exact(arg)) > 5000:
+                        return True
+                except _NotRational:
+                    pass
+    return False
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. The sympy worker: a separate process, started lazily, reused, killed and replaced on a hang.
+# A plain subprocess rather than multiprocessing: spawn/forkserver re-import the parent's __main__ in
+# the child (a trainer script would import torch there too), and fork is unsafe once torch threads run.
+
+_worker = None
+_worker_pid = None      # the process that owns the worker; a forked child starts its own
+_worker_ready = False
+_worker_lock = threading.Lock()
+_results = {}           # (op, code_a, code_b) -> bool, for answers that repeat across a batch
+
+
+def _start_worker():
+    global _worker, _worker_pid, _worker_ready
+    _worker = subprocess.Popen([sys.executable, "-u", os.path.abspath(__file__), "--sympy-worker"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    _worker_pid, _worker_ready = os.getpid(), False
+
+
+def _stop_worker():
+    global _worker
+    if _worker is not None and _worker_pid == os.getpid():
+        for pipe in (_worker.stdin, _worker.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        _worker.kill()
+        _worker.wait()
+    _worker = None
+
+
+atexit.register(_stop_worker)
+
+
+def _read_line(timeout):
+    fd, buf, end = _worker.stdout.fileno(), b"", time.monotonic() + timeout
+    while not buf.endswith(b"\n"):
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return None                           # the worker died
+        buf += chunk
+    return buf.strip()
+
+
+def _ask_sympy(op, a, b, deadline):
+    """True/False from the worker; None when there was no time (then the answer is not cached)."""
+    global _worker_ready
+    with _worker_lock:
+        if _worker is None or _worker_pid != os.getpid() or _worker.poll() is not None:
+            _start_worker()
+        if not _worker_ready:
+            started = time.monotonic()
+            if _read_line(WORKER_STARTUP_S) != b"ready":
+                _stop_worker()
+                return None
+            _worker_ready = True
+            deadline[0] += time.monotonic() - started   # waiting for the import is not sympy time
+        budget = deadline[0] - time.monotonic()
+        if budget < 0.02:
+            return None
+        try:
+            _worker.stdin.write((json.dumps([op, a, b, budget]) + "\n").encode())
+            _worker.stdin.flush()
+            reply = _read_line(budget + WORKER_GRACE_S)
+        except OSError:
+            reply = None
+        if reply is None:                         # hung in C code, or died: replace it now, so the
+            _stop_worker()                        # new one imports sympy while we get on with training
+            _start_worker()
+            return None
+        return {b"1": True, b"0": False}.get(reply)   # b"t": it stopped itself at the budget
+
+
+def _sympy_says(op, a, b, deadline):
+    if (op, a, b) not in _results:
+        verdict = _ask_sympy(op, a, b, deadline)
+        if verdict is None:
+            return False
+        if len(_results) > 100_000:
+            _results.clear()
+        _results[(op, a, b)] = verdict
+    return _results[(op, a, b)]
+
+
+_POINTS = ["-1.37", "0.613", "2.29", "1.71", "-0.83", "3.11", "0.47"]
+
+
+def _worker_main():
+    """Loop of the worker process: read [op, code_a, code_b, seconds], write 1, 0 or t."""
+    import signal
+    import sympy
+    from sympy.parsing.sympy_parser import parse_expr, standard_transformations
+
+    def values(x, y, trial):
+        """x and y at one point, 40 digits (random-looking, mixed-sign values: sqrt(x^2) is not x)."""
+        syms = sorted(x.free_symbols | y.free_symbols, key=str)
+        at = {s: sympy.Rational(_POINTS[(3 * trial + k) % len(_POINTS)]) for k, s in enumerate(syms)}
+        vx, vy = x.xreplace(at).evalf(40), y.xreplace(at).evalf(40)
+        try:
+            cx, cy = complex(vx), complex(vy)
+        except (TypeError, ValueError):
+            return None
+        if not all(map(lambda z: abs(z) < float("inf"), (cx, cy))):
+            return None
+        return vx, vy, cx, cy
+
+    def close(vx, vy, cx, cy):
+        return abs(complex(vx - vy)) <= 1e-25 * max(1.0, abs(cx), abs(cy))
+
+    def same(x, y):
+        if x == y:
+            return True
+        trials = [v for t in range(3 if (x.free_symbols | y.free_symbols) else 1)
+                  if (v := values(x, y, t)) is not None]
+        if any(not close(*v) for v in trials):
+            return False                          # the quick, common "no"
+        if trials:
+            return True                           # equal to 25 digits at every point
+        return sympy.simplify(x - y) == 0
+
+    def same_equation(x, y):                      # x, y are lhs - rhs: equal up to a nonzero factor
+        if same(x, y) or same(x, -y):
+            return True
+        ratios = []
+        for t in range(3):
+            v = values(x, y, t)
+            if v is None or abs(v[3]) < 1e-12:
+                continue
+            ratios.append(v[0] / v[1])
+        return len(ratios) >= 2 and all(abs(complex(r - ratios[0])) < 1e-20 for r in ratios) and \
+            abs(complex(ratios[0])) > 1e-12
+
+    def on_alarm(*_):
+        raise TimeoutError
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    for n, line in enumerate(sys.stdin):
+        op, a, b, seconds = json.loads(line)
+        reply = "0"
+        try:
+            signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+            x = parse_expr(a, transformations=standard_transformations)
+            y = parse_expr(b, transformations=standard_transformations)
+            reply = "1" if (same_equation if op == "eq" else same)(x, y) else "0"
+        except TimeoutError:
+            reply = "t"
+        except Exception:
+            reply = "0"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        if reply == "t" or n % 1000 == 999:
+            sympy.core.cache.clear_cache()       # an interrupted computation may leave odd cache entries
+        sys.stdout.write(reply + "\n")
+        sys.stdout.flush()
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3c. Comparison of structures and leaves
+
+_LIST_SEP = re.compile(r",|;|\s+or\s+|\s+and\s+|\\lor(?![a-zA-Z])")
+_PM = re.compile(r"\\(?:pm|mp)(?![a-zA-Z])")
+_CUP = re.compile(r"\\cup(?![a-zA-Z])")
+_REL = re.compile(r"\\le(?![a-zA-Z])|\\ge(?![a-zA-Z])|<=|>=|=|<|>")
+_MATRIX = re.compile(r"\\begin\{([pbvBV]?matrix|array)\}(?:\{[^}]*\})?(.*)\\end\{\1\}", re.S)
+_VAR = re.compile(r"[a-zA-Z](?:_\{?\w+\}?)?|\\(?:" + "|".join(g[1:] for g in _GREEK) + ")")
+
+
+def _split_top(s, sep):
+    """Split at separators outside brackets; returns (parts, separators)."""
+    parts, seps, depth, start, i = [], [], 0, 0, 0
+    while i < len(s):
+        c = s[i]
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif depth == 0:
+            m = sep.match(s, i)
+            if m and m.end() > i:
+                parts.append(s[start:i].strip())
+                seps.append(m.group(0).strip())
+                start = i = m.end()
+                continue
+        i += 1
+    parts.append(s[start:].strip())
+    return parts, seps
+
+
+def _encloses(s):
+    """True if the bracket opening s closes at its very end: (1,2) yes, (1)(2) no."""
+    depth = 0
+    for i, c in enumerate(s):
+        depth += (c in "([{") - (c in ")]}")
+        if depth == 0 and i < len(s) - 1 and c in ")]}":
+            return False
+    return depth == 0
+
+
+def _expand_pm(items):
+    out = []
+    for item in items:
+        if item.count("\\pm") == 1 or item.count("\\mp") == 1:
+            out += [re.sub(r"\\(?:pm|mp)", "+", item), re.sub(r"\\(?:pm|mp)", "-", item)]
+        else:
+            out.append(item)
+    return out
+
+
+def _interval(lo, lo_closed, hi, hi_closed):
+    return ("tuple", "[" if lo_closed else "(", "]" if hi_closed else ")", [lo, hi])
+
+
+def _relation(parts, ops):
+    """An equation or inequality; single-variable inequalities become intervals."""
+    if all(op == "=" for op in ops):
+        return ("eq", parts[0], parts[-1])        # 2+3=5 reads as its last part
+    if len(ops) == 1 and "=" not in ops:
+        (l, r), op = parts, ops[0]
+        if op in (">", "\\ge", ">="):             # write every inequality as l < r or l <= r
+            l, r, op = r, l, {">": "<", "\\ge": "\\le", ">=": "\\le"}[op]
+        closed = op != "<"
+        if _VAR.fullmatch(l) and not _VAR.fullmatch(r):
+            return _interval("-\\infty", False, r, closed)
+        if _VAR.fullmatch(r) and not _VAR.fullmatch(l):
+            return _interval(l, closed, "\\infty", False)
+        return ("ineq", l, "<=" if closed else "<", r)
+    if len(ops) == 2 and _VAR.fullmatch(parts[1]):   # a < x <= b
+        up = [op in ("<", "\\le", "<=") for op in ops]
+        if all(up) or not any(up):
+            lo, hi, ops = (parts[0], parts[2], ops) if all(up) else (parts[2], parts[0], ops[::-1])
+            return _interval(lo, ops[0] not in ("<", ">"), hi, ops[1] not in ("<", ">"))
+    return None
+
+
+def _shape(s):
+    m = _MATRIX.fullmatch(s)
+    if m:
+        rows = [r for r in re.split(r"\\\\", m.group(2)) if r.strip()]
+        return ("matrix", [[c.strip() for c in r.split("&")] for r in rows])
+    parts, _ = _split_top(s, _CUP)
+    if len(parts) > 1:
+        return ("union", parts)
+    items, _ = _split_top(s, _LIST_SEP)
+    if len(items) > 1 or len(_split_top(s, _PM)[0]) == 2:     # 1 \pm \sqrt{2} is two answers
+        return ("list", _expand_pm(items))
+    parts, ops = _split_top(s, _REL)
+    if ops and all(parts):
+        rel = _relation(parts, ops)
+        if rel:
+            return rel
+    if s.startswith("\\{") and s.endswith("\\}") and _encloses(s[1:]):
+        return ("set", _expand_pm(_split_top(s[2:-2], _LIST_SEP)[0]))
+    if s[:1] in "([" and s[-1:] in ")]" and _encloses(s):
+        inner, _ = _split_top(s[1:-1], re.compile(","))
+        if len(inner) > 1:
+            return ("tuple", s[0], s[-1], inner)
+        if s[0] == "(" and s[-1] == ")":
+            return _shape(s[1:-1].strip())        # (5) is 5
+    return ("leaf", s)
+
+
+def _unordered(xs, ys, deadline):
+    xs, ys = ({_key(x): x for x in xs}, {_key(y): y for y in ys})   # dedupe spellings
+    xs, ys = list(xs.values()), list(ys.values())
+    if len(xs) != len(ys) or len(xs) > 30:
+        return False
+    for x in xs:
+        for j, y in enumerate(ys):
+            if _same(x, y, deadline):
+                del ys[j]
+                break
+        else:
+            return False
+    return True
+
+
+def _ordered(xs, ys, deadline):
+    return len(xs) == len(ys) and all(_same(x, y, deadline) for x, y in zip(xs, ys))
+
+
+def _same(a, b, deadline):
+    """Do two normalised answers mean the same mathematical object?"""
+    if _key(a) == _key(b):
+        return True
+    if not a or not b or len(a) > MAX_ANSWER_CHARS or len(b) > MAX_ANSWER_CHARS:
+        return False
+    A, B = _shape(a), _shape(b)
+    if A[0] == "eq" or B[0] == "eq":
+        if A[0] == B[0] == "eq":
+            if _VAR.fullmatch(A[1]) and _VAR.fullmatch(B[1]):
+                return _same(A[2], B[2], deadline)    # y = ... against y = ...: the right-hand sides
+            return _same_equation(A, B, deadline)
+        # x = 5 against 5: the value after the last "="
+        return _same(A[2], b, deadline) if A[0] == "eq" else _same(a, B[2], deadline)
+    bags = ("list", "set", "leaf")
+    if A[0] in bags and B[0] in bags and (A[0] != "leaf" or B[0] != "leaf"):
+        # a gold single value against a list of several different values is hedging: lengths differ
+        return _unordered(A[1] if A[0] != "leaf" else [a], B[1] if B[0] != "leaf" else [b], deadline)
+    if {A[0], B[0]} == {"tuple", "list"}:     # (3, 4) written as 3, 4
+        t, other = (A, B) if A[0] == "tuple" else (B, A)
+        return t[1:3] == ("(", ")") and _ordered(t[3], other[1], deadline)
+    if A[0] != B[0]:
+        if {A[0], B[0]} == {"matrix", "tuple"}:   # a vector written as a tuple
+            m, t = (A, B) if A[0] == "matrix" else (B, A)
+            flat = [c for row in m[1] for c in row]
+            return t[1:3] == ("(", ")") and (len(m[1]) == 1 or all(len(r) == 1 for r in m[1])) and \
+                _ordered(flat, t[3], deadline)
+        return False
+    kind = A[0]
+    if kind == "tuple":
+        return A[1:3] == B[1:3] and _ordered(A[3], B[3], deadline)
+    if kind == "union":
+        return _unordered(A[1], B[1], deadline)
+    if kind == "matrix":
+        return [len(r) for r in A[1]] == [len(r) for r in B[1]] and \
+            _ordered([c for r in A[1] for c in r], [c for r in B[1] for c in r], deadline)
+    if kind == "ineq":
+        return A[2] == B[2] and _same(A[1], B[1], deadline) and _same(A[3], B[3], deadline)
+    return _same_leaf(a, b, deadline)
+
+
+def _same_equation(A, B, deadline):
+    codes = [_code(side) for side in (A[1], A[2], B[1], B[2])]
+    if None in codes:
+        return (_same(A[1], B[1], deadline) and _same(A[2], B[2], deadline)) or \
+            (_same(A[1], B[2], deadline) and _same(A[2], B[1], deadline))
+    x, y = f"({codes[0]})-({codes[1]})", f"({codes[2]})-({codes[3]})"
+    return not (_risky(x) or _risky(y)) and _sympy_says("eq", x, y, deadline)
+
+
+def _text_key(s):
+    return re.sub(r"[\s{}]", "", s).lower()
+
+
+def _same_leaf(a, b, deadline):
+    ca, cb = _code(a), _code(b)
+    if ca is None or cb is None:
+        ta, tb = _text_key(a), _text_key(b)
+        if ta == tb:
+            return True
+        # 204_5 against 204: the base subscript is the question's, the digits are the answer
+        base = re.compile(r"(\w+)_\d+")
+        ma, mb = base.fullmatch(ta), base.fullmatch(tb)
+        return bool((ma and ma[1] == tb) or (mb and mb[1] == ta))
+    ra, rb = _rational(ca), _rational(cb)
+    if ra is not None and rb is not None:
+        return ra == rb                           # the common path: exact, no subprocess
+    if _risky(ca) or _risky(cb):
+        return False
+    return _sympy_says("same", ca, cb, deadline)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. Public API
+
+_CHOICE = re.compile(r"\(?([A-E])\)?")
+
+
+def _judge(answer, gold, deadline):
+    a, g = _normalize(answer), _normalize(gold)
+    if not a or not g:
+        return False
+    choice = _CHOICE.fullmatch(g)
+    if choice:                                    # multiple choice: exactly one letter, the right one
+        letters = set(re.findall(r"(?<![A-Za-z\\])[A-E](?![A-Za-z])", a))
+        return letters == {choice.group(1)}
+    return _same(a, g, deadline)
+
+
+def verify(output, gold, strict=False):
+    """True if the final answer in `output` (a whole response or a bare answer) equals `gold`.
+
+    strict=True grades only \\boxed{}/\\fbox{} answers. Never raises; a timeout is a wrong answer."""
+    try:
+        found = _candidates(output, strict)
+        found = list({_key(_normalize(c)): c for c in reversed(found)}.values())  # last box first
+        if not found or len(found) > MAX_CANDIDATES:
+            return False
+        deadline = [time.monotonic() + SYMPY_BUDGET_S]   # a list: a worker start-up extends it
+        if all(_judge(c, str(gold), deadline) for c in found):
+            return True
+        # several boxes can still be one answer when the gold answer has several parts: \boxed{3}, \boxed{5}
+        return len(found) > 1 and _judge(", ".join(reversed(found)), str(gold), deadline)
+    except Exception:                             # a reward function must not stop training
+        return False
+
+
+def math_reward(output, gold, strict=False):
+    """1.0 if verify(output, gold) else 0.0."""
+    return 1.0 if verify(output, gold, strict=strict) else 0.0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--sympy-worker"]:
+        _worker_main()
+    else:
+        import argparse
+        p = argparse.ArgumentParser(description="Grade one response against a gold answer.")
+        p.add_argument("output", help="a model response or a bare answer")
+        p.add_argument("gold", help="the gold answer (LaTeX, a number or text)")
+        p.add_argument("--strict", action="store_true", help="grade \\boxed{} answers only")
+        args = p.parse_args()
+        print(f"extracted: {extract_answer(args.output, strict=args.strict)!r}")
+        print(f"reward: {math_reward(args.output, args.gold, strict=args.strict)}")

@@ -1,0 +1,401 @@
+"""Labelled cases for reward.py. Each label is a human grader's verdict, written before running the code."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import reward  # noqa: E402
+from reward import extract_answer, math_reward, verify  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------------
+# 1. Extraction
+
+EXTRACT = [
+    ("The sum is $\\boxed{42}$.", "42"),
+    ("so \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+    ("nested \\boxed{\\frac{\\sqrt{3}}{2}} done", "\\frac{\\sqrt{3}}{2}"),
+    ("first \\boxed{1} then \\boxed{2}", "2"),
+    ("\\fbox{7}", "7"),
+    ("so the answer is \\boxed 7 and", "7"),
+    ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),
+    ("\\boxed{}", None),
+    ("\\boxed{ }", None),
+    ("", None),
+    ("I could not solve it.", None),
+    ("The final answer is 12.", "12"),
+    ("The final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}"),
+    ("so the answer is 3.5.", "3.5"),
+    ("Answer: 17", "17"),
+    ("**Answer:** 9", "9"),
+    ("She pays 5 + 3 = 8 dollars.\n#### 8", "8"),
+    ("#### 1,000", "1,000"),
+    ("First 3 apples, then 4 more, so 7 apples in total after all of that happened to her.", "7"),
+    ("The price went from 10 to 12.5 over the year, so in the end she paid more than before", "12.5"),
+    ("\\frac{1}{2}", "\\frac{1}{2}"),
+    ("18 dollars", "18 dollars"),
+    ("\\boxed{\\boxed{5}}", "\\boxed{5}"),
+    ("unclosed \\boxed{5", None),
+]
+
+
+@pytest.mark.parametrize("text,expected", EXTRACT)
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_strict_extraction_keeps_only_boxes():
+    assert extract_answer("The answer is 5.", strict=True) is None
+    assert extract_answer("#### 5", strict=True) is None
+    assert extract_answer("5", strict=True) is None
+    assert extract_answer("so \\boxed{5}.", strict=True) == "5"
+    assert verify("The answer is 5.", "5") and not verify("The answer is 5.", "5", strict=True)
+    assert verify("\\boxed{5}", "5", strict=True)
+    assert math_reward("7", "7", strict=True) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2-5. Equivalence: (model output, gold answer, a careful grader's verdict)
+
+NORMALISATION = [
+    ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "(3, \\frac{\\pi}{2})", True),
+    ("\\boxed{\\displaystyle \\frac{1}{2}}", "\\frac12", True),
+    ("\\boxed{\\dfrac{3}{4}}", "\\frac{3}{4}", True),
+    ("\\boxed{\\tfrac{3}{4}}", "0.75", True),
+    ("\\boxed{\\cfrac{1}{3}}", "\\frac13", True),
+    ("\\boxed{\\frac 59}", "\\frac{5}{9}", True),
+    ("\\boxed{\\frac9{19}}", "\\frac{9}{19}", True),
+    ("\\boxed{\\sqrt3}", "\\sqrt{3}", True),
+    ("\\boxed{11\\sqrt2}", "11\\sqrt{2}", True),
+    ("\\boxed{\\sqrt{2}\\!\\cdot\\!3}", "3\\sqrt2", True),
+    ("\\boxed{1,000}", "1000", True),
+    ("\\boxed{1{,}000}", "1000", True),
+    ("\\boxed{1\\,000}", "1000", True),
+    ("\\boxed{10080}", "10,\\!080", True),
+    ("\\boxed{11111111100}", "11,\\! 111,\\! 111,\\! 100", True),
+    ("\\boxed{32348}", "\\$32,\\!348", True),
+    ("\\boxed{\\$18.90}", "18.9", True),
+    ("\\boxed{18.90}", "\\$18.90", True),
+    ("\\boxed{15 \\text{ cm}^2}", "15", True),
+    ("\\boxed{15}", "15\\mbox{ cm}^2", True),
+    ("\\boxed{864}", "864 \\mbox{ inches}^2", True),
+    ("\\boxed{5.4}", "5.4 \\text{ cents}", True),
+    ("The answer is 18 dollars.", "18", True),
+    ("\\boxed{4 \\text{ square units}}", "4", True),
+    ("\\boxed{106^\\circ}", "106", True),
+    ("\\boxed{106}", "106^\\circ", True),
+    ("\\boxed{30^{\\circ}}", "30", True),
+    ("\\boxed{45°}", "45^\\circ", True),
+    ("\\boxed{\\frac{270}{7}}", "\\frac{270}7\\text{ degrees}", True),
+    ("\\boxed{25\\%}", "25", True),
+    ("\\boxed{25}", "25\\%", True),
+    ("\\boxed{x = 5}", "5", True),
+    ("\\boxed{5}", "x=5", True),
+    ("\\boxed{−3}", "-3", True),
+    ("\\boxed{2π}", "2\\pi", True),
+    ("\\boxed{∞}", "\\infty", True),
+    ("\\boxed{1.5e3}", "1500", True),
+    ("\\boxed{1.5\\times10^{3}}", "1500", True),
+    ("\\boxed{6.72 \\times 10^{-5}}", ".0000672", True),
+    ("\\boxed{2\\frac{1}{2}}", "\\frac{5}{2}", True),
+    ("\\boxed{137.5}", "137 \\frac{1}{2}", True),
+    ("\\boxed{1\\frac45}", "1.8", True),
+    ("\\boxed{-2\\frac{1}{2}}", "-2.5", True),
+    ("\\boxed{2n-1}", "2n-1", True),
+    ("\\boxed{2n-2}", "2n-1", False),
+    ("\\boxed{2k+2}", "2k+2", True),
+    ("\\boxed{2k}", "2k+2", False),
+    ("\\boxed{3R^2}", "3R^2", True),
+    ("\\boxed{\\text{Evelyn}}", "\\text{Evelyn}", True),
+    ("\\boxed{Evelyn}", "\\text{Evelyn}", True),
+    ("\\boxed{\\text{Navin}}", "\\text{Evelyn}", False),
+    ("\\boxed{\\text{east}}", "\\text{east}", True),
+    ("\\boxed{even}", "\\text{even}", True),
+    ("\\boxed{odd}", "\\text{even}", False),
+    ("\\boxed{x \\in [-2,7]}", "[-2,7]", True),
+    ("\\boxed{204_5}", "204_5", True),
+    ("\\boxed{4210_5}", "4210_{5}", True),
+    ("\\boxed{204_5}", "203_5", False),
+    ("\\boxed{.5}", "0.5", True),
+    ("\\boxed{18.}", "18", True),
+    ("\\boxed{5\\%}", "0.05", False),
+]
+
+NUMBERS = [
+    ("\\boxed{0.5}", "\\frac{1}{2}", True),
+    ("\\boxed{0.333}", "\\frac{1}{3}", False),
+    ("\\boxed{0.3333333333}", "\\frac{1}{3}", False),
+    ("\\boxed{\\frac{2}{4}}", "\\frac12", True),
+    ("\\boxed{-\\frac{24}{25}}", "-\\frac{24}{25}", True),
+    ("\\boxed{\\frac{-24}{25}}", "-\\frac{24}{25}", True),
+    ("\\boxed{-0.96}", "-\\frac{24}{25}", True),
+    ("\\boxed{0.96}", "-\\frac{24}{25}", False),
+    ("\\boxed{3/4}", "\\frac{3}{4}", True),
+    ("\\boxed{1e309}", "\\infty", False),
+    ("\\boxed{10^{309}}", "1e309", True),
+    ("\\boxed{2^{10}}", "1024", True),
+    ("\\boxed{2^{100}}", "1267650600228229401496703205376", True),
+    ("\\boxed{2^{100}}", "1267650600228229401496703205377", False),
+    ("\\boxed{5!}", "120", True),
+    ("\\boxed{\\binom{5}{2}}", "10", True),
+    ("\\boxed{18}", "18.0", True),
+    ("\\boxed{18.01}", "18", False),
+    ("\\boxed{17}", "18", False),
+    ("\\boxed{-5}", "5", False),
+    ("\\boxed{007}", "7", True),
+    ("#### 42", "42", True),
+    ("#### 41", "42", False),
+    ("\\boxed{3.21}", "3.21", True),
+    ("\\boxed{3.2}", "3.21", False),
+    ("\\boxed{326.5}", "\\frac{653}{2}", True),
+    ("\\boxed{12\\pi}", "12\\pi", True),
+    ("\\boxed{37.7}", "12\\pi", False),
+    ("\\boxed{\\frac{20000}{\\pi}}", "\\frac{20000}{\\pi}", True),
+    ("\\boxed{20000/\\pi}", "\\frac{20000}{\\pi}", True),
+]
+
+SYMBOLIC = [
+    ("\\boxed{\\sqrt{8}}", "2\\sqrt{2}", True),
+    ("\\boxed{\\sqrt{12}}", "2\\sqrt{2}", False),
+    ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{1}{2}\\sqrt{3}", True),
+    ("\\boxed{\\frac{1}{\\sqrt{3}}}", "\\frac{\\sqrt{3}}{3}", True),
+    ("\\boxed{\\frac{\\sqrt{2}}{3}}", "\\frac{\\sqrt{3}}{3}", False),
+    ("\\boxed{11 + 11\\sqrt{5}}", "11 \\sqrt{5} + 11", True),
+    ("\\boxed{1+2\\sqrt3}", "1+2\\sqrt{3}", True),
+    ("\\boxed{(x+1)^2}", "x^2+2x+1", True),
+    ("\\boxed{(x+1)^2}", "x^2+x+1", False),
+    ("\\boxed{ab+2a+5b+10}", "(a+5)(b+2)", True),
+    ("\\boxed{-13x+3}", "3-13x", True),
+    ("\\boxed{-13x+3}", "13x+3", False),
+    ("\\boxed{8n^2+4n+1}", "8n^2 + 4n + 1", True),
+    ("\\boxed{x^3+3x-6}", "x^3+3x-6", True),
+    ("\\boxed{x^3-3x+6}", "x^3+3x-6", False),
+    ("\\boxed{p-q}", "p - q", True),
+    ("\\boxed{q-p}", "p - q", False),
+    ("\\boxed{\\cot x}", "\\frac{\\cos x}{\\sin x}", True),
+    ("\\boxed{\\tan x}", "\\cot x", False),
+    ("\\boxed{\\sin^2 x + \\cos^2 x}", "1", True),
+    ("\\boxed{e^{i\\pi}}", "-1", True),
+    ("\\boxed{\\ln(e^2)}", "2", True),
+    ("\\boxed{\\log_2 8}", "3", True),
+    ("\\boxed{-2+7i}", "-2 + 7i", True),
+    ("\\boxed{7i-2}", "-2 + 7i", True),
+    ("\\boxed{-2-7i}", "-2 + 7i", False),
+    ("\\boxed{\\frac{11+9a}{20}}", "\\frac{11}{20}+\\frac{9a}{20}", True),
+    ("\\boxed{\\frac{\\pi^2}{8}}", "\\frac{\\pi^{2}}{8}", True),
+    ("\\boxed{|-3|}", "3", True),
+    ("\\boxed{\\sqrt{x^2}}", "x", False),
+    ("\\boxed{\\sqrt[3]{27}}", "3", True),
+    ("\\boxed{2\\sqrt{113}}", "\\sqrt{452}", True),
+    ("\\boxed{x_1 + x_2}", "x_2 + x_1", True),
+    ("\\boxed{\\alpha + \\beta}", "\\beta+\\alpha", True),
+    ("\\boxed{\\pi}", "3.14", False),
+    ("\\boxed{\\pi}", "3.14159265358979323846", False),
+    ("\\boxed{x}", "5", False),
+    ("\\boxed{5}", "5x", False),
+]
+
+STRUCTURES = [
+    # tuples are ordered
+    ("\\boxed{(15,-29)}", "(15,-29)", True),
+    ("\\boxed{(-29,15)}", "(15,-29)", False),
+    ("\\boxed{(1,-16,-4,43)}", "(1,-16,-4,43)", True),
+    ("\\boxed{(1,-16,-4)}", "(1,-16,-4,43)", False),
+    ("\\boxed{\\left(\\frac{3}{2}, -13\\right)}", "\\left( \\frac{3}{2}, -13 \\right)", True),
+    ("\\boxed{(1.5, -13)}", "\\left( \\frac{3}{2}, -13 \\right)", True),
+    ("\\boxed{3, \\frac{\\pi}{2}}", "\\left( 3, \\frac{\\pi}{2} \\right)", True),
+    # sets and lists are unordered
+    ("\\boxed{\\{1, 2, 3\\}}", "\\{3, 2, 1\\}", True),
+    ("\\boxed{-2, 1}", "1,-2", True),
+    ("\\boxed{1, -2}", "1,-2", True),
+    ("\\boxed{1, 2}", "1,-2", False),
+    ("\\boxed{3, 5, 7}", "3, 5, 7", True),
+    ("\\boxed{7, 3, 5}", "3, 5, 7", True),
+    ("\\boxed{3, 5}", "3, 5, 7", False),
+    ("\\boxed{x = 2 \\text{ or } x = -1}", "2, -1", True),
+    ("\\boxed{1 + \\sqrt{19}, 1 - \\sqrt{19}}", "1 \\pm \\sqrt{19}", True),
+    ("\\boxed{1 \\pm \\sqrt{19}}", "1 - \\sqrt{19}, 1 + \\sqrt{19}", True),
+    ("\\boxed{3 + 2\\sqrt{2}}", "3 \\pm 2 \\sqrt{2}", False),
+    ("\\boxed{\\{1+\\sqrt5, 1-\\sqrt5, -2\\}}", "\\{1\\pm\\sqrt{5},-2\\}", True),
+    ("\\boxed{\\{1+\\sqrt5, -2\\}}", "\\{1\\pm\\sqrt{5},-2\\}", False),
+    # intervals keep their bracket types
+    ("\\boxed{(-\\infty, 0]}", "(-\\infty, 0]", True),
+    ("\\boxed{(-\\infty, 0)}", "(-\\infty, 0]", False),
+    ("\\boxed{[-\\infty, 0]}", "(-\\infty, 0]", False),
+    ("\\boxed{(3,4]}", "(3,4]", True),
+    ("\\boxed{[3,4]}", "(3,4]", False),
+    ("\\boxed{\\left(\\frac35,\\frac83\\right]}", "\\left(\\frac{3}{5},\\frac{8}{3}\\right]", True),
+    ("\\boxed{(0.6, 8/3]}", "\\left(\\frac{3}{5},\\frac{8}{3}\\right]", True),
+    ("\\boxed{(-\\infty, 2) \\cup (3, \\infty)}", "(-\\infty, 2) \\cup (3, \\infty)", True),
+    ("\\boxed{(3, \\infty) \\cup (-\\infty, 2)}", "(-\\infty, 2) \\cup (3, \\infty)", True),
+    ("\\boxed{(-\\infty, 2] \\cup (3, \\infty)}", "(-\\infty, 2) \\cup (3, \\infty)", False),
+    ("\\boxed{(0,9) \\cup (9,36)}", "(0,9) \\cup (9,36)", True),
+    ("\\boxed{(0,36)}", "(0,9) \\cup (9,36)", False),
+    ("\\boxed{x > 5}", "(5,\\infty)", True),
+    ("\\boxed{x \\ge 5}", "(5,\\infty)", False),
+    ("\\boxed{x \\geq 5}", "[5,\\infty)", True),
+    ("\\boxed{-2 \\le x \\le 7}", "[-2,7]", True),
+    ("\\boxed{-2 < x \\le 7}", "[-2,7]", False),
+    ("\\boxed{(-\\sqrt{3}, \\sqrt{3})}", "(-\\sqrt{3}, \\sqrt{3})", True),
+    # matrices by shape and entries
+    ("\\boxed{\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}}",
+     "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}", True),
+    ("\\boxed{\\begin{bmatrix} -1 & 0 \\\\ 0 & -1 \\end{bmatrix}}",
+     "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}", True),
+    ("\\boxed{\\begin{pmatrix} -1 & 0 \\\\ 0 & 1 \\end{pmatrix}}",
+     "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}", False),
+    ("\\boxed{\\begin{pmatrix} -1 & 0 & 0 & -1 \\end{pmatrix}}",
+     "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}", False),
+    ("\\boxed{\\begin{pmatrix} 0.2 \\\\ -3.6 \\end{pmatrix}}", "\\begin{pmatrix} 1/5 \\\\ -18/5 \\end{pmatrix}", True),
+    ("\\boxed{\\begin{pmatrix} -18/5 \\\\ 1/5 \\end{pmatrix}}", "\\begin{pmatrix} 1/5 \\\\ -18/5 \\end{pmatrix}", False),
+    ("\\boxed{(-7, 16, 5)}", "\\begin{pmatrix} -7 \\\\ 16 \\\\ 5 \\end{pmatrix}", True),
+    ("\\boxed{(-7, 16, 6)}", "\\begin{pmatrix} -7 \\\\ 16 \\\\ 5 \\end{pmatrix}", False),
+    # equations and inequalities
+    ("\\boxed{y = 2x + 3}", "y = 2x + 3", True),
+    ("\\boxed{y=3+2x}", "y = 2x + 3", True),
+    ("\\boxed{2x+3}", "y = 2x + 3", True),
+    ("\\boxed{2x - y + 3 = 0}", "y = 2x + 3", True),
+    ("\\boxed{y = 2x - 3}", "y = 2x + 3", False),
+    ("\\boxed{y = -2x}", "y = -2x", True),
+    ("\\boxed{2x + y = 0}", "y = -2x", True),
+    ("\\boxed{5x - 7y + 11z = -4}", "5x - 7y + 11z + 4 = 0", True),
+    ("\\boxed{-5x + 7y - 11z - 4 = 0}", "5x - 7y + 11z + 4 = 0", True),
+    ("\\boxed{10x - 14y + 22z + 8 = 0}", "5x - 7y + 11z + 4 = 0", True),
+    ("\\boxed{5x - 7y + 11z - 4 = 0}", "5x - 7y + 11z + 4 = 0", False),
+    ("\\boxed{a < b}", "b > a", True),
+    ("\\boxed{a \\le b}", "b > a", False),
+    ("\\boxed{2 + 3 = 5}", "5", True),
+]
+
+HEDGING = [
+    ("\\boxed{3} or maybe \\boxed{5}", "3", False),
+    ("\\boxed{5} ... on reflection \\boxed{3}", "3", False),
+    ("first \\boxed{\\frac12}, i.e. \\boxed{0.5}", "\\frac{1}{2}", True),
+    ("\\boxed{3} and again \\boxed{3}", "3", True),
+    ("\\boxed{3}, \\boxed{5}", "3, 5", True),
+    ("\\boxed{3, 5}", "3", False),
+    ("\\boxed{3 \\text{ or } 5}", "3", False),
+    ("\\boxed{2, 3, 4, 5, 6}", "4", False),
+    ("the answer is 3 or 4", "4", False),
+    ("\\boxed{A \\text{ or } C}", "C", False),
+    ("\\boxed{x = 3 \\text{ or } x = 3}", "3", True),
+]
+
+CHOICE = [
+    ("\\boxed{C}", "C", True),
+    ("\\boxed{(C)}", "C", True),
+    ("\\boxed{\\text{(C)}}", "C", True),
+    ("\\boxed{\\textbf{(C)}}", "C", True),
+    ("\\boxed{\\textbf{(C) }12}", "C", True),
+    ("\\boxed{C}", "\\text{(C)}", True),
+    ("\\boxed{\\text{(B)}}", "\\text{(C)}", False),
+    ("\\boxed{AC}", "C", False),
+    ("\\boxed{A, C}", "C", False),
+    ("The answer is (E).", "\\text{(E)}", True),
+    ("\\boxed{D}", "E", False),
+]
+
+CASES = NORMALISATION + NUMBERS + SYMBOLIC + STRUCTURES + HEDGING + CHOICE
+
+
+@pytest.mark.parametrize("output,gold,expected", CASES)
+def test_verify(output, gold, expected):
+    assert verify(output, gold) is expected
+    assert math_reward(output, gold) == (1.0 if expected else 0.0)
+
+
+def test_case_count():
+    assert len(CASES) + len(EXTRACT) >= 150
+
+
+def test_gold_types_and_bare_answers():
+    assert verify("42", 42)
+    assert verify("\\boxed{0.5}", 0.5)
+    assert verify("\\frac{1}{2}", "\\boxed{\\frac12}")
+    assert verify("She earns $18 a day.\n#### 18", "18")
+    assert not verify(None, "5")
+    assert not verify("\\boxed{5}", "")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Adversarial outputs: wrong, and quick
+
+ADVERSARIAL = [
+    "\\boxed{2^{3^{4^{5^{6}}}}}",
+    "\\boxed{9^{9^{9}}}",
+    "\\boxed{10^{10^{10}}}",
+    "\\boxed{2^{1000000000}}",
+    "\\boxed{(10^{100})!}",
+    "\\boxed{99999999!}",
+    "\\boxed{((3!)!)!}",
+    "\\boxed{" + "+".join(["x"] * 20000) + "}",            # about 40 KB of expression
+    "\\boxed{" + "(" * 3000 + "1" + ")" * 3000 + "}",       # deep nesting
+    "\\boxed{" + "1" * 100_000 + "}",                      # a 100 KB number
+    "\\boxed{" + "\\frac{1}{" * 2000 + "2" + "}" * 2000 + "}",
+    "".join(f"\\boxed{{{i}}}" for i in range(100)),         # a hundred boxes
+    "\\boxed{5}" * 100 + "\\boxed{}",                      # ... and an empty last box
+    "\\boxed{}",
+    "\\boxed{" * 50_000,                                   # never closed
+    "x" * 100_000,
+    "\\boxed{\\sin(10^{4000})}",
+    "\\boxed{e^{e^{e^{e^{10}}}}}",
+]
+
+
+@pytest.mark.parametrize("output", ADVERSARIAL)
+def test_adversarial_outputs_are_wrong_and_fast(output):
+    t = time.perf_counter()
+    assert verify(output, "5") is False
+    assert time.perf_counter() - t < 2.0
+
+
+def test_hundred_expression_kilobytes_and_gold_match_by_string_only():
+    big = "+".join(f"x_{{{i}}}" for i in range(8000))     # about 100 KB
+    t = time.perf_counter()
+    assert verify("\\boxed{" + big + "}", "1") is False
+    assert time.perf_counter() - t < 2.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# The worker: common answers never start it; a hang is killed and the worker replaced
+
+def test_common_path_does_not_touch_the_worker():
+    reward._stop_worker()
+    assert verify("\\boxed{\\frac{1}{2}}", "0.5")
+    assert verify("#### 1,000", "1000")
+    assert verify("\\boxed{(1, 2)}", "(1,2)")
+    assert not verify("\\boxed{0.333}", "\\frac13")
+    assert reward._worker is None
+
+
+def test_worker_hang_is_killed_and_replaced(monkeypatch):
+    assert verify("\\boxed{\\sqrt{18}}", "3\\sqrt{2}")       # starts the worker
+    first = reward._worker
+    # An expression the guard lets through but that does not finish inside the budget.
+    monkeypatch.setattr(reward, "SYMPY_BUDGET_S", 0.05)
+    monkeypatch.setattr(reward, "WORKER_GRACE_S", 0.05)
+    monkeypatch.setattr(reward, "_risky", lambda code: False)
+    t = time.perf_counter()
+    assert verify("\\boxed{3^{9999999}}", "2^{9999999}") is False
+    assert time.perf_counter() - t < 2.0
+    monkeypatch.undo()
+    assert first.poll() is not None or reward._worker is first   # killed, or it stopped itself in time
+    assert verify("\\boxed{\\sqrt{50}}", "5\\sqrt{2}")        # and the grader still works
+
+
+def test_worker_exits_with_the_parent():
+    code = ("import sys; sys.path.insert(0, %r); import reward; "
+            "assert reward.verify('\\\\boxed{\\\\sqrt{8}}', '2\\\\sqrt2'); print(reward._worker.pid)"
+            % os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pid = int(out.stdout.strip())
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    pytest.fail("the sympy worker outlived the interpreter")
