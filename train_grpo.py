@@ -451,16 +451,16 @@ def train(cfg: Config, shape_advantages=None, step_metrics=None):
         for step in bar:
             metrics = grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, autocast,
                                 shape_advantages, step_metrics, extra_state, out_dir)
-            bad_steps = bad_steps + 1 if metrics["skipped"] else 0
-            if bad_steps >= cfg.max_bad_steps:
-                raise RuntimeError(f"{bad_steps} non-finite updates in a row at step {step}: stopping "
-                                   f"(try a lower --lr); the last good checkpoint is in {out_dir}")
             if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps):
                 metrics["eval_accuracy"] = evaluate(model, tokenizer, eval_set, cfg, autocast)
             with open(out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
             if cfg.wandb_project:
                 wandb.log(metrics, step=step)
+            bad_steps = bad_steps + 1 if metrics["skipped"] else 0
+            if bad_steps >= cfg.max_bad_steps:
+                raise RuntimeError(f"{bad_steps} non-finite updates in a row at step {step}: stopping "
+                                   f"(try a lower --lr); the last good checkpoint is in {out_dir}")
             bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward_mean", "response_len_mean", "loss")
                              if k in metrics} | ({"eval": f"{metrics['eval_accuracy']:.3f}"}
                                                  if "eval_accuracy" in metrics else {}))
@@ -588,7 +588,7 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
                 weight = mask.sum().item() / mb_tokens if cfg.loss_agg == "token_mean" else len(idx) / mb_seqs
                 (loss * weight).backward()
                 loss_sum += loss.item() * weight
-                clip_sum += stats["clip_frac"] * mask.sum().item()
+                clip_sum += stats.get("clip_frac", 0.0) * mask.sum().item()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
             if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
                 optimizer.zero_grad(set_to_none=True)   # skip a non-finite update, keep the weights
