@@ -103,9 +103,12 @@ def _candidates(text, strict=False):
         if found and _clean_phrase(found[-1]):
             return [_clean_phrase(found[-1])]
     bare = text.strip().strip("$").strip()
-    # A short one-line reply with at most two real words is itself the answer ("\frac{1}{2}", "18 dollars").
-    if bare and len(bare) <= 200 and "\n" not in bare and \
-            len(re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}", bare)) <= 2:
+    # A short one-line reply is itself the answer: "\frac{1}{2}", "x = 5", "18 dollars", "Evelyn";
+    # but a sentence ("It is 5") is not, and gets the last number.
+    words = len(re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}", bare))
+    if bare and len(bare) <= 200 and "\n" not in bare and (
+            (not re.search(r"\d", bare) and words <= 2) or
+            (not re.match(r"[a-zA-Z]{2,}", bare) and words <= 2)):
         return [bare]
     numbers = _NUMBER.findall(tail)
     return [numbers[-1]] if numbers else []
@@ -122,24 +125,41 @@ def extract_answer(text, strict=False):
 
 _UNICODE = {"−": "-", "–": "-", "π": "\\pi ", "∞": "\\infty ", "°": "^\\circ ", "×": "\\times ",
             "·": "\\cdot ", "⋅": "\\cdot ", "√": "\\sqrt", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ",
-            "∪": "\\cup ", "÷": "\\div ", "±": "\\pm ", "\u00a0": " ", "\u2009": " ", "\u202f": " "}
+            "∪": "\\cup ", "÷": "\\div ", "±": "\\pm ", "≈": "\\approx ", "²": "^2", "³": "^3",
+            "½": "\\frac{1}{2}", "¼": "\\frac{1}{4}", "¾": "\\frac{3}{4}", "∅": "\\emptyset ",
+            "\u00a0": " ", "\u2009": " ", "\u202f": " "}
 _STYLE = re.compile(r"\\(?:text|textbf|textit|textrm|textsf|texttt|mathrm|mathbf|mathit|mathsf|mbox|"
                     r"operatorname|boldsymbol|mathbb|mathcal|emph|hbox)\s*\{([^{}]*)\}")
 _MATH_WORDS = {"pi", "or", "and", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp",
                "infty", "inf"}
 
 
+# Units that may be glued to the number ("5cm"); any other word needs a space before it ("2 ab" stays).
+_UNITS = ("cm", "mm", "km", "kg", "mg", "ml", "mL", "ft", "mph", "hrs", "hr", "min", "sec", "dollars",
+          "cents", "degrees", "meters", "inches", "feet", "units", "miles", "pounds", "lbs", "oz", "liters")
+
+
 def _strip_units(s):
     """Drop whole words after a number ('18 dollars', '15 cm^2', '4 square units'); keep math."""
-    m = re.fullmatch(r"(.*?[\d)}\]])((?:\s+[a-zA-Z]{2,}(?:\^\{?[23]\}?)?\.?)+)", s)
+    m = re.fullmatch(r"(.*?[\d)}\]])((?:\s+[a-zA-Z]{2,}(?:\^\{?[23]\}?)?\.?)+)", s) or \
+        re.fullmatch(r"(.*?\d)((?:%s)(?:\^\{?[23]\}?)?\.?)" % "|".join(_UNITS), s)
     if m and not set(re.findall(r"[a-zA-Z]+", m.group(2))) & _MATH_WORDS:
         return m.group(1).strip()
     return s
 
 
-@lru_cache(maxsize=1 << 14)
+def _repeating(m):
+    """0.1\\overline{6} -> the exact fraction 1/6."""
+    whole, fixed, rep = m.group(1) or "0", m.group(2), m.group(3)
+    num = int(whole + fixed + rep) - int(whole + fixed)
+    return f"\\frac{{{num}}}{{{10 ** len(fixed) * (10 ** len(rep) - 1)}}}"
+
+
+@lru_cache(maxsize=4096)
 def _normalize(s):
     s = str(s)
+    if len(s) > 20 * MAX_ANSWER_CHARS:
+        return s.strip()                          # far too long to be an answer; keeps this linear
     for a, b in _UNICODE.items():
         s = s.replace(a, b)
     s = s.strip()
@@ -152,6 +172,12 @@ def _normalize(s):
     s = re.sub(r"^\\\[|\\\]$|^\\\(|\\\)$", "", s).replace("\\$", "").replace("$", "")
     s = re.sub(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])|\\(?:displaystyle|textstyle)", "", s)
     s = re.sub(r"\\lbrace", r"\\{", s)
+    s = re.sub(r"\\langle(?![a-zA-Z])", "(", s)       # vectors <1, 2> are tuples
+    s = re.sub(r"\\rangle(?![a-zA-Z])", ")", s)
+    s = re.sub(r"\\[lr]?vert(?![a-zA-Z])|\\mid(?![a-zA-Z])", "|", s)
+    s = re.sub(r"\\varnothing(?![a-zA-Z])|^\\\{\s*\\\}$", r"\\emptyset", s)
+    s = re.sub(r"\\approx(?![a-zA-Z])", "=", s)         # x \approx 3.14 is graded exactly, as 3.14
+    s = re.sub(r"(?<![\\a-zA-Z])(?:infinity|infty|inf)(?![a-zA-Z])", r"\\infty", s)
     s = re.sub(r"\\rbrace", r"\\}", s)
     s = re.sub(r"\\(?:leqslant|leq)(?![a-zA-Z])", r"\\le ", s)
     s = re.sub(r"\\(?:geqslant|geq)(?![a-zA-Z])", r"\\ge ", s)
@@ -172,8 +198,11 @@ def _normalize(s):
                lambda m: f"({m[1]}+\\frac{{{m[2]}}}{{{m[3]}}})" if int(m[2]) < int(m[3]) else m[0], s)
     s = re.sub(r"^(\d+)\s+(\d+)/(\d+)$",
                lambda m: f"({m[1]}+{m[2]}/{m[3]})" if int(m[2]) < int(m[3]) else m[0], s)
+    s = re.sub(r"(?<![\d.])(\d{0,50})\.(\d{0,50})\\overline\{(\d{1,50})\}", _repeating, s)
     s = re.sub(r"\s+", " ", s).strip()
-    s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)     # x \in [2, 5)
+    s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)
+    if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):    # 1 000 000
+        s = s.replace(" ", "")     # x \in [2, 5)
     s = _strip_units(s).rstrip(".").strip()
     if not s.startswith(("(", "[", "\\{", "\\begin")):   # 1,000 -- but (1,000) may be a pair
         s = re.sub(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])", lambda m: m[0].replace(",", ""), s)
@@ -794,6 +823,8 @@ _CHOICE = re.compile(r"\(?([A-E])\)?")
 
 
 def _judge(answer, gold, deadline):
+    if len(answer) > 20 * MAX_ANSWER_CHARS:
+        return answer.strip() == gold.strip()     # not worth normalising: only an exact copy counts
     a, g = _normalize(answer), _normalize(gold)
     if not a or not g:
         return False
@@ -801,7 +832,14 @@ def _judge(answer, gold, deadline):
     if choice:                                    # multiple choice: exactly one letter, the right one
         letters = set(re.findall(r"(?<![A-Za-z\\])[A-E](?![A-Za-z])", a))
         return letters == {choice.group(1)}
-    return _same(a, g, deadline)
+    if _same(a, g, deadline):
+        return True
+    # 25% against a gold answer without the sign: the question may have asked for the percent (25)
+    # or for the number (0.25); both readings are the same answer.
+    if ("%" in answer) != ("%" in gold):
+        a, g = (f"\\frac{{{a}}}{{100}}", g) if "%" in answer else (a, f"\\frac{{{g}}}{{100}}")
+        return _same(a, g, deadline)
+    return False
 
 
 def verify(output, gold, strict=False):

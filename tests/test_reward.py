@@ -120,7 +120,7 @@ NORMALISATION = [
     ("\\boxed{204_5}", "203_5", False),
     ("\\boxed{.5}", "0.5", True),
     ("\\boxed{18.}", "18", True),
-    ("\\boxed{5\\%}", "0.05", False),
+    ("\\boxed{5\\%}", "0.05", True),
 ]
 
 NUMBERS = [
@@ -381,7 +381,7 @@ def test_worker_hang_is_killed_and_replaced(monkeypatch):
     assert verify("\\boxed{3^{9999999}}", "2^{9999999}") is False
     assert time.perf_counter() - t < 2.0
     monkeypatch.undo()
-    assert first.poll() is not None or reward._worker is first   # killed, or it stopped itself in time
+    assert first.poll() is not None and reward._worker is not first   # killed (C code ignores alarms), replaced
     assert verify("\\boxed{\\sqrt{50}}", "5\\sqrt{2}")        # and the grader still works
 
 
