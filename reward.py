@@ -186,6 +186,10 @@ def _normalize(s):
     # Thousands written with LaTeX spacing (1{,}000, 10,\!080, 1\,000) before the spacing macros vanish.
     s = re.sub(r"(\d)(?:\{,\}|,\\!|\\,|\\!|,\\ )\s*(?=\d{3}(?!\d))", r"\1", s)
     s = re.sub(r"(?<!\\)\\[,;:! ]|\\q?quad(?![a-zA-Z])|~", " ", s)   # but not the \\ of a matrix
+    # A \text{} after a number is a unit, even a one-letter one: 12\text{ m}, 15\mbox{ cm}^2.
+    s = re.sub(r"(?<=[\d}])\s*\\(?:text|textrm|mathrm|mbox)\s*\{[\s~]*[a-zA-Z][a-zA-Z .]*\}(?:\^\{?[23]\}?)?\s*\.?$",
+               "", s)
+    s = re.sub(r"\\mathbb\s*\{?R\}?", r"(-\\infty,\\infty)", s)     # all reals
     for _ in range(5):                            # \text{\textbf{(C)}} unwraps from the inside out
         s, n = _STYLE.subn(r"\1", s)
         if not n:
@@ -762,6 +766,8 @@ def _same(a, b, deadline):
     if A[0] in bags and B[0] in bags and (A[0] != "leaf" or B[0] != "leaf"):
         # a gold single value against a list of several different values is hedging: lengths differ
         return _unordered(A[1] if A[0] != "leaf" else [a], B[1] if B[0] != "leaf" else [b], deadline)
+    if {A[0], B[0]} == {"union", "list"}:     # x < 2 or x > 3
+        return _unordered(A[1], B[1], deadline)
     if {A[0], B[0]} == {"tuple", "list"}:     # (3, 4) written as 3, 4
         t, other = (A, B) if A[0] == "tuple" else (B, A)
         return t[1:3] == ("(", ")") and _ordered(t[3], other[1], deadline)
