@@ -25,8 +25,10 @@ Hedging earns nothing: every distinct boxed answer must be right, and "A or C", 
 answer is one value, is a different answer. Multiple choice: `(C)`, `\\text{(C)}`, `\\textbf{(C)}` match
 gold `C`; two letters do not.
 
-Dropped on purpose: float tolerance (the task says "exact"), degrees<->radians, percent<->fraction
-conversion (25% equals 25, not 0.25), and assumption-dependent identities such as sqrt(x^2) = x.
+Percent: `25%` against a gold answer without the sign matches 25 (the question asked for a percent)
+or 0.25 (it asked for the number). Dropped on purpose: float tolerance (exact means exact: a rounded
+decimal is not the fraction), degrees <-> radians, number words, and identities that need assumptions
+such as sqrt(x^2) = x (checked at negative points too, so it fails).
 """
 import ast
 import atexit
@@ -106,9 +108,8 @@ def _candidates(text, strict=False):
     # A short one-line reply is itself the answer: "\frac{1}{2}", "x = 5", "18 dollars", "Evelyn";
     # but a sentence ("It is 5") is not, and gets the last number.
     words = len(re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}", bare))
-    if bare and len(bare) <= 200 and "\n" not in bare and (
-            (not re.search(r"\d", bare) and words <= 2) or
-            (not re.match(r"[a-zA-Z]{2,}", bare) and words <= 2)):
+    if bare and len(bare) <= 200 and "\n" not in bare and words <= 2 and \
+            not (re.match(r"[a-zA-Z]{2,}", bare) and re.search(r"\d", bare)):
         return [bare]
     numbers = _NUMBER.findall(tail)
     return [numbers[-1]] if numbers else []
@@ -172,13 +173,13 @@ def _normalize(s):
     s = re.sub(r"^\\\[|\\\]$|^\\\(|\\\)$", "", s).replace("\\$", "").replace("$", "")
     s = re.sub(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])|\\(?:displaystyle|textstyle)", "", s)
     s = re.sub(r"\\lbrace", r"\\{", s)
+    s = re.sub(r"\\rbrace", r"\\}", s)
     s = re.sub(r"\\langle(?![a-zA-Z])", "(", s)       # vectors <1, 2> are tuples
     s = re.sub(r"\\rangle(?![a-zA-Z])", ")", s)
     s = re.sub(r"\\[lr]?vert(?![a-zA-Z])|\\mid(?![a-zA-Z])", "|", s)
     s = re.sub(r"\\varnothing(?![a-zA-Z])|^\\\{\s*\\\}$", r"\\emptyset", s)
     s = re.sub(r"\\approx(?![a-zA-Z])", "=", s)         # x \approx 3.14 is graded exactly, as 3.14
     s = re.sub(r"(?<![\\a-zA-Z])(?:infinity|infty|inf)(?![a-zA-Z])", r"\\infty", s)
-    s = re.sub(r"\\rbrace", r"\\}", s)
     s = re.sub(r"\\(?:leqslant|leq)(?![a-zA-Z])", r"\\le ", s)
     s = re.sub(r"\\(?:geqslant|geq)(?![a-zA-Z])", r"\\ge ", s)
     s = re.sub(r"\\neq(?![a-zA-Z])", r"\\ne ", s)
@@ -204,9 +205,9 @@ def _normalize(s):
                lambda m: f"({m[1]}+{m[2]}/{m[3]})" if int(m[2]) < int(m[3]) else m[0], s)
     s = re.sub(r"(?<![\d.])(\d{0,50})\.(\d{0,50})\\overline\{(\d{1,50})\}", _repeating, s)
     s = re.sub(r"\s+", " ", s).strip()
-    s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)
+    s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)     # x \in [2, 5)
     if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):    # 1 000 000
-        s = s.replace(" ", "")     # x \in [2, 5)
+        s = s.replace(" ", "")
     s = _strip_units(s).rstrip(".").strip()
     if not s.startswith(("(", "[", "\\{", "\\begin")):   # 1,000 -- but (1,000) may be a pair
         s = re.sub(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])", lambda m: m[0].replace(",", ""), s)

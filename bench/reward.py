@@ -31,7 +31,7 @@ def perturb(answer):
     choice = re.fullmatch(r"(\\text\{)?\(?([A-E])\)?(\})?", answer.strip())
     if choice:
         return answer.replace(choice.group(2), "ABCDEA"["ABCDE".index(choice.group(2)) + 1])
-    digits = list(re.finditer(r"(?<![\d_])(?<!_\{)\d+", answer))    # not a base subscript like 204_5
+    digits = list(re.finditer(r"(?<![\d_^])(?<!_\{)(?<!\^\{)\d+", answer))    # not a base (204_5) or a unit power (cm^2)
     if digits:
         m = digits[-1]
         return answer[:m.start()] + str(int(m.group(0)) + 1) + answer[m.end():]
