@@ -1,0 +1,278 @@
+"""Benchmark harness: sample K answers per problem, grade them, report avg@k, pass@k and maj@k.
+
+    python eval.py --model runs/grpo --benchmarks aime24,math500 --samples 4 --temperature 0.6
+    python eval.py --model Qwen/Qwen2.5-0.5B --protocol paper      # the paper's Table 1 setting
+
+--model is anything rollout.load_model takes, a checkpoint folder (`<run>/ckpt`, a plain HF folder)
+or a run folder holding one. A run folder's config.json also gives the default prompt style.
+
+Metrics per benchmark, over n problems with K samples each (c of them correct):
+  avg@K   mean accuracy over all n*K samples: the paper's "Pass@1 averaged over K samples"
+  pass@k  chance that at least one of k samples drawn from the K is right, for k = 1, 2, 4, ... and K,
+          by the unbiased estimator 1 - C(K-c, k) / C(K, k) (pass@1 equals avg@K)
+  maj@K   the most common extracted answer is right. Answers group by reward.verify equivalence
+          with each group's first answer (so `1/2` and `0.5` vote together); samples without an
+          answer don't vote; ties go to the answer seen first; the vote is right if that first
+          sample of the winning group was graded right.
+
+Benchmarks map to data sets: `gsm8k` -> `gsm8k:test` (the bare name would be the train split), the
+others to their only split. `--protocol paper` means temperature 0.6, strict \\boxed{} grading and
+32 samples on AIME24/25, 4 on AMC23, 1 elsewhere; a flag given explicitly wins over it.
+Temperature 0 is greedy: every sample would be the same, so K is capped at 1.
+
+Output in --out_dir: `<benchmark>.jsonl` (one line per sample: id, sample index, extracted answer,
+correct, gold, tokens, finished, output), `summary.json` ({benchmark: metrics}, merged with what
+was there) and `config.json` (the settings the samples were made with). Re-running resumes: finished
+samples are kept and only the missing (problem, sample) pairs are generated; lines are appended after
+every batch, so Ctrl-C loses at most one batch. A folder made with other settings is refused.
+
+Seeds: the sampler draws a batch from one generator, so a seed per sample would mean batches of
+one. Instead the missing pairs are ordered by (sample index, problem) and cut into batches of
+--batch_size; each batch's seed is crc32 of (seed, benchmark, its first problem id, its first sample
+index). An interrupted run resumed with the same flags therefore makes the same batches with the
+same seeds as an uninterrupted one (bit for bit on one device).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import zlib
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import reward
+import rollout
+from data import DataError, load_problems
+
+BENCHMARKS = {"aime24": "aime24", "aime25": "aime25", "amc23": "amc23", "math500": "math500",
+              "gsm8k": "gsm8k:test", "minerva_math": "minerva_math", "olympiadbench": "olympiadbench"}
+PAPER_BENCHMARKS = "aime24,aime25,amc23,math500,minerva_math,olympiadbench"
+PAPER_SAMPLES = {"aime24": 32, "aime25": 32, "amc23": 4}  # 1 elsewhere
+SETTINGS = ("model", "prompt_style", "temperature", "top_p", "max_new_tokens", "strict", "seed")
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k).
+
+    As a product, C(n-c, k) / C(n, k) = prod_{i=n-c+1..n} (1 - k/i), which never forms the huge
+    binomials (C(32, 16) is fine, C(1000, 500) overflows a float)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:  # every k-subset holds a correct sample
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def majority(samples: list[dict]):
+    """(answer, correct) of the majority vote over one problem's samples, in sample order."""
+    groups, group_of = [], {}  # groups: [first answer, votes, first sample]; group_of: answer -> index
+    for s in samples:
+        a = s.get("answer")
+        if a is None:
+            continue
+        if a not in group_of:  # the same string never needs the (slower) equivalence check twice
+            # Wrapped in a box so verify reads the whole string as the answer, not its last number.
+            group_of[a] = next((g for g, (rep, _, _) in enumerate(groups)
+                                if reward.verify(f"\\boxed{{{a}}}", rep)), len(groups))
+            if group_of[a] == len(groups):
+                groups.append([a, 0, s])
+        groups[group_of[a]][1] += 1
+    if not groups:
+        return None, False
+    rep, _, first = max(groups, key=lambda g: g[1])  # max keeps the first of equal counts
+    return rep, bool(first["correct"])
+
+
+def summarize(samples: list[dict], k: int, ids=None) -> dict:
+    """Metrics of one benchmark from its sample records (dicts with id, sample, answer, correct).
+
+    Uses samples 0..k-1 of each problem in `ids` (default: every id in `samples`); all must exist."""
+    ids = list(dict.fromkeys(s["id"] for s in samples)) if ids is None else list(ids)
+    table = {i: [None] * k for i in ids}
+    for s in samples:
+        if s["id"] in table and s["sample"] < k:
+            table[s["id"]][s["sample"]] = s
+    missing = sum(x is None for row in table.values() for x in row)
+    if missing or not table:
+        raise ValueError(f"{missing} of {len(table) * k} samples missing")
+    correct = [sum(bool(s["correct"]) for s in row) for row in table.values()]
+    n = len(table)
+    metrics = {f"avg@{k}": sum(correct) / (n * k)}
+    for kk in sorted({2 ** e for e in range(k.bit_length()) if 2 ** e <= k} | {k}):
+        metrics[f"pass@{kk}"] = sum(pass_at_k(k, c, kk) for c in correct) / n
+    metrics[f"maj@{k}"] = sum(majority(row)[1] for row in table.values()) / n
+    rows = [s for row in table.values() for s in row]
+    metrics.update(n=n, samples=k)
+    if all("tokens" in s for s in rows):  # absent from hand-written files
+        metrics["mean_tokens"] = sum(s["tokens"] for s in rows) / len(rows)
+        metrics["truncated"] = sum(not s.get("finished", True) for s in rows) / len(rows)
+    return metrics
+
+
+def read_samples(path: Path) -> list[dict]:
+    """The records of a per-sample file. A line cut short by Ctrl-C is dropped (and the file
+    rewritten without it, so the next append starts on a fresh line)."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    samples, seen = [], set()
+    for line in lines:
+        try:
+            s = json.loads(line)
+            key = (s["id"], s["sample"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+        if key not in seen:
+            seen.add(key)
+            samples.append(s)
+    if len(samples) != len(lines) or (text and not text.endswith("\n")):
+        path.write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
+    return samples
+
+
+def resolve_model(name: str):
+    """(what load_model gets, default prompt style). A run folder stands for its checkpoint."""
+    path = Path(name).expanduser()
+    for sub in ("ckpt", "ckpt.old"):  # ckpt.old: a crash between train_grpo's two renames
+        if (path / sub / "config.json").is_file():
+            path = path / sub
+            break
+    if not path.is_dir():
+        return name, rollout.default_prompt_style(name)
+    run_config = path.parent / "config.json"  # train_grpo's config, beside its ckpt
+    try:
+        run = json.loads(run_config.read_text())
+        return str(path.resolve()), run.get("prompt_style") or rollout.default_prompt_style(run["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return str(path.resolve()), rollout.default_prompt_style(name)
+
+
+def generate(model, tokenizer, bench, problems, k, args, path):
+    """Sample what `path` lacks of problems x samples 0..k-1, appending each batch to `path`."""
+    done = {(s["id"], s["sample"]) for s in read_samples(path)}
+    todo = [(j, i) for j in range(k) for i, p in enumerate(problems) if (p["id"], j) not in done]
+    needed = sorted({i for _, i in todo})
+    texts = [rollout.format_prompt(tokenizer, problems[i]["problem"], args.prompt_style) for i in needed]
+    prompts = dict(zip(needed, rollout.encode_prompts(tokenizer, texts)))
+    max_new = args.max_new_tokens
+    context = getattr(model.config, "max_position_embeddings", None)
+    if prompts and context and max(map(len, prompts.values())) + max_new > context:
+        max_new = context - max(map(len, prompts.values()))
+        print(f"{bench}: --max_new_tokens cut to {max_new} to fit the context of {context}", file=sys.stderr)
+    right = 0
+    with open(path, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc=bench, unit="sample",
+                                                      dynamic_ncols=True, file=sys.stderr) as bar:
+        for start in range(0, len(todo), args.batch_size):
+            batch = todo[start:start + args.batch_size]
+            seed = zlib.crc32(f"{args.seed}:{bench}:{problems[batch[0][1]]['id']}:{batch[0][0]}".encode())
+            out = rollout.sample(model, [prompts[i] for _, i in batch], max_new, temperature=args.temperature,
+                                 top_p=args.top_p, eos_token_id=tokenizer.stop_token_ids, seed=seed,
+                                 pad_token_id=tokenizer.pad_token_id)
+            outputs = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+            records = [{"id": problems[i]["id"], "sample": j, "answer": reward.extract_answer(text, strict=args.strict),
+                        "correct": reward.verify(text, problems[i]["answer"], strict=args.strict),
+                        "gold": problems[i]["answer"], "tokens": len(ids), "finished": finished, "output": text}
+                       for (j, i), text, ids, finished in zip(batch, outputs, out.completion_ids, out.finished)]
+            f.write("".join(json.dumps(r) + "\n" for r in records))  # whole lines, one write, flushed:
+            f.flush()                                                  # Ctrl-C loses at most this batch
+            right += sum(r["correct"] for r in records)
+            bar.set_postfix(acc=f"{right / (start + len(batch)):.3f}")  # of this run's new samples
+            bar.update(len(batch))
+
+
+def markdown_table(summary: dict) -> str:
+    rows = ["| benchmark | k | avg@k | pass@k | maj@k | n |", "|---|---:|---:|---:|---:|---:|"]
+    for bench, m in summary.items():
+        k = m["samples"]
+        rows.append(f"| {bench} | {k} | {100 * m[f'avg@{k}']:.1f} | {100 * m[f'pass@{k}']:.1f} "
+                    f"| {100 * m[f'maj@{k}']:.1f} | {m['n']} |")
+    return "\n".join(rows)
+
+
+def parse_args(argv=None):
+    cuda = torch.cuda.is_available()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m", help="HF folder, Hub id, smollm2-135m, or a run/ckpt folder")
+    p.add_argument("--benchmarks", default=PAPER_BENCHMARKS, help="comma-separated: " + ",".join(BENCHMARKS))
+    p.add_argument("--protocol", choices=["paper"], default=None,
+                   help="paper: temperature 0.6, strict boxes, 32 samples on AIME, 4 on AMC23, else 1")
+    p.add_argument("--samples", type=int, default=None, help="samples per problem K (default 1, or the protocol's)")
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default 0.6)")
+    p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument("--max_new_tokens", type=int, default=4096 if cuda else 1024)
+    p.add_argument("--prompt_style", choices=["chat", "plain"], default=None,
+                   help="default: the run's, else chat for instruct models, plain for base models")
+    p.add_argument("--strict", action=argparse.BooleanOptionalAction, default=None,
+                   help="grade \\boxed{} answers only (default: on under --protocol paper)")
+    p.add_argument("--batch_size", type=int, default=64 if cuda else 16, help="sequences per sampler call")
+    p.add_argument("--data_dir", default=None, help="default: $HICRA_DATA_DIR, else ../shared/data")
+    p.add_argument("--out_dir", default="runs/eval")
+    p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    p.add_argument("--device", default="cuda" if cuda else "cpu")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    paper = args.protocol == "paper"
+    for flag, value in (("samples", args.samples), ("temperature", args.temperature), ("strict", args.strict)):
+        if paper and value is not None:
+            print(f"--protocol paper: --{flag} {value} overrides the protocol", file=sys.stderr)
+    args.temperature = 0.6 if args.temperature is None else args.temperature
+    args.strict = paper if args.strict is None else args.strict
+    for flag in ("samples", "max_new_tokens", "batch_size", "limit"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            p.error(f"--{flag} must be >= 1")
+    if args.temperature < 0 or not 0 < args.top_p <= 1:
+        p.error("--temperature must be >= 0 and --top_p in (0, 1]")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    benches = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
+    unknown = [b for b in benches if b not in BENCHMARKS]
+    if unknown or not benches:
+        sys.exit(f"error: unknown benchmark {', '.join(unknown) or '(none given)'}; valid: {', '.join(BENCHMARKS)}")
+    samples = {b: args.samples or (PAPER_SAMPLES.get(b, 1) if args.protocol == "paper" else 1) for b in benches}
+    if args.temperature == 0 and max(samples.values()) > 1:
+        print("temperature 0 is greedy: every sample would be the same, so K is capped at 1", file=sys.stderr)
+        samples = dict.fromkeys(benches, 1)
+    source, style = resolve_model(args.model)
+    args.prompt_style = args.prompt_style or style
+    out_dir = Path(args.out_dir)
+    settings = {key: getattr(args, key) for key in SETTINGS} | {"model": source}
+    # Mixing samples made with other settings would silently report a blend of two evaluations.
+    old = json.loads((out_dir / "config.json").read_text()) if (out_dir / "config.json").exists() else settings
+    changed = [f"{key}={old.get(key)!r} (now {settings[key]!r})" for key in SETTINGS if old.get(key) != settings[key]]
+    if changed:
+        sys.exit(f"error: --out_dir {out_dir} holds samples made with {', '.join(changed)}; use another --out_dir")
+    try:  # data errors before the (slow) model load
+        problems = {b: load_problems(BENCHMARKS[b], data_dir=args.data_dir, limit=args.limit) for b in benches}
+        model, tokenizer = rollout.load_model(source, device=args.device)
+    except (DataError, rollout.ModelLoadError) as e:
+        sys.exit(f"error: {e}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(settings, indent=2) + "\n")
+    summary_path = out_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    results = {}
+    for b in benches:
+        path = out_dir / f"{b}.jsonl"
+        try:
+            generate(model, tokenizer, b, problems[b], samples[b], args, path)
+        except KeyboardInterrupt:
+            sys.exit(f"\ninterrupted: finished samples are kept in {out_dir}; run the same command to resume")
+        results[b] = summary[b] = summarize(read_samples(path), samples[b], ids=[p["id"] for p in problems[b]])
+        tmp = summary_path.with_suffix(".tmp")  # write-then-rename: never a half-written summary
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, summary_path)
+    print(markdown_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
