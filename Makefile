@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Data directory: ../shared/data when it sits beside the project, else data/ (filled by data/prepare.py).
 export HICRA_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast demo bench-deps clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,15 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
+# The CPU demo: HICRA on SmolLM2-135M-Instruct and synthetic sums, offline, a few minutes.
 demo: setup
-	$(BIN)/python demo.py
+	rm -rf runs/demo
+	$(BIN)/python train_hicra.py --preset cpu_demo --out_dir runs/demo
+	@echo "metrics: runs/demo/metrics.jsonl  plot: runs/demo/metrics.png  rollouts: runs/demo/rollouts.jsonl"
+
+# Benchmark-only packages (math-verify for bench/reward.py, TRL for bench/step.py).
+bench-deps: setup
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache

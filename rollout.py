@@ -212,6 +212,7 @@ def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
 class Rollout:
     completion_ids: list[list[int]]   # per sequence, prompt excluded, cut after the first EOS (kept)
     logprobs: list[list[float]]       # log p(token) under the raw model distribution (no temperature)
+    entropies: list[list[float]]      # entropy (nats) of that raw distribution at each sampled position
     finished: list[bool]              # True if the sequence ended with an EOS, False if truncated
     prompt_index: list[int]           # which prompt each sequence continues (sequence i -> i // n)
     stats: dict = field(default_factory=dict)  # tokens, seconds, tokens_per_s
@@ -353,12 +354,15 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
     rows = torch.arange(B, device=device)           # which sequence each cache row holds
     tokens = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)            # [B, N]
     logps = torch.empty(B, max_new_tokens, dtype=torch.float32, device=device)          # [B, N]
+    entropies = torch.empty(B, max_new_tokens, dtype=torch.float32, device=device)      # [B, N]
     lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)         # [B]
     done = torch.zeros(B, dtype=torch.bool, device=device)                              # [B] per cache row
 
     for step in range(max_new_tokens):
         next_ids = _next_token(logits, temperature, top_p, top_k, generator)            # [b]
-        logp = logits.log_softmax(dim=-1).gather(-1, next_ids[:, None]).squeeze(-1)     # [b]
+        log_dist = logits.log_softmax(dim=-1)                                            # [b, V]
+        logp = log_dist.gather(-1, next_ids[:, None]).squeeze(-1)                        # [b]
+        entropies[rows, step] = -(log_dist.exp() * log_dist).sum(-1)
         tokens[rows, step] = next_ids
         logps[rows, step] = logp
         hit_eos = torch.isin(next_ids, eos) & ~done                                      # [b]
@@ -380,7 +384,7 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
         logits = model.lm_head(hidden[:, -1]).float()                                     # [b, V]
 
     lengths_list = lengths.tolist()
-    tokens_list, logps_list = tokens.tolist(), logps.tolist()
+    tokens_list, logps_list, entropies_list = tokens.tolist(), logps.tolist(), entropies.tolist()
     completion_ids = [tokens_list[i][:lengths_list[i]] for i in range(B)]
     finished = [bool(len(c) and c[-1] in set(eos.tolist())) for c in completion_ids]
     seconds = time.perf_counter() - t0
@@ -388,6 +392,7 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
     return Rollout(
         completion_ids=completion_ids,
         logprobs=[logps_list[i][:lengths_list[i]] for i in range(B)],
+        entropies=[entropies_list[i][:lengths_list[i]] for i in range(B)],
         finished=finished,
         prompt_index=[i // n for i in range(B)],
         stats={"tokens": total, "seconds": seconds, "tokens_per_s": total / max(seconds, 1e-9)},

@@ -16,9 +16,12 @@ What it keeps from the textbook, and what it drops:
   - dropped: a value network (GRPO's group baseline replaces it), reward models (the reward is
     verified), and the KL term by default (DAPO-style setups run without it; with kl_coef = 0
     no reference model is loaded at all).
-  - old log-probs are recomputed by a no-grad forward rather than taken from the sampler, so
-    that the ratio compares the same computation (the sampler's own log-probs match it in
-    float32, but not bit for bit in bf16); that pass also gives the per-token entropies.
+  - old log-probs: on-policy (one PPO epoch, one mini-batch, the default) the policy that sampled
+    is the one being updated, so the loss uses logp.detach() (ratio 1: the plain policy
+    gradient) and no extra forward is spent. With several epochs or mini-batches they are
+    recomputed by a no-grad forward before the first update, not taken from the sampler, so the
+    ratio compares the same computation (the sampler's log-probs match it in float32, but not bit
+    for bit in bf16). Per-token entropies for metrics and HICRA's entropy mask come from the sampler.
 
 HICRA plugs in at one place: `shape_advantages(batch)`, called with the per-token advantages
 just before the loss (see train_hicra.py).
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -43,6 +47,7 @@ from pathlib import Path
 import torch
 
 import rollout
+import strategic_grams
 from data import DataError, load_problems
 from reward import math_reward
 
@@ -82,6 +87,7 @@ class Config:
     loss_agg: str = "token_mean"            # token_mean | seq_mean_token_mean | dr_grpo
     kl_coef: float = 0.0                    # k3 KL to the initial model; 0 = no reference model
     entropy_coef: float = 0.0               # entropy bonus (the paper's entropy baseline)
+    grams: str = ""                         # Strategic Gram list: log planning-token metrics (as HICRA does)
     # optimisation
     lr: float = 1e-6
     weight_decay: float = 0.0
@@ -262,6 +268,17 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     return torch.cat(logps, 1) * valid, torch.cat(entropies, 1) * valid
 
 
+def logprobs_no_grad(model, prompts, completions, lengths, width, cfg, tokenizer, autocast) -> torch.Tensor:
+    """Teacher-forced log-probs [B, width] of every completion, micro-batch by micro-batch, no grad."""
+    out = torch.zeros(len(completions), width)
+    with torch.no_grad(), autocast:
+        for idx in micro_batches(lengths, cfg.micro_batch_tokens):
+            lp, _ = completion_logprobs(model, [prompts[i] for i in idx], [completions[i] for i in idx],
+                                        tokenizer.pad_token_id, cfg.logprob_chunk)
+            out[idx, :lp.shape[1]] = lp.float().cpu()
+    return out
+
+
 def micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
     """Split sequence indices into micro-batches whose padded size (rows x longest) fits the budget.
 
@@ -387,13 +404,14 @@ def find_checkpoint(out_dir: Path) -> Path | None:
 
 # ----------------------------------------------------------------------------- the loop
 
-def train(cfg: Config, shape_advantages=None, step_metrics=None):
+def train(cfg: Config, shape_advantages=None):
     """Run GRPO. `shape_advantages(batch) -> [B, Tc]` may reshape the per-token advantages just
-    before the loss (HICRA does); `step_metrics(batch) -> dict` may add metrics. `batch` is a dict:
-    texts, completion_ids, response_mask, entropy, old_logp and advantages (tensors [B, Tc]) and cfg;
-    a hook may put per-sequence dicts under batch["rollout_extra"] to add them to rollouts.jsonl."""
+    before the loss (HICRA does). `batch` is a dict: cfg, step, texts, completion_ids, tokenizer,
+    and [B, Tc] tensors response_mask, entropy, sampled_logp, advantages, planning_mask (None without
+    --grams). A hook that marks tokens its own way puts that mask under batch["amplified_mask"]."""
     check_config(cfg)
     train_set, eval_set = load_data(cfg)                       # data errors before the model loads
+    grams = strategic_grams.load_grams(cfg.grams) if cfg.grams else None
     out_dir = Path(cfg.out_dir)
     ckpt = find_checkpoint(out_dir) if cfg.resume else None
     if cfg.resume and ckpt is None:
@@ -450,7 +468,7 @@ def train(cfg: Config, shape_advantages=None, step_metrics=None):
     try:
         for step in bar:
             metrics = grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, autocast,
-                                shape_advantages, step_metrics, extra_state, out_dir)
+                                shape_advantages, grams, extra_state, out_dir)
             if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps):
                 metrics["eval_accuracy"] = evaluate(model, tokenizer, eval_set, cfg, autocast)
             with open(out_dir / "metrics.jsonl", "a") as f:
@@ -490,7 +508,7 @@ def _truncate_jsonl(path: Path, step: int):
 
 
 def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, autocast,
-              shape_advantages, step_metrics, extra_state, out_dir) -> dict:
+              shape_advantages, grams, extra_state, out_dir) -> dict:
     t_start = time.perf_counter()
     device = next(model.parameters()).device
     G = cfg.group_size
@@ -518,34 +536,32 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
         keep_seq &= torch.tensor(out.finished)
     t_rewarded = time.perf_counter()
 
-    # 3. Old log-probs and entropies (no grad), per micro-batch of bounded padded size.
+    # 3. Old log-probs (no grad), per micro-batch of bounded padded size. On-policy (one epoch,
+    #    one mini-batch) the old policy is the current one, so the loss uses logp.detach() and
+    #    this forward is skipped. Entropies for metrics and hooks come from the sampler.
     seq_prompts = [prompts[k] for k in out.prompt_index]
     lengths = [len(p) + len(c) for p, c in zip(seq_prompts, out.completion_ids)]
-    chunks = micro_batches(lengths, cfg.micro_batch_tokens)
     Tc = max(len(c) for c in out.completion_ids)
     response_mask = pad_rows([[1.0] * len(c) for c in out.completion_ids], Tc)              # [B, Tc]
     response_mask *= keep_seq[:, None].float()
-    old_logp, entropy = torch.zeros(len(texts), Tc), torch.zeros(len(texts), Tc)            # [B, Tc]
-    ref_logp = torch.zeros(len(texts), Tc)
-    with torch.no_grad(), autocast:
-        for idx in chunks:
-            lp, ent = completion_logprobs(model, [seq_prompts[i] for i in idx], [out.completion_ids[i] for i in idx],
-                                          tokenizer.pad_token_id, cfg.logprob_chunk)
-            old_logp[idx, :lp.shape[1]], entropy[idx, :lp.shape[1]] = lp.float().cpu(), ent.float().cpu()
-            if reference is not None:
-                lp, _ = completion_logprobs(reference, [seq_prompts[i] for i in idx],
-                                            [out.completion_ids[i] for i in idx], tokenizer.pad_token_id,
-                                            cfg.logprob_chunk)
-                ref_logp[idx, :lp.shape[1]] = lp.float().cpu()
+    sampled_logp, entropy = pad_rows(out.logprobs, Tc), pad_rows(out.entropies, Tc)         # [B, Tc]
+    on_policy = cfg.ppo_epochs == 1 and cfg.mini_batches == 1
+    old_logp = None if on_policy else logprobs_no_grad(model, seq_prompts, out.completion_ids, lengths, Tc,
+                                                       cfg, tokenizer, autocast)             # [B, Tc]
+    ref_logp = None if reference is None else logprobs_no_grad(reference, seq_prompts, out.completion_ids,
+                                                               lengths, Tc, cfg, tokenizer, autocast)
     t_old = time.perf_counter()
 
     # 4. Per-token advantages; the one place a method may reshape them (HICRA: planning tokens).
     advantages = seq_adv[:, None] * response_mask                                            # [B, Tc]
-    batch = dict(cfg=cfg, step=step, texts=texts, completion_ids=out.completion_ids, prompt_ids=seq_prompts,
-                 response_mask=response_mask, entropy=entropy, old_logp=old_logp, advantages=advantages,
-                 rewards=rewards.view(-1), tokenizer=tokenizer, state=extra_state)
+    planning = None
+    if grams is not None:  # planning tokens = tokens inside a Strategic Gram of the response
+        planning = pad_rows([strategic_grams.planning_mask(tokenizer, c, grams) for c in out.completion_ids], Tc)
+    batch = dict(cfg=cfg, step=step, texts=texts, completion_ids=out.completion_ids, tokenizer=tokenizer,
+                 response_mask=response_mask, entropy=entropy, sampled_logp=sampled_logp, advantages=advantages,
+                 planning_mask=planning)
     if shape_advantages is not None:
-        advantages = shape_advantages(batch) * response_mask
+        advantages = shape_advantages(batch) * response_mask                                 # [B, Tc]
         batch["advantages"] = advantages
 
     # 5. PPO epochs over mini-batches; each mini-batch accumulates gradients over micro-batches.
@@ -576,7 +592,8 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
                 logp, ent = logp.float(), ent.float()
                 mask = response_mask[idx, :T].to(device)                                     # [b, T]
                 stats = {}
-                loss = policy_loss(logp, old_logp[idx, :T].to(device), advantages[idx, :T].to(device), mask,
+                old = logp.detach() if old_logp is None else old_logp[idx, :T].to(device)
+                loss = policy_loss(logp, old, advantages[idx, :T].to(device), mask,
                                    cfg.eps_low, cfg.eps_high, cfg.loss_agg, norm_len=cfg.max_new_tokens, stats=stats)
                 if cfg.kl_coef > 0:
                     kl = aggregate(kl_k3(logp, ref_logp[idx, :T].to(device)), mask, cfg.loss_agg, cfg.max_new_tokens)
@@ -628,24 +645,56 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
         "update_seconds": t_end - t_old,
         "step_seconds": t_end - t_start,
     }
-    if step_metrics is not None:
-        metrics.update(step_metrics(batch))
+    if planning is not None:
+        metrics.update(planning_metrics(planning, tokens_mask, entropy, sampled_logp, advantages, texts, grams,
+                                        extra_state))
     if cfg.log_rollouts:
+        marked = batch.get("amplified_mask", planning)
         with open(out_dir / "rollouts.jsonl", "a") as f:
             for i in range(0, len(texts), max(1, len(texts) // cfg.log_rollouts))[:cfg.log_rollouts]:
                 row = {"step": step, "prompt": problems[out.prompt_index[i]]["problem"],
                        "answer": problems[out.prompt_index[i]]["answer"], "response": texts[i],
                        "reward": rewards.view(-1)[i].item(), "advantage": seq_adv[i].item()}
-                row.update(batch["rollout_extra"][i] if "rollout_extra" in batch else {})
+                if marked is not None:  # the response with its planning tokens in [[ ]]
+                    row["planning"] = mark_tokens(tokenizer, out.completion_ids[i], marked[i].tolist())
                 f.write(json.dumps(row) + "\n")
     return metrics
+
+
+def planning_metrics(planning, tokens_mask, entropy, logp, advantages, texts, grams, state) -> dict:
+    """The paper's analysis quantities, split by token class (all tensors [B, Tc]).
+
+    rel_ppl_* is the perplexity exp(-mean log p) of a class over its value at the first step of
+    the run (kept in the checkpoint, so a resumed run divides by the same number).
+    """
+    classes = {"planning": planning * tokens_mask, "execution": (1 - planning) * tokens_mask}
+    out = {"planning_token_frac": (classes["planning"].sum() / tokens_mask.sum()).item(),
+           "semantic_entropy": strategic_grams.semantic_entropy(texts, grams)}
+    first = state.setdefault("ppl0", {})
+    for name, m in classes.items():
+        n = m.sum().clamp(min=1)
+        out[f"entropy_{name}"] = ((entropy * m).sum() / n).item()
+        ppl = math.exp(-((logp * m).sum() / n).item())
+        first.setdefault(name, ppl)
+        out[f"rel_ppl_{name}"] = ppl / first[name]
+        out[f"adv_{name}_mean"] = ((advantages * m).sum() / n).item()
+    return out
+
+
+def mark_tokens(tokenizer, token_ids: list[int], flags: list[float]) -> str:
+    """Decode a response with each run of flagged tokens wrapped in [[ ]], for reading rollouts.jsonl."""
+    pieces = []
+    for flagged, run in itertools.groupby(zip(token_ids, flags), key=lambda pair: bool(pair[1])):
+        text = tokenizer.decode([token for token, _ in run])
+        pieces.append(f"[[{text}]]" if flagged else text)
+    return "".join(pieces)
 
 
 def main(argv=None):
     try:
         cfg = parse_config(argv)
         train(cfg)
-    except (ConfigError, DataError, rollout.ModelLoadError) as e:
+    except (ConfigError, DataError, rollout.ModelLoadError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
 
 

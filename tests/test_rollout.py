@@ -40,12 +40,12 @@ def hf_generate(model, tokenizer, prompt_ids, max_new_tokens, eos):
 
 
 def teacher_forced_logprobs(model, prompt, completion):
-    """Log-probs of `completion` given `prompt` from one plain forward of the whole sequence."""
+    """Log-probs and entropies at each `completion` token given `prompt`, from one plain forward."""
     ids = torch.tensor([prompt + completion])
     with torch.no_grad():
-        logp = model(ids).logits[0].float().log_softmax(-1)                  # [T, V]
+        logp = model(ids).logits[0].float().log_softmax(-1)[len(prompt) - 1:-1]   # [Tc, V]
     targets = torch.tensor(completion)
-    return logp[len(prompt) - 1:-1].gather(-1, targets[:, None]).squeeze(-1)
+    return logp.gather(-1, targets[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -174,10 +174,11 @@ def test_sampled_logprobs_equal_teacher_forcing(tiny):
                          seed=0, n=4, pad_token_id=tokenizer.pad_token_id)
     assert len(out.completion_ids) == 12 and out.prompt_index == [i // 4 for i in range(12)]
     assert len({len(c) for c in out.completion_ids}) > 1, "lengths should vary with an EOS in play"
-    for completion, logprobs, k in zip(out.completion_ids, out.logprobs, out.prompt_index):
-        reference = teacher_forced_logprobs(model, ids[k], completion)
-        assert len(logprobs) == len(completion)
+    for completion, logprobs, entropies, k in zip(out.completion_ids, out.logprobs, out.entropies, out.prompt_index):
+        reference, reference_entropy = teacher_forced_logprobs(model, ids[k], completion)
+        assert len(logprobs) == len(entropies) == len(completion)
         assert torch.allclose(torch.tensor(logprobs), reference, atol=1e-4)
+        assert torch.allclose(torch.tensor(entropies), reference_entropy, atol=1e-4)
 
 
 def test_same_seed_same_samples_and_different_seed_differs(tiny):
