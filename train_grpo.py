@@ -573,7 +573,7 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
         order = list(range(len(texts)))
         rng.shuffle(order)
         for mb in range(cfg.mini_batches):
-            members = order[mb::cfg.mini_batches]
+            members = sorted(order[mb::cfg.mini_batches])   # which rollouts; their order is irrelevant
             mb_mask = response_mask[members]
             if mb_mask.sum() == 0:
                 continue                    # every sequence here was filtered out: nothing to learn
