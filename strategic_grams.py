@@ -68,6 +68,7 @@ import argparse
 import bisect
 import functools
 import importlib.util
+import itertools
 import json
 import math
 import re
@@ -207,7 +208,7 @@ def semantic_entropy(texts, grams) -> float:
 
 # ----------------------------------------------------------------------------- planning mask
 
-# Per tokenizer: {token id: decoded text} and whether per-token decoding concatenates to the
+# Per tokenizer: {token id: decoded text}, the ids that decode to part of a character, and whether per-token decoding concatenates to the
 # full decode. Keyed by id(tokenizer) with the tokenizer kept alive beside its cache, so a
 # recycled id() can never pick up another tokenizer's pieces.
 _TOKENIZER_CACHE: dict[int, tuple] = {}
@@ -221,14 +222,13 @@ def _decode(tokenizer, ids) -> str:
 def _tokenizer_cache(tokenizer):
     entry = _TOKENIZER_CACHE.get(id(tokenizer))
     if entry is None or entry[0] is not tokenizer:
-        pieces = {}
+        pieces, partial = {}, set()  # {id: text}, ids whose own decode holds U+FFFD
         # Byte-level BPE (GPT-2, Qwen, Llama 3, SmolLM2) decodes token by token; SentencePiece
         # tokenizers drop a token's leading space when it is decoded alone. Probe once.
         ids = tokenizer.encode(_PROBE, add_special_tokens=False)
-        entry = (tokenizer, pieces, True)
-        _TOKENIZER_CACHE[id(tokenizer)] = entry
+        entry = (tokenizer, pieces, partial, True)
         concatenative = _token_offsets(tokenizer, ids, entry)[0] == _decode(tokenizer, ids)
-        entry = (tokenizer, pieces, concatenative)
+        entry = (tokenizer, pieces, partial, concatenative)
         _TOKENIZER_CACHE[id(tokenizer)] = entry
     return entry
 
@@ -241,15 +241,17 @@ def _token_offsets(tokenizer, token_ids, entry=None):
     with a trailing U+FFFD, which tells where that character starts; it is given to every
     token that carries some of its bytes.
     """
-    _, pieces, concatenative = entry or _tokenizer_cache(tokenizer)
+    _, pieces, partial, concatenative = entry or _tokenizer_cache(tokenizer)
     if not concatenative:
         return _token_offsets_by_prefix(tokenizer, token_ids)
-    texts = []
-    for tid in token_ids:
-        piece = pieces.get(tid)
-        if piece is None:
-            piece = pieces[tid] = _decode(tokenizer, [tid])
-        texts.append(piece)
+    for tid in set(token_ids).difference(pieces):
+        piece = pieces[tid] = _decode(tokenizer, [tid])
+        if "\ufffd" in piece:
+            partial.add(tid)
+    texts = list(map(pieces.__getitem__, token_ids))
+    if partial.isdisjoint(token_ids):  # the usual case: offsets are running sums of lengths
+        ends = list(itertools.accumulate(map(len, texts)))
+        return "".join(texts), [0] + ends[:-1], ends
     starts, ends, parts = [], [], []
     pos, i, n = 0, 0, len(token_ids)
     while i < n:
@@ -269,9 +271,9 @@ def _token_offsets(tokenizer, token_ids, entry=None):
         for k in range(1, len(run) + 1):
             prefix = _decode(tokenizer, run[:k])
             complete = len(prefix.rstrip("\ufffd"))
-            partial = complete < len(prefix) and k < len(run)  # ends mid-character
+            mid_char = complete < len(prefix) and k < len(run)  # ends inside a character
             starts.append(pos + done)
-            ends.append(pos + complete + (1 if partial else 0))
+            ends.append(pos + complete + (1 if mid_char else 0))
             done = complete
         whole = _decode(tokenizer, run)
         parts.append(whole)
@@ -295,7 +297,8 @@ def _token_offsets_by_prefix(tokenizer, token_ids):
 def planning_mask(tokenizer, token_ids, grams) -> list[bool]:
     """One flag per token: True where the token has a non-whitespace character inside an
     occurrence of a gram in the decoded response (see the module docstring)."""
-    token_ids = [int(t) for t in token_ids]
+    if hasattr(token_ids, "tolist"):  # a tensor or an array
+        token_ids = token_ids.tolist()
     mask = [False] * len(token_ids)
     if not token_ids or not grams:
         return mask
