@@ -283,14 +283,17 @@ def _token_offsets(tokenizer, token_ids, entry=None):
 
 
 def _token_offsets_by_prefix(tokenizer, token_ids):
-    """Exact for any tokenizer, quadratic in length: token i covers the characters that the
-    decode of the first i+1 tokens adds to the decode of the first i."""
-    starts, ends, prev = [], [], 0
-    for k in range(1, len(token_ids) + 1):
-        cur = len(_decode(tokenizer, token_ids[:k]).rstrip("\ufffd"))
-        starts.append(min(prev, cur))
-        ends.append(max(prev, cur))
-        prev = cur
+    """Exact for any tokenizer, quadratic in length: token k covers the characters that the
+    decode of the first k+1 tokens adds to the decode of the first k (a character split
+    across tokens belongs to each of them, as in `_token_offsets`)."""
+    starts, ends, done, n = [], [], 0, len(token_ids)
+    for k in range(1, n + 1):
+        prefix = _decode(tokenizer, token_ids[:k])
+        complete = len(prefix.rstrip("\ufffd"))
+        mid_char = complete < len(prefix) and k < n  # ends inside a character
+        starts.append(min(done, complete))
+        ends.append(max(done, complete + (1 if mid_char else 0)))
+        done = complete
     return _decode(tokenizer, token_ids), starts, ends
 
 

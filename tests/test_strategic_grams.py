@@ -241,3 +241,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         sg.main(["mine", "--corpus", str(bad), "--out", str(tmp_path / "o")])
     assert "no field 'solution'" in str(e.value)
+
+
+def test_read_corpus_filter(tmp_path):
+    f = tmp_path / "rollouts.jsonl"
+    f.write_text('{"response": "a", "reward": 1.0}\n\n{"response": "b", "reward": 0.0}\n'
+                 '{"response": "c", "reward": 1}\n')
+    assert sg.read_corpus([f], "response", "reward", 1) == ["a", "c"]
+    assert sg.read_corpus([f], "response", max_docs=2) == ["a", "b"]
+
+
+def test_prefix_fallback_agrees_with_fast_offsets(tiny_tokenizer):
+    """The slow path used for tokenizers that do not decode token by token gives the same
+    spans as the fast path on a byte-level tokenizer (multi-byte characters included)."""
+    ids = tiny_tokenizer.encode(CASES["multibyte"][0], add_special_tokens=False)
+    assert sg._token_offsets_by_prefix(tiny_tokenizer, ids) == sg._token_offsets(tiny_tokenizer, ids)
