@@ -1,0 +1,159 @@
+"""The paper's ablation, one command: GRPO vs HICRA vs its placebo and entropy baselines.
+
+    python ablation.py --preset cpu            # offline: SmolLM2-135M on synthetic sums, 2 CPU cores
+    python ablation.py --preset gpu            # Qwen2.5-0.5B on MATH levels 3-5, one GPU
+
+Five methods, the same seeds, data, budget and settings (only the method differs):
+  grpo          train_grpo.py                              the baseline (clip-higher, no KL)
+  hicra         train_hicra.py --mask strategic            A + alpha|A| on Strategic Gram tokens
+  placebo       train_hicra.py --mask random               the same amplification on random spans
+  entropy_reg   train_grpo.py --entropy_coef C             GRPO plus a token-entropy bonus
+  high_entropy  train_hicra.py --mask entropy              amplification on the top-30% entropy tokens
+Every run logs the planning-token metrics (all get --grams), so curves compare side by side.
+
+Each run is a subprocess writing to <out>/<method>-s<seed>; a finished run is skipped and an
+interrupted one resumed, so re-running the command picks up where it stopped. Then, per run,
+the final checkpoint is evaluated (the GPU preset runs eval.py on MATH500, AMC23 and AIME24; the
+CPU preset reads the in-loop accuracy on the held-out slice at the last step), and it writes
+<out>/ablation.png (plot.py) and <out>/results.md (mean and spread over seeds).
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+METHODS = {
+    "grpo": ["train_grpo.py"],
+    "hicra": ["train_hicra.py", "--mask", "strategic"],
+    "placebo": ["train_hicra.py", "--mask", "random"],
+    "entropy_reg": ["train_grpo.py", "--entropy_coef", "{entropy_coef}"],
+    "high_entropy": ["train_hicra.py", "--mask", "entropy"],
+}
+GRAMS = str(Path(__file__).resolve().parent / "data" / "strategic_grams.txt")
+
+PRESETS = {
+    # ~2 hours on 2 CPU cores (see README): small steps, two seeds.
+    "cpu": dict(train=["--preset", "cpu_demo", "--batch_size", "4", "--max_steps", "12", "--eval_every", "6",
+                       "--eval_size", "32", "--save_every", "6"],
+                seeds=[0, 1], entropy_coef=0.01, eval=None),
+    # One GPU (an 80 GB H100 fits it): the paper's G = 8, lr 1e-6, responses up to 2048 tokens.
+    "gpu": dict(train=["--model", "Qwen/Qwen2.5-0.5B", "--dataset", "math:train_level3to5", "--batch_size", "32",
+                       "--group_size", "8", "--max_new_tokens", "2048", "--lr", "1e-6", "--max_steps", "300",
+                       "--eval_every", "50", "--save_every", "25", "--micro_batch_tokens", "32768",
+                       "--grad_checkpointing"],
+                seeds=[0, 1, 2], entropy_coef=0.001,
+                eval=["--benchmarks", "math500,amc23,aime24", "--protocol", "paper", "--max_new_tokens", "2048"]),
+}
+
+
+def run_dir(out: Path, method: str, seed: int) -> Path:
+    return out / f"{method}-s{seed}"
+
+
+def finished(folder: Path, max_steps: int) -> bool:
+    metrics = folder / "metrics.jsonl"
+    if not metrics.exists():
+        return False
+    lines = metrics.read_text().splitlines()
+    return bool(lines) and json.loads(lines[-1])["step"] + 1 >= max_steps
+
+
+def train_all(preset: dict, out: Path, methods, seeds, extra):
+    args = preset["train"] + extra
+    # The last --max_steps given wins (argparse semantics), so flags after -- override the preset.
+    max_steps = int([value for flag, value in zip(args, args[1:]) if flag == "--max_steps"][-1])
+    for seed in seeds:
+        for method in methods:
+            folder = run_dir(out, method, seed)
+            if finished(folder, max_steps):
+                print(f"[ablation] {folder.name}: done, skipped")
+                continue
+            script, *flags = [a.format(entropy_coef=preset["entropy_coef"]) for a in METHODS[method]]
+            command = [sys.executable, script, *flags, *args, "--seed", str(seed), "--grams", GRAMS,
+                       "--out_dir", str(folder), "--plot", "false"]
+            if (folder / "metrics.jsonl").exists():
+                command.append("--resume")
+            print(f"[ablation] {folder.name}: {' '.join(command[1:])}", flush=True)
+            t0 = time.time()
+            subprocess.run(command, check=True)
+            print(f"[ablation] {folder.name}: {time.time() - t0:.0f} s", flush=True)
+
+
+def evaluate_all(preset: dict, out: Path, methods, seeds) -> dict:
+    """{method: {metric: [value per seed]}}."""
+    results = {}
+    for method in methods:
+        for seed in seeds:
+            folder = run_dir(out, method, seed)
+            rows = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
+            tail = rows[-max(1, len(rows) // 4):]                # the last quarter of training
+            values = {
+                "train reward (last 25%)": statistics.mean(r["reward_mean"] for r in tail),
+                "response length (last 25%)": statistics.mean(r["response_len_mean"] for r in tail),
+                "semantic entropy (last 25%)": statistics.mean(r.get("semantic_entropy", float("nan")) for r in tail),
+            }
+            evals = [r["eval_accuracy"] for r in rows if "eval_accuracy" in r]
+            if evals:
+                values["held-out accuracy (first eval)"] = evals[0]
+                values["held-out accuracy (final)"] = evals[-1]
+            if preset["eval"]:
+                eval_dir = folder / "eval"
+                subprocess.run([sys.executable, "eval.py", "--model", str(folder / "ckpt"), "--out_dir",
+                                str(eval_dir), "--seed", str(seed), *preset["eval"]], check=True)
+                summary = json.loads((eval_dir / "summary.json").read_text())
+                for bench, s in summary.items():
+                    values[f"{bench} avg@k"] = next(v for k, v in s.items() if k.startswith("avg@"))
+            for key, v in values.items():
+                results.setdefault(method, {}).setdefault(key, []).append(v)
+    return results
+
+
+def table(results: dict, seeds) -> str:
+    """Markdown: one row per method, mean ± standard deviation over seeds."""
+    columns = list(next(iter(results.values())).keys())
+    lines = ["| method | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
+    for method, values in results.items():
+        cells = []
+        for c in columns:
+            xs = values[c]
+            spread = statistics.stdev(xs) if len(xs) > 1 else 0.0
+            cells.append(f"{statistics.mean(xs):.3f} ± {spread:.3f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nmean ± standard deviation over seeds {', '.join(map(str, seeds))}\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="Flags after -- go to every training run, e.g. -- --max_steps 4")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--out", default="", help="output folder (default: runs/ablation-<preset>)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
+    parser.add_argument("--seeds", default="", help="comma-separated seeds (default: the preset's)")
+    args, extra = parser.parse_known_args(argv)
+    extra = [a for a in extra if a != "--"]
+    preset = PRESETS[args.preset]
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        sys.exit(f"error: --methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else preset["seeds"]
+    out = Path(args.out or f"runs/ablation-{args.preset}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.time()
+    train_all(preset, out, methods, seeds, extra)
+    results = evaluate_all(preset, out, methods, seeds)
+    import plot
+    plot.plot_runs([run_dir(out, m, seeds[0]) for m in methods], out / "ablation.png", labels=methods, smoothing=0.5)
+    text = table(results, seeds)
+    (out / "results.md").write_text(text)
+    print(text)
+    print(f"[ablation] {time.time() - t0:.0f} s; figure {out / 'ablation.png'}, table {out / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
