@@ -78,6 +78,7 @@ class Config:
     max_new_tokens: int = 1024
     temperature: float = 1.0
     top_p: float = 1.0
+    compile_sampler: bool = False           # torch.compile the decode step (CUDA; first step compiles)
     # advantages and loss
     scale_by_std: bool = True               # False = Dr. GRPO (no division by the group std)
     skip_zero_var: bool = False             # DAPO dynamic sampling: drop groups with equal rewards
@@ -521,7 +522,7 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
     with autocast:
         out = rollout.sample(model, prompts, cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                              eos_token_id=tokenizer.stop_token_ids, seed=cfg.seed * 1_000_003 + step, n=G,
-                             pad_token_id=tokenizer.pad_token_id)
+                             pad_token_id=tokenizer.pad_token_id, compile=cfg.compile_sampler)
     t_sampled = time.perf_counter()
 
     # 2. Rewards and group-relative advantages.
