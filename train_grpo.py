@@ -98,7 +98,7 @@ class Config:
     ppo_epochs: int = 1
     mini_batches: int = 1                   # optimizer steps per PPO epoch
     micro_batch_tokens: int = 16384         # token budget of one forward/backward (padded)
-    logprob_chunk: int = 256                # positions per chunk of the vocabulary projection
+    logprob_chunk: int = 512                # tokens (rows x positions) per vocabulary-projection chunk
     grad_checkpointing: bool = False
     max_bad_steps: int = 3                  # stop after this many non-finite updates in a row
     # evaluation, logging, checkpoints
@@ -226,23 +226,26 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1
 
 
-def _logp_and_entropy(model, hidden, targets):
-    """hidden [b, t, C], targets [b, t] -> log p(target) [b, t] and entropy [b, t], in float32."""
+def _token_logp(model, hidden, targets, with_entropy: bool):
+    """hidden [b, t, C], targets [b, t] -> log p(target) [b, t] and, if asked, entropy [b, t] (float32)."""
     logits = model.lm_head(hidden).float()                                   # [b, t, V]
     lse = torch.logsumexp(logits, dim=-1)                                    # [b, t]
     logp = logits.gather(-1, targets[..., None]).squeeze(-1) - lse           # [b, t]
-    entropy = lse - (logits.softmax(-1) * logits).sum(-1)                    # [b, t]
-    return logp, entropy
+    if not with_entropy:
+        return logp, None
+    return logp, lse - (logits.softmax(-1) * logits).sum(-1)                 # [b, t] each
 
 
 def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]], pad_id: int,
-                        chunk: int = 256):
-    """Per-token log-probs and entropies of `completions` given `prompts` (teacher forcing).
+                        chunk: int = 512, with_entropy: bool = True):
+    """Per-token log-probs (and entropies) of `completions` given `prompts`, by teacher forcing.
 
-    Returns logp, entropy: [b, Tc] (Tc = longest completion; padding positions are 0).
+    Returns logp [b, Tc] and entropy [b, Tc] or None (Tc = longest completion; padding is 0).
     Prompts are left-padded and completions right-padded, so every completion starts at the same
-    column. The vocabulary projection runs `chunk` positions at a time and, when gradients are
-    needed, is recomputed in the backward pass: the [b, Tc, V] float32 logits never exist at once.
+    column. The vocabulary projection runs on about `chunk` tokens (rows x positions) at a time
+    and, when gradients are needed, is recomputed in the backward pass: the [b, Tc, V] float32
+    logits never exist at once. Ask for entropies only when they are used: under autograd each
+    chunk's softmax is kept for the backward pass.
     """
     device = next(model.parameters()).device
     P, Tc = max(len(p) for p in prompts), max(len(c) for c in completions)
@@ -256,17 +259,18 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     hidden = base(input_ids=ids, attention_mask=attention, position_ids=positions).last_hidden_state
     hidden = hidden[:, P - 1:P + Tc - 1]          # states that predict the completion tokens [b, Tc, C]
     targets = ids[:, P:]                                                                   # [b, Tc]
+    step = max(1, chunk // len(prompts))                                 # positions per chunk
     logps, entropies = [], []
-    for start in range(0, Tc, chunk):
-        h, t = hidden[:, start:start + chunk], targets[:, start:start + chunk]
+    for start in range(0, Tc, step):
+        h, t = hidden[:, start:start + step], targets[:, start:start + step]
         if torch.is_grad_enabled():
-            lp, ent = torch.utils.checkpoint.checkpoint(_logp_and_entropy, model, h, t, use_reentrant=False)
+            lp, ent = torch.utils.checkpoint.checkpoint(_token_logp, model, h, t, with_entropy, use_reentrant=False)
         else:
-            lp, ent = _logp_and_entropy(model, h, t)
+            lp, ent = _token_logp(model, h, t, with_entropy)
         logps.append(lp)
         entropies.append(ent)
     valid = attention[:, P:].to(torch.float32)                                             # [b, Tc]
-    return torch.cat(logps, 1) * valid, torch.cat(entropies, 1) * valid
+    return torch.cat(logps, 1) * valid, torch.cat(entropies, 1) * valid if with_entropy else None
 
 
 def logprobs_no_grad(model, prompts, completions, lengths, width, cfg, tokenizer, autocast) -> torch.Tensor:
@@ -275,7 +279,7 @@ def logprobs_no_grad(model, prompts, completions, lengths, width, cfg, tokenizer
     with torch.no_grad(), autocast:
         for idx in micro_batches(lengths, cfg.micro_batch_tokens):
             lp, _ = completion_logprobs(model, [prompts[i] for i in idx], [completions[i] for i in idx],
-                                        tokenizer.pad_token_id, cfg.logprob_chunk)
+                                        tokenizer.pad_token_id, cfg.logprob_chunk, with_entropy=False)
             out[idx, :lp.shape[1]] = lp.float().cpu()
     return out
 
@@ -588,9 +592,9 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
                 with autocast:
                     logp, ent = completion_logprobs(model, [seq_prompts[i] for i in idx],
                                                     [out.completion_ids[i] for i in idx],
-                                                    tokenizer.pad_token_id, cfg.logprob_chunk)
+                                                    tokenizer.pad_token_id, cfg.logprob_chunk,
+                                                    with_entropy=cfg.entropy_coef > 0)
                 T = logp.shape[1]
-                logp, ent = logp.float(), ent.float()
                 mask = response_mask[idx, :T].to(device)                                     # [b, T]
                 stats = {}
                 old = logp.detach() if old_logp is None else old_logp[idx, :T].to(device)

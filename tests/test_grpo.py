@@ -143,6 +143,8 @@ def test_chunked_logprobs_equal_full_computation(tiny_tokenizer, arch):
         assert torch.allclose(logp[i, :len(c)], ref_logp, atol=1e-5)
         assert torch.allclose(ent[i, :len(c)], ref_ent, atol=1e-4)
         assert (logp[i, len(c):] == 0).all() and (ent[i, len(c):] == 0).all()
+    logp_only, none = completion_logprobs(model, prompts, completions, pad_id=3, chunk=5, with_entropy=False)
+    assert none is None and torch.allclose(logp_only, logp, atol=1e-6)
     # Gradients through the checkpointed chunks equal those of the plain computation.
     model.zero_grad()
     completion_logprobs(model, prompts, completions, pad_id=3, chunk=2)[0].sum().backward()
