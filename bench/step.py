@@ -33,7 +33,7 @@ alternative to a general trainer, so this measures three things in one command o
 
     .venv/bin/python bench/step.py                          # all three, SmolLM2-135M, ~20-30 min on 2 busy cores
     .venv/bin/python bench/step.py --model tiny --rounds 3  # random Qwen2 (hidden 256, 4 layers), quick
-    .venv/bin/python bench/step.py --only memory --mem_chunks 256,64,16
+    .venv/bin/python bench/step.py --only memory --mem_chunks 512,128
 """
 import argparse
 import contextlib
@@ -249,8 +249,8 @@ def print_settings(args, model, tok, prompt_lens):
           "    Random draws differ, so completion lengths differ run to run (mean lengths printed below).\n"
           "  - old log-probs: TRL skips the no-grad pass when generation and optimizer steps line up (as here) and\n"
           "    uses the detached current log-probs; whether ours runs one is visible in its 'old log-probs' row.\n"
-          "  - log-prob head: ours chunks the vocabulary projection (256 positions, recomputed in backward);\n"
-          "    TRL 1.x patches a fused chunked LM head into the model. Both also compute per-token entropy.\n"
+          "  - log-prob head: ours chunks the vocabulary projection (512 tokens, recomputed in backward);\n"
+          "    TRL 1.x patches a fused chunked LM head into the model; ours takes entropies from the sampler.\n"
           "  - timing: ours = grpo_step's step_seconds; TRL = on_step_begin..on_step_end (same work; neither\n"
           "    includes checkpoint saving or logging between steps).\n")
 
@@ -324,12 +324,12 @@ def memory_worker(variant: str, batch: int, seq: int, prompt_len: int, device: s
     if variant == "full":
         logp = model(input_ids=ids).logits.float().log_softmax(-1)[:, prompt_len - 1:-1] \
             .gather(-1, targets[..., None]).squeeze(-1)                               # [b, Tc]
-    else:  # "chunk:N" keeps the entropy output alive through backward, as grpo_step does; ":logp" drops it
-        chunk = int(variant.split(":")[1])
-        logp, entropy = train_grpo.completion_logprobs(model, prompts, completions, pad_id=0, chunk=chunk)
-        if variant.endswith(":logp"):
-            entropy = None
-    logp.sum().backward()
+    else:  # "chunk:N": log-probs only, as the update pass runs by default; ":entropy" adds the
+        chunk = int(variant.split(":")[1])  # entropy term to the loss, as --entropy_coef does
+        with_entropy = variant.endswith(":entropy")
+        logp, entropy = train_grpo.completion_logprobs(model, prompts, completions, pad_id=0, chunk=chunk,
+                                                       with_entropy=with_entropy)
+    (logp.sum() + (entropy.sum() if entropy is not None else 0)).backward()
     if cuda:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base
@@ -347,7 +347,7 @@ def memory(args):
           f"tokens ({P} prompt + {s - P} completion), forward + backward of sum(log p), {device}")
     print(f"(one [{b}, {s}, {V}] float32 tensor is {full_gb:.2f} GB; "
           f"measure: {'torch.cuda.max_memory_allocated' if device != 'cpu' else 'ru_maxrss - RSS before, fresh process per variant'})")
-    variants = ["full"] + [f"chunk:{c}{k}" for c in args.mem_chunks.split(",") for k in ("", ":logp")]
+    variants = ["full"] + [f"chunk:{c}{k}" for c in args.mem_chunks.split(",") for k in ("", ":entropy")]
     results = {}
     # A fixed glibc mmap threshold: every allocation >= 64 KiB is its own mapping, returned to the
     # system when freed, so the resident-set peak follows the live tensors (with glibc's default
@@ -367,19 +367,19 @@ def memory(args):
         if v == "full":
             label = "plain: model(ids).logits.float().log_softmax(-1), gather"
         else:
-            label = f"completion_logprobs chunk={v.split(':')[1]}" + \
-                (", entropy output dropped before backward" if v.endswith(":logp") else
-                 ", entropy output alive (as grpo_step)")
+            label = f"completion_logprobs chunk={v.split(':')[1]} tokens" + \
+                (", with the entropy term (--entropy_coef)" if v.endswith(":entropy") else ", log-probs only (default)")
         rel = f"{r['peak_bytes'] / full['peak_bytes']:8.3f}" if full else "-"
         print(f"{label:62s} {r['peak_bytes'] / 1e9:9.2f} {rel} {r['seconds']:8.2f}")
     if full:
         for v, r in results.items():
             if v != "full" and abs(r["logp_sum"] - full["logp_sum"]) > 1e-3 * abs(full["logp_sum"]):
                 print(f"warning: {v} sum of log-probs {r['logp_sum']:.3f} differs from full {full['logp_sum']:.3f}")
-        if "chunk:256" in results:
-            ratio = results["chunk:256"]["peak_bytes"] / full["peak_bytes"]
-            print(f"default chunk (256), as grpo_step calls it: {ratio:.3f} of the plain log-softmax peak "
-                  f"(target <= 0.25)")
+        default = f"chunk:{train_grpo.Config.logprob_chunk}"
+        if default in results:
+            ratio = results[default]["peak_bytes"] / full["peak_bytes"]
+            print(f"default chunk ({train_grpo.Config.logprob_chunk} tokens), as grpo_step calls it: {ratio:.3f} "
+                  f"of the plain log-softmax peak (target <= 0.25)")
 
 
 # ----------------------------------------------------------------------------- main
@@ -404,7 +404,7 @@ def main(argv=None):
     parser.add_argument("--mem_batch", type=int, default=8)
     parser.add_argument("--mem_seq", type=int, default=512, help="tokens per row, prompt included")
     parser.add_argument("--mem_prompt", type=int, default=16, help="prompt tokens per row")
-    parser.add_argument("--mem_chunks", default="256,32", help="completion_logprobs chunk sizes to measure")
+    parser.add_argument("--mem_chunks", default="512", help="completion_logprobs chunk sizes (tokens) to measure")
     parser.add_argument("--_mem_worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
