@@ -304,8 +304,13 @@ def _next_token(logits, temperature, top_p, top_k, generator):
         drop_sorted = probs.cumsum(dim=-1) - probs >= top_p                  # [B, V]
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(dim=-1)                                           # [B, V]
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)      # [B]
+    # Inverse-CDF sampling: one uniform number per row against the cumulative distribution.
+    # Exact like torch.multinomial, but draws B random numbers instead of B x V (the vocabulary
+    # is 49k-152k: on the CPU that draw alone cost ~400 ms a step at 64 rows).
+    cdf = logits.softmax(dim=-1).double().cumsum(dim=-1)                     # [B, V]
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
+    picks = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)  # [B]
+    return picks.clamp(max=cdf.shape[-1] - 1)  # guard: u * total can round onto the last edge
 
 
 @torch.no_grad()
