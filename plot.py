@@ -40,7 +40,7 @@ def smooth(values: list[float], weight: float) -> list[float]:
 
 
 def plot_runs(run_dirs, out_path, labels=None, smoothing: float = 0.0):
-    """Write one figure with a panel per tracked quantity; returns the panel titles drawn."""
+    """Write one figure with a panel per tracked quantity; returns {panel title: [line labels]}."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -52,6 +52,7 @@ def plot_runs(run_dirs, out_path, labels=None, smoothing: float = 0.0):
     rows_n = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.6 * rows_n), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    drawn = {}
     for ax, (title, series) in zip(axes.flat, panels):
         for r, (label, rows) in enumerate(runs):
             for key, style in series:
@@ -62,6 +63,7 @@ def plot_runs(run_dirs, out_path, labels=None, smoothing: float = 0.0):
                 values = values if "o" in style else smooth(list(values), smoothing)
                 name = label if len(series) == 1 else f"{label} {key}"
                 ax.plot(steps, values, style, color=colors[r % len(colors)], label=name, markersize=3)
+                drawn.setdefault(title, []).append(name)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
@@ -71,7 +73,7 @@ def plot_runs(run_dirs, out_path, labels=None, smoothing: float = 0.0):
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
-    return [title for title, _ in panels]
+    return drawn
 
 
 def main(argv=None):

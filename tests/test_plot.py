@@ -1,0 +1,64 @@
+"""plot.py: the figure has the named panels with one line per run and metric."""
+
+import json
+
+import pytest
+
+import plot
+
+
+def write_run(folder, steps, with_grams=True, scale=1.0):
+    folder.mkdir()
+    rows = []
+    for s in range(steps):
+        row = {"step": s, "reward_mean": 0.1 * s * scale, "response_len_mean": 20 + s, "entropy": 1.0 - 0.05 * s}
+        if with_grams:
+            row.update(semantic_entropy=2.0 + 0.1 * s, entropy_planning=1.2, entropy_execution=0.8,
+                       rel_ppl_planning=1.0 - 0.01 * s, rel_ppl_execution=1.0 - 0.02 * s, planning_token_frac=0.1)
+        if s % 2 == 1:
+            row["eval_accuracy"] = 0.2 * scale
+        rows.append(row)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_one_run_all_panels(tmp_path):
+    run = write_run(tmp_path / "hicra", 6)
+    out = tmp_path / "one.png"
+    drawn = plot.plot_runs([run], out)
+    assert list(drawn) == [title for title, _ in plot.PANELS]
+    assert drawn["reward / accuracy"] == ["hicra reward_mean", "hicra eval_accuracy"]
+    assert drawn["relative perplexity"] == ["hicra rel_ppl_planning", "hicra rel_ppl_execution"]
+    assert drawn["planning-token fraction"] == ["hicra"]
+    assert png_size(out) == (1500, 720)   # 3 columns x 2 rows of 5 x 3.6 inches at 100 dpi
+
+
+def test_several_runs_overlaid_and_missing_panels_dropped(tmp_path):
+    grpo = write_run(tmp_path / "grpo", 4, with_grams=False)
+    hicra = write_run(tmp_path / "hicra", 4, scale=2.0)
+    out = tmp_path / "both.png"
+    drawn = plot.plot_runs([grpo, hicra], out, labels=["GRPO", "HICRA"], smoothing=0.5)
+    assert drawn["reward / accuracy"] == ["GRPO reward_mean", "GRPO eval_accuracy",
+                                          "HICRA reward_mean", "HICRA eval_accuracy"]
+    assert drawn["response length (tokens)"] == ["GRPO", "HICRA"]
+    assert drawn["semantic entropy (nats)"] == ["HICRA"]      # GRPO logged no gram metrics
+    grpo_only = plot.plot_runs([grpo], tmp_path / "grpo.png")
+    assert set(grpo_only) == {"reward / accuracy", "response length (tokens)", "token entropy"}
+    assert png_size(tmp_path / "grpo.png") == (1500, 360)
+
+
+def test_smoothing_is_an_ema():
+    assert plot.smooth([1.0, 0.0, 0.0], 0.5) == [1.0, 0.5, 0.25]
+    assert plot.smooth([1.0, 2.0], 0.0) == [1.0, 2.0]
+
+
+def test_missing_run_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        plot.main([str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")])
+    assert str(info.value.code).startswith("error: ") and "metrics.jsonl" in str(info.value.code)
