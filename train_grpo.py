@@ -548,8 +548,8 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
     seq_prompts = [prompts[k] for k in out.prompt_index]
     lengths = [len(p) + len(c) for p, c in zip(seq_prompts, out.completion_ids)]
     Tc = max(len(c) for c in out.completion_ids)
-    response_mask = pad_rows([[1.0] * len(c) for c in out.completion_ids], Tc)              # [B, Tc]
-    response_mask *= keep_seq[:, None].float()
+    tokens_mask = pad_rows([[1.0] * len(c) for c in out.completion_ids], Tc)                # [B, Tc]
+    response_mask = tokens_mask * keep_seq[:, None].float()   # tokens that enter the loss    [B, Tc]
     sampled_logp, entropy = pad_rows(out.logprobs, Tc), pad_rows(out.entropies, Tc)         # [B, Tc]
     on_policy = cfg.ppo_epochs == 1 and cfg.mini_batches == 1
     old_logp = None if on_policy else logprobs_no_grad(model, seq_prompts, out.completion_ids, lengths, Tc,
@@ -629,7 +629,6 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
     # 6. Metrics and a sample of the rollouts.
     n_updates = max(1, totals.pop("updates"))
     resp_len = torch.tensor([len(c) for c in out.completion_ids], dtype=torch.float32)
-    tokens_mask = pad_rows([[1.0] * len(c) for c in out.completion_ids], Tc)
     metrics = {
         "step": step,
         "reward_mean": rewards.mean().item(),
