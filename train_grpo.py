@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import DynamicCache
 
 import rollout
 import strategic_grams
@@ -242,35 +243,61 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     """Per-token log-probs (and entropies) of `completions` given `prompts`, by teacher forcing.
 
     Returns logp [b, Tc] and entropy [b, Tc] or None (Tc = longest completion; padding is 0).
-    Prompts are left-padded and completions right-padded, so every completion starts at the same
-    column. The vocabulary projection runs on about `chunk` tokens (rows x positions) at a time
-    and, when gradients are needed, is recomputed in the backward pass: the [b, Tc, V] float32
-    logits never exist at once. Ask for entropies only when they are used: under autograd each
-    chunk's softmax is kept for the backward pass.
+
+    Rows that share a prompt (the G rollouts of a group) share its forward pass: each distinct
+    prompt runs through the model once, and its keys/values are handed to every completion that
+    follows it. That costs U*P + b*Tc tokens instead of b*(P+Tc), and is exact: autograd sums the
+    gradient of every completion into the one prompt pass. (Gradient checkpointing drops HF's cache,
+    so with it on every row runs its own prompt.) The vocabulary projection runs on about `chunk`
+    tokens (rows x positions) at a time and, when gradients are needed, is recomputed in the
+    backward pass: the [b, Tc, V] float32 logits never exist at once. Ask for entropies only when
+    they are used: under autograd each chunk's softmax is kept for the backward pass.
     """
     device = next(model.parameters()).device
-    P, Tc = max(len(p) for p in prompts), max(len(c) for c in completions)
-    ids = torch.full((len(prompts), P + Tc), pad_id, dtype=torch.long, device=device)    # [b, P+Tc]
-    attention = torch.zeros_like(ids)
-    for i, (p, c) in enumerate(zip(prompts, completions)):
-        ids[i, P - len(p):P + len(c)] = torch.tensor(p + c, device=device)
-        attention[i, P - len(p):P + len(c)] = 1
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)                                 # [b, P+Tc]
+    share = not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    index = {}   # distinct prompt -> its row in the prompt batch
+    row_prompt = [index.setdefault(tuple(p) if share else i, len(index)) for i, p in enumerate(prompts)]
+    unique = [list(p) for p in index] if share else prompts
+    rows = torch.tensor(row_prompt, device=device)                                       # [b]
+    P, Tc = max(len(p) for p in unique), max(len(c) for c in completions)
+    prompt_ids = torch.full((len(unique), P), pad_id, dtype=torch.long, device=device)  # [U, P] left-padded
+    prompt_mask = torch.zeros_like(prompt_ids)
+    for i, p in enumerate(unique):
+        prompt_ids[i, P - len(p):] = torch.tensor(p, device=device)
+        prompt_mask[i, P - len(p):] = 1
+    ids = torch.full((len(completions), Tc), pad_id, dtype=torch.long, device=device)   # [b, Tc] right-padded
+    valid = torch.zeros_like(ids)
+    for i, c in enumerate(completions):
+        ids[i, :len(c)] = torch.tensor(c, device=device)
+        valid[i, :len(c)] = 1
+    prompt_pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)                                # [U, P]
+    positions = prompt_mask.sum(-1, keepdim=True)[rows] + torch.arange(Tc, device=device)  # [b, Tc]
+    attention = torch.cat([prompt_mask[rows], valid], 1)                                 # [b, P+Tc]
     base = getattr(model, model.base_model_prefix)
-    hidden = base(input_ids=ids, attention_mask=attention, position_ids=positions).last_hidden_state
-    hidden = hidden[:, P - 1:P + Tc - 1]          # states that predict the completion tokens [b, Tc, C]
-    targets = ids[:, P:]                                                                   # [b, Tc]
+    if share:
+        cache = DynamicCache(config=model.config)
+        prompt_hidden = base(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos,
+                             cache=cache, use_cache=True).last_hidden_state               # [U, P, C]
+        cache.batch_select_indices(rows)          # each row reads its prompt's keys/values
+        hidden = base(input_ids=ids, attention_mask=attention, position_ids=positions,
+                      cache=cache, use_cache=True).last_hidden_state                      # [b, Tc, C]
+        # The prompt's last state predicts completion token 0; token t's state predicts t + 1.
+        hidden = torch.cat([prompt_hidden[rows, -1:], hidden[:, :-1]], 1)                 # [b, Tc, C]
+    else:
+        hidden = base(input_ids=torch.cat([prompt_ids[rows], ids], 1), attention_mask=attention,
+                      position_ids=torch.cat([prompt_pos[rows], positions], 1)).last_hidden_state
+        hidden = hidden[:, P - 1:-1]                    # states that predict the completion [b, Tc, C]
     step = max(1, chunk // len(prompts))                                 # positions per chunk
     logps, entropies = [], []
     for start in range(0, Tc, step):
-        h, t = hidden[:, start:start + step], targets[:, start:start + step]
+        h, t = hidden[:, start:start + step], ids[:, start:start + step]
         if torch.is_grad_enabled():
             lp, ent = torch.utils.checkpoint.checkpoint(_token_logp, model, h, t, with_entropy, use_reentrant=False)
         else:
             lp, ent = _token_logp(model, h, t, with_entropy)
         logps.append(lp)
         entropies.append(ent)
-    valid = attention[:, P:].to(torch.float32)                                             # [b, Tc]
+    valid = valid.to(torch.float32)                                                        # [b, Tc]
     return torch.cat(logps, 1) * valid, torch.cat(entropies, 1) * valid if with_entropy else None
 
 

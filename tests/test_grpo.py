@@ -131,13 +131,18 @@ def full_logprobs(model, prompt, completion):
     return logp.gather(-1, target[:, None]).squeeze(-1), entropy
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama"])
-def test_chunked_logprobs_equal_full_computation(tiny_tokenizer, arch):
+@pytest.mark.parametrize("arch,checkpointing", [("qwen2", False), ("llama", False), ("qwen3", False),
+                                                 ("qwen2", True)])
+def test_chunked_logprobs_equal_full_computation(tiny_tokenizer, arch, checkpointing):
     model = build_model(arch, len(tiny_tokenizer))
-    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
-    completions = [[20, 21, 22, 23], [30, 31, 32, 33, 34, 35, 36], [40]]
+    if checkpointing:   # HF drops the cache under checkpointing: every row then runs its own prompt
+        model.gradient_checkpointing_enable()
+        model.train()
+    # Rows 0/2 and 1/4 share a prompt (as the rollouts of a group do), so their prompt pass is shared.
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [5, 6, 7, 8, 9], [12, 13, 14], [10, 11]]
+    completions = [[20, 21, 22, 23], [30, 31, 32, 33, 34, 35, 36], [40], [41, 42], [30, 50, 51]]
     logp, ent = completion_logprobs(model, prompts, completions, pad_id=3, chunk=3)
-    assert logp.shape == (3, 7)
+    assert logp.shape == (5, 7)
     for i, (p, c) in enumerate(zip(prompts, completions)):
         ref_logp, ref_ent = full_logprobs(model, p, c)
         assert torch.allclose(logp[i, :len(c)], ref_logp, atol=1e-5)
@@ -145,14 +150,17 @@ def test_chunked_logprobs_equal_full_computation(tiny_tokenizer, arch):
         assert (logp[i, len(c):] == 0).all() and (ent[i, len(c):] == 0).all()
     logp_only, none = completion_logprobs(model, prompts, completions, pad_id=3, chunk=5, with_entropy=False)
     assert none is None and torch.allclose(logp_only, logp, atol=1e-6)
-    # Gradients through the checkpointed chunks equal those of the plain computation.
+    # Gradients (through the shared prompt pass and the checkpointed chunks) equal those of the
+    # plain computation, one sequence at a time.
+    weights = torch.randn(logp.shape, generator=torch.Generator().manual_seed(0))
     model.zero_grad()
-    completion_logprobs(model, prompts, completions, pad_id=3, chunk=2)[0].sum().backward()
+    (completion_logprobs(model, prompts, completions, pad_id=3, chunk=2)[0] * weights).sum().backward()
     ours = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    sum(full_logprobs(model, p, c)[0].sum() for p, c in zip(prompts, completions)).backward()
+    sum((full_logprobs(model, p, c)[0] * weights[i, :len(c)]).sum()
+        for i, (p, c) in enumerate(zip(prompts, completions))).backward()
     for a, b in zip(ours, [p.grad for p in model.parameters()]):
-        assert torch.allclose(a, b, atol=1e-5)
+        assert torch.allclose(a, b, atol=1e-4)   # float32; embedding gradients reach |60|
 
 
 def test_micro_batches_respect_budget():
