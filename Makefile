@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Data directory: ../shared/data when it sits beside the project, else data/ (filled by data/prepare.py).
 export HICRA_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 
-.PHONY: setup test test-fast demo bench-deps clean
+.PHONY: setup test test-fast demo ablation bench-deps clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ demo: setup
 	rm -rf runs/demo
 	$(BIN)/python train_hicra.py --preset cpu_demo --out_dir runs/demo
 	@echo "metrics: runs/demo/metrics.jsonl  plot: runs/demo/metrics.png  rollouts: runs/demo/rollouts.jsonl"
+
+# The paper's ablation, CPU-sized (GRPO / HICRA / placebo / entropy baselines, 2 seeds; about an hour on
+# 2 cores; resumable: run it again to continue). `python ablation.py --preset gpu` is the GPU-sized one.
+ablation: setup
+	$(BIN)/python ablation.py --preset cpu
 
 # Benchmark-only packages (math-verify for bench/reward.py, TRL for bench/step.py).
 bench-deps: setup

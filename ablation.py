@@ -36,11 +36,12 @@ METHODS = {
 GRAMS = str(Path(__file__).resolve().parent / "data" / "strategic_grams.txt")
 
 PRESETS = {
-    # ~2 hours on 2 CPU cores (see README): small steps, two seeds.
+    # 65 minutes on 2 CPU cores (measured; results in the README): small steps, two seeds.
     "cpu": dict(train=["--preset", "cpu_demo", "--batch_size", "4", "--max_steps", "12", "--eval_every", "6",
                        "--eval_size", "32", "--save_every", "6"],
                 seeds=[0, 1], entropy_coef=0.01, eval=None),
-    # One GPU (an 80 GB H100 fits it): the paper's G = 8, lr 1e-6, responses up to 2048 tokens.
+    # Sized for one 80 GB GPU (not run yet; cost estimate in the README): the paper's G = 8, lr 1e-6,
+    # responses up to 2048 tokens.
     "gpu": dict(train=["--model", "Qwen/Qwen2.5-0.5B", "--dataset", "math:train_level3to5", "--batch_size", "32",
                        "--group_size", "8", "--max_new_tokens", "2048", "--lr", "1e-6", "--max_steps", "300",
                        "--eval_every", "50", "--save_every", "25", "--micro_batch_tokens", "32768",

@@ -239,7 +239,7 @@ def _token_logp(model, hidden, targets, with_entropy: bool):
 
 
 def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]], pad_id: int,
-                        chunk: int = 512, with_entropy: bool = True):
+                        chunk: int = 512, with_entropy: bool = True, share_prompts: bool = True):
     """Per-token log-probs (and entropies) of `completions` given `prompts`, by teacher forcing.
 
     Returns logp [b, Tc] and entropy [b, Tc] or None (Tc = longest completion; padding is 0).
@@ -247,14 +247,14 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     Rows that share a prompt (the G rollouts of a group) share its forward pass: each distinct
     prompt runs through the model once, and its keys/values are handed to every completion that
     follows it. That costs U*P + b*Tc tokens instead of b*(P+Tc), and is exact: autograd sums the
-    gradient of every completion into the one prompt pass. (Gradient checkpointing drops HF's cache,
-    so with it on every row runs its own prompt.) The vocabulary projection runs on about `chunk`
+    gradient of every completion into the one prompt pass. With `share_prompts=False`, or under
+    gradient checkpointing (which drops HF's cache), every row runs its own prompt. The vocabulary projection runs on about `chunk`
     tokens (rows x positions) at a time and, when gradients are needed, is recomputed in the
     backward pass: the [b, Tc, V] float32 logits never exist at once. Ask for entropies only when
     they are used: under autograd each chunk's softmax is kept for the backward pass.
     """
     device = next(model.parameters()).device
-    share = not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    share = share_prompts and not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
     index = {}   # distinct prompt -> its row in the prompt batch
     row_prompt = [index.setdefault(tuple(p) if share else i, len(index)) for i, p in enumerate(prompts)]
     unique = [list(p) for p in index] if share else prompts

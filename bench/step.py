@@ -1,8 +1,8 @@
-"""Benchmark: seconds per GRPO step of train_grpo.py, by phase, against TRL's GRPOTrainer, and the
-peak memory of train_grpo.completion_logprobs against a plain full log-softmax.
+"""Benchmark: seconds per GRPO step of train_grpo.py, by phase, against TRL's GRPOTrainer, the
+update with and without prompt sharing, and the peak memory of train_grpo.completion_logprobs against a plain full log-softmax.
 
 An RL step is sample -> reward -> old log-probs -> update, and the loop exists to be a small, fast
-alternative to a general trainer, so this measures three things in one command on one machine:
+alternative to a general trainer, so this measures four things in one command on one machine:
 
   1. Phases. `train_grpo.train` runs --steps + 1 steps per round into a temporary folder; its
      metrics.jsonl records sample_seconds, reward_seconds, old_logp_seconds, update_seconds and
@@ -18,7 +18,11 @@ alternative to a general trainer, so this measures three things in one command o
      the headline is the median over rounds of TRL / ours. A TRL step is timed from the trainer's
      on_step_begin to on_step_end callback (generation, reward, loss, backward, optimizer step);
      ours is grpo_step's step_seconds (the same work). What cannot be matched exactly is printed.
-  3. Memory. At Qwen2.5's vocabulary (151,936) on a small random Qwen2 (hidden 64, 2 layers, tied
+  3. Prompt sharing (--only share). Forward + backward of train_grpo.completion_logprobs on one
+     step's rollouts (the step's real prompts x G, random completions of 1..max_new_tokens tokens),
+     with the G rollouts of a prompt sharing its forward pass and without, alternating, median of
+     --rounds: what the sharing saves in the update.
+  4. Memory. At Qwen2.5's vocabulary (151,936) on a small random Qwen2 (hidden 64, 2 layers, tied
      embeddings), the peak memory of a forward + backward through
        (a) train_grpo.completion_logprobs (chunked vocabulary projection, recomputed in backward), and
        (b) the plain way: model(ids).logits.float().log_softmax(-1), gather the targets,
@@ -382,13 +386,54 @@ def memory(args):
                   f"of the plain log-softmax peak (target <= 0.25)")
 
 
+# ----------------------------------------------------------------------------- prompt sharing
+
+def prompt_sharing(args):
+    """Forward + backward of completion_logprobs on one step's rollouts, with the G rollouts of a
+    prompt sharing its forward pass (the default) and without (every row runs its own prompt)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        name = tiny_model_dir(Path(tmp) / "tiny") if args.model == "tiny" else args.model
+        torch.set_num_threads(args.threads)
+        model, tok = rollout.load_model(name, device="cpu", dtype=torch.float32)
+        rows = step_prompts(args, name, args.seed)[:args.batch_size]
+    model.train()
+    prompts = rollout.encode_prompts(tok, [r["prompt"] for r in rows])
+    gen = torch.Generator().manual_seed(args.seed)
+    # Completions of random tokens with lengths spread over 1..max_new_tokens, as rows stop at EOS.
+    completions = [torch.randint(0, len(tok), (int(torch.randint(1, args.max_new_tokens + 1, (), generator=gen)),),
+                                 generator=gen).tolist() for _ in range(len(prompts) * args.group_size)]
+    seq_prompts = [p for p in prompts for _ in range(args.group_size)]
+    n_tokens = sum(len(p) + len(c) for p, c in zip(seq_prompts, completions))
+    print(f"\n{len(prompts)} prompts ({statistics.mean(map(len, prompts)):.0f} tokens on average) x G = "
+          f"{args.group_size}, completions of 1..{args.max_new_tokens} tokens: {n_tokens} tokens unshared")
+
+    def fwd_bwd(share: bool) -> float:
+        model.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        logp, _ = train_grpo.completion_logprobs(model, seq_prompts, completions, tok.pad_token_id,
+                                                 with_entropy=False, share_prompts=share)
+        logp.sum().backward()
+        return time.perf_counter() - t0
+
+    fwd_bwd(True), fwd_bwd(False)   # warm-up
+    times = {True: [], False: []}
+    for r in range(args.rounds):
+        for share in ([True, False] if r % 2 == 0 else [False, True]):
+            times[share].append(fwd_bwd(share))
+        print(f"  round {r}: shared {times[True][-1]:.2f} s, unshared {times[False][-1]:.2f} s", flush=True)
+    shared, unshared = statistics.median(times[True]), statistics.median(times[False])
+    print(f"forward + backward, median of {args.rounds}: shared {shared:.2f} s, unshared {unshared:.2f} s: "
+          f"{unshared / shared:.2f}x faster with prompt sharing")
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--only", choices=["all", "step", "memory"], default="all",
-                        help="step = phases + TRL head-to-head; memory = log-prob peak memory")
+    parser.add_argument("--only", choices=["all", "step", "share", "memory"], default="all",
+                        help="step = phases + TRL head-to-head; share = update with / without prompt sharing; "
+                             "memory = log-prob peak memory")
     parser.add_argument("--model", default="smollm2-135m",
                         help="smollm2-135m (offline), a model folder, or 'tiny' (random Qwen2, hidden 256, 4 layers)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of ours / TRL")
@@ -419,6 +464,8 @@ def main(argv=None):
           f"load average {os.getloadavg()[0]:.1f} at start")
     if args.only in ("all", "step"):
         head_to_head(args)
+    if args.only in ("all", "share"):
+        prompt_sharing(args)
     if args.only in ("all", "memory"):
         memory(args)
     print(f"load average {os.getloadavg()[0]:.1f} at end")

@@ -1,6 +1,7 @@
 """train_grpo.py: the GRPO math against hand values and slow references, and the loop's
 checkpointing, resume, interruption and error handling on a tiny model."""
 
+import functools
 import json
 import math
 import os
@@ -131,13 +132,14 @@ def full_logprobs(model, prompt, completion):
     return logp.gather(-1, target[:, None]).squeeze(-1), entropy
 
 
-@pytest.mark.parametrize("arch,checkpointing", [("qwen2", False), ("llama", False), ("qwen3", False),
-                                                 ("qwen2", True)])
-def test_chunked_logprobs_equal_full_computation(tiny_tokenizer, arch, checkpointing):
+@pytest.mark.parametrize("arch,unshared", [("qwen2", ""), ("llama", ""), ("qwen3", ""),
+                                           ("qwen2", "checkpointing"), ("llama", "flag")])
+def test_chunked_logprobs_equal_full_computation(tiny_tokenizer, arch, unshared):
     model = build_model(arch, len(tiny_tokenizer))
-    if checkpointing:   # HF drops the cache under checkpointing: every row then runs its own prompt
+    if unshared == "checkpointing":   # HF drops the cache under checkpointing: every row runs its own prompt
         model.gradient_checkpointing_enable()
         model.train()
+    completion_logprobs = functools.partial(train_grpo.completion_logprobs, share_prompts=unshared != "flag")
     # Rows 0/2 and 1/4 share a prompt (as the rollouts of a group do), so their prompt pass is shared.
     prompts = [[5, 6, 7, 8, 9], [10, 11], [5, 6, 7, 8, 9], [12, 13, 14], [10, 11]]
     completions = [[20, 21, 22, 23], [30, 31, 32, 33, 34, 35, 36], [40], [41, 42], [30, 50, 51]]
