@@ -437,11 +437,12 @@ def find_checkpoint(out_dir: Path) -> Path | None:
 
 # ----------------------------------------------------------------------------- the loop
 
-def train(cfg: Config, shape_advantages=None):
+def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
     """Run GRPO. `shape_advantages(batch) -> [B, Tc]` may reshape the per-token advantages just
     before the loss (HICRA does). `batch` is a dict: cfg, step, texts, completion_ids, tokenizer,
     and [B, Tc] tensors response_mask, entropy, sampled_logp, advantages, planning_mask (None without
-    --grams). A hook that marks tokens its own way puts that mask under batch["amplified_mask"]."""
+    --grams). A hook that marks tokens its own way puts that mask under batch["amplified_mask"].
+    `name` labels the progress bar."""
     check_config(cfg)
     train_set, eval_set = load_data(cfg)                       # data errors before the model loads
     grams = strategic_grams.load_grams(cfg.grams) if cfg.grams else None
@@ -467,7 +468,7 @@ def train(cfg: Config, shape_advantages=None):
         reference, _ = rollout.load_model(cfg.model, device=device, dtype=torch.float32)
         reference.requires_grad_(False)
     if cfg.grad_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     start_step, state = 0, {}
     if ckpt:
@@ -495,7 +496,7 @@ def train(cfg: Config, shape_advantages=None):
 
     previous_handler = signal.signal(signal.SIGINT, on_interrupt)
     from tqdm import tqdm
-    bar = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps, desc="grpo",
+    bar = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps, desc=name,
                dynamic_ncols=True)
     bad_steps, step = 0, start_step
     try:

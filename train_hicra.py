@@ -104,7 +104,7 @@ def main(argv=None):
             raise train_grpo.ConfigError(f"--mask {cfg.mask!r}: choose from {', '.join(MASKS)}")
         if not cfg.grams:
             raise train_grpo.ConfigError("--grams: HICRA needs a Strategic Gram list (data/strategic_grams.txt)")
-        train_grpo.train(cfg, shape_advantages=shape_advantages)
+        train_grpo.train(cfg, shape_advantages=shape_advantages, name=f"hicra ({cfg.mask})")
     except (train_grpo.ConfigError, DataError, ModelLoadError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
 

@@ -137,7 +137,7 @@ def full_logprobs(model, prompt, completion):
 def test_chunked_logprobs_equal_full_computation(tiny_tokenizer, arch, unshared):
     model = build_model(arch, len(tiny_tokenizer))
     if unshared == "checkpointing":   # HF drops the cache under checkpointing: every row runs its own prompt
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
         model.train()
     completion_logprobs = functools.partial(train_grpo.completion_logprobs, share_prompts=unshared != "flag")
     # Rows 0/2 and 1/4 share a prompt (as the rollouts of a group do), so their prompt pass is shared.
