@@ -301,31 +301,48 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     return torch.cat(logps, 1) * valid, torch.cat(entropies, 1) * valid if with_entropy else None
 
 
-def logprobs_no_grad(model, prompts, completions, lengths, width, cfg, tokenizer, autocast) -> torch.Tensor:
+def logprobs_no_grad(model, prompts, completions, width, cfg, tokenizer, autocast) -> torch.Tensor:
     """Teacher-forced log-probs [B, width] of every completion, micro-batch by micro-batch, no grad."""
     out = torch.zeros(len(completions), width)
     with torch.no_grad(), autocast:
-        for idx in micro_batches(lengths, cfg.micro_batch_tokens):
+        for idx in micro_batches(prompts, [len(c) for c in completions], cfg.micro_batch_tokens):
             lp, _ = completion_logprobs(model, [prompts[i] for i in idx], [completions[i] for i in idx],
                                         tokenizer.pad_token_id, cfg.logprob_chunk, with_entropy=False)
             out[idx, :lp.shape[1]] = lp.float().cpu()
     return out
 
 
-def micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
-    """Split sequence indices into micro-batches whose padded size (rows x longest) fits the budget.
+def micro_batches(prompts: list[list[int]], completion_lens: list[int], token_budget: int,
+                  overhead: int = 64) -> list[list[int]]:
+    """Split rows into micro-batches that fit the budget and cost the fewest tokens in all.
 
-    Sorting by length keeps similar lengths together, so little compute goes to padding.
+    A micro-batch fits when rows x (longest prompt + longest completion) <= token_budget (a lone
+    row always fits). It costs what completion_logprobs runs: its distinct prompts once each,
+    padded to the longest, plus every row padded to the longest completion, plus `overhead` tokens
+    for the call itself. With rows sorted by completion length the best split into contiguous runs
+    is a dynamic programme: best[j] = min over i of best[i] + cost(rows i..j-1). One long outlier
+    then gets its own micro-batch instead of padding every row to its length.
     """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches, current = [], []
-    for i in order:
-        longest = lengths[current[0]] if current else lengths[i]
-        if current and (len(current) + 1) * longest > token_budget:
-            batches.append(current)
-            current = []
-        current.append(i)
-    return batches + [current] if current else batches
+    keys = [tuple(p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: (-completion_lens[i], keys[i]))
+    n = len(order)
+    best, cut = [0] + [math.inf] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        distinct, longest_prompt = set(), 0
+        for i in range(j - 1, -1, -1):           # the run order[i:j]; order[i] has its longest completion
+            distinct.add(keys[order[i]])
+            longest_prompt = max(longest_prompt, len(keys[order[i]]))
+            rows, longest = j - i, completion_lens[order[i]]
+            if rows > 1 and rows * (longest_prompt + longest) > token_budget:
+                break                                 # a longer run only grows
+            cost = best[i] + len(distinct) * longest_prompt + rows * longest + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    batches, j = [], n
+    while j > 0:
+        batches.append(order[cut[j]:j])
+        j = cut[j]
+    return batches[::-1]
 
 
 def pad_rows(rows: list[list[float]], width: int | None = None) -> torch.Tensor:
@@ -574,16 +591,17 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
     #    one mini-batch) the old policy is the current one, so the loss uses logp.detach() and
     #    this forward is skipped. Entropies for metrics and hooks come from the sampler.
     seq_prompts = [prompts[k] for k in out.prompt_index]
-    lengths = [len(p) + len(c) for p, c in zip(seq_prompts, out.completion_ids)]
-    Tc = max(len(c) for c in out.completion_ids)
+    resp_lens = [len(c) for c in out.completion_ids]
+    lengths = [len(p) + c for p, c in zip(seq_prompts, resp_lens)]
+    Tc = max(resp_lens)
     tokens_mask = pad_rows([[1.0] * len(c) for c in out.completion_ids], Tc)                # [B, Tc]
     response_mask = tokens_mask * keep_seq[:, None].float()   # tokens that enter the loss    [B, Tc]
     sampled_logp, entropy = pad_rows(out.logprobs, Tc), pad_rows(out.entropies, Tc)         # [B, Tc]
     on_policy = cfg.ppo_epochs == 1 and cfg.mini_batches == 1
-    old_logp = None if on_policy else logprobs_no_grad(model, seq_prompts, out.completion_ids, lengths, Tc,
+    old_logp = None if on_policy else logprobs_no_grad(model, seq_prompts, out.completion_ids, Tc,
                                                        cfg, tokenizer, autocast)             # [B, Tc]
     ref_logp = None if reference is None else logprobs_no_grad(reference, seq_prompts, out.completion_ids,
-                                                               lengths, Tc, cfg, tokenizer, autocast)
+                                                               Tc, cfg, tokenizer, autocast)
     t_old = time.perf_counter()
 
     # 4. Per-token advantages; the one place a method may reshape them (HICRA: planning tokens).
@@ -616,7 +634,8 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
             optimizer.zero_grad(set_to_none=True)
             mb_tokens, mb_seqs = mb_mask.sum().item(), len(members)
             loss_sum, clip_sum, kl_sum = 0.0, 0.0, 0.0
-            for idx in micro_batches([lengths[i] for i in members], cfg.micro_batch_tokens):
+            for idx in micro_batches([seq_prompts[i] for i in members], [resp_lens[i] for i in members],
+                                     cfg.micro_batch_tokens):
                 idx = [members[i] for i in idx]
                 with autocast:
                     logp, ent = completion_logprobs(model, [seq_prompts[i] for i in idx],
@@ -656,7 +675,7 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
 
     # 6. Metrics and a sample of the rollouts.
     n_updates = max(1, totals.pop("updates"))
-    resp_len = torch.tensor([len(c) for c in out.completion_ids], dtype=torch.float32)
+    resp_len = torch.tensor(resp_lens, dtype=torch.float32)
     metrics = {
         "step": step,
         "reward_mean": rewards.mean().item(),

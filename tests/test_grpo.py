@@ -2,9 +2,11 @@
 checkpointing, resume, interruption and error handling on a tiny model."""
 
 import functools
+import itertools
 import json
 import math
 import os
+import random
 import signal
 
 import pytest
@@ -165,12 +167,51 @@ def test_chunked_logprobs_equal_full_computation(tiny_tokenizer, arch, unshared)
         assert torch.allclose(a, b, atol=1e-4)   # float32; embedding gradients reach |60|
 
 
-def test_micro_batches_respect_budget():
-    lengths = [10, 50, 30, 30, 5, 70, 20]
-    batches = train_grpo.micro_batches(lengths, 100)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for b in batches:
-        assert len(b) * max(lengths[i] for i in b) <= 100 or len(b) == 1
+def micro_batch_cost(prompts, lens, batch, overhead):
+    """What completion_logprobs runs for one micro-batch, in tokens (see train_grpo.micro_batches)."""
+    distinct = {tuple(prompts[i]) for i in batch}
+    return (len(distinct) * max(len(prompts[i]) for i in batch) + len(batch) * max(lens[i] for i in batch)
+            + overhead)
+
+
+def test_micro_batches_split_off_a_long_outlier():
+    # One shared 10-token prompt; completions 48, 10, 10, 10. Together: 10 + 4 x 48 = 202 tokens (+ 64 per
+    # call); the outlier alone and the rest together: (10 + 48) + (10 + 3 x 10) = 98 (+ 2 x 64).
+    prompts = [[1] * 10] * 4
+    assert train_grpo.micro_batches(prompts, [48, 10, 10, 10], 10_000) == [[0], [1, 2, 3]]
+    # Tight budget: rows x (10 + longest) <= 40 allows at most two rows of 10.
+    batches = train_grpo.micro_batches(prompts, [48, 10, 10, 10], 40)
+    assert sorted(map(sorted, batches)) == [[0], [1, 2], [3]] or sorted(map(sorted, batches)) == [[0], [1], [2, 3]]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_micro_batches_are_the_cheapest_split_within_budget(seed):
+    """Against brute force over every split of the length-sorted rows into contiguous runs."""
+    rng = random.Random(seed)
+    n = 7
+    prompts = [[rng.randint(0, 2)] * rng.choice([5, 9]) for _ in range(n)]
+    lens = [rng.randint(1, 40) for _ in range(n)]
+    budget = rng.choice([60, 120, 10_000])
+    batches = train_grpo.micro_batches(prompts, lens, budget)
+    assert sorted(i for b in batches for i in b) == list(range(n))
+
+    def fits(b):
+        return len(b) == 1 or len(b) * (max(len(prompts[i]) for i in b) + max(lens[i] for i in b)) <= budget
+
+    assert all(fits(b) for b in batches)
+    order = sorted(range(n), key=lambda i: (-lens[i], prompts[i]))
+    best = math.inf
+    for cuts in itertools.product([0, 1], repeat=n - 1):        # 1 = a micro-batch ends after this row
+        runs, current = [], [order[0]]
+        for cut, i in zip(cuts, order[1:]):
+            if cut:
+                runs.append(current)
+                current = []
+            current.append(i)
+        runs.append(current)
+        if all(fits(r) for r in runs):
+            best = min(best, sum(micro_batch_cost(prompts, lens, r, 64) for r in runs))
+    assert sum(micro_batch_cost(prompts, lens, b, 64) for b in batches) == best
 
 
 def test_lr_schedule():

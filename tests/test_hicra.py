@@ -60,7 +60,7 @@ def record_loss_inputs(monkeypatch):
 
     monkeypatch.setattr(train_grpo, "policy_loss", spy)
     # One micro-batch in sequence order, so rows line up with the batch.
-    monkeypatch.setattr(train_grpo, "micro_batches", lambda lengths, budget: [list(range(len(lengths)))])
+    monkeypatch.setattr(train_grpo, "micro_batches", lambda prompts, lens, budget: [list(range(len(lens)))])
     return calls
 
 
