@@ -248,13 +248,15 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     prompt runs through the model once, and its keys/values are handed to every completion that
     follows it. That costs U*P + b*Tc tokens instead of b*(P+Tc), and is exact: autograd sums the
     gradient of every completion into the one prompt pass. With `share_prompts=False`, or under
-    gradient checkpointing (which drops HF's cache), every row runs its own prompt. The vocabulary projection runs on about `chunk`
-    tokens (rows x positions) at a time and, when gradients are needed, is recomputed in the
-    backward pass: the [b, Tc, V] float32 logits never exist at once. Ask for entropies only when
-    they are used: under autograd each chunk's softmax is kept for the backward pass.
+    gradient checkpointing (which drops HF's cache), every row runs its own prompt.
+
+    The vocabulary projection runs on about `chunk` tokens (rows x positions) at a time and, when
+    gradients are needed, is recomputed in the backward pass: the [b, Tc, V] float32 logits never
+    exist at once. Ask for entropies only when they are used: under autograd each chunk's softmax
+    is kept for the backward pass.
     """
     device = next(model.parameters()).device
-    share = share_prompts and not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    share = share_prompts and not model.is_activation_checkpointing
     index = {}   # distinct prompt -> its row in the prompt batch
     row_prompt = [index.setdefault(tuple(p) if share else i, len(index)) for i, p in enumerate(prompts)]
     unique = [list(p) for p in index] if share else prompts

@@ -1,5 +1,6 @@
 """Benchmark: seconds per GRPO step of train_grpo.py, by phase, against TRL's GRPOTrainer, the
-update with and without prompt sharing, and the peak memory of train_grpo.completion_logprobs against a plain full log-softmax.
+update with and without prompt sharing, and the peak memory of train_grpo.completion_logprobs
+against a plain full log-softmax.
 
 An RL step is sample -> reward -> old log-probs -> update, and the loop exists to be a small, fast
 alternative to a general trainer, so this measures four things in one command on one machine:
@@ -35,7 +36,7 @@ alternative to a general trainer, so this measures four things in one command on
      not see torch's allocations; with glibc's default dynamic threshold, freed chunk-sized blocks
      under 32 MB stay resident and inflate the chunked figures.
 
-    .venv/bin/python bench/step.py                          # all three, SmolLM2-135M, ~20-30 min on 2 busy cores
+    .venv/bin/python bench/step.py                          # all four, SmolLM2-135M, ~20-30 min on 2 busy cores
     .venv/bin/python bench/step.py --model tiny --rounds 3  # random Qwen2 (hidden 256, 4 layers), quick
     .venv/bin/python bench/step.py --only memory --mem_chunks 512,128
 """
