@@ -24,7 +24,8 @@ Output in --out_dir: `<benchmark>.jsonl` (one line per sample: id, sample index,
 correct, gold, tokens, finished, output), `summary.json` ({benchmark: metrics}, merged with what
 was there) and `config.json` (the settings the samples were made with). Re-running resumes: finished
 samples are kept and only the missing (problem, sample) pairs are generated; lines are appended after
-every batch, so Ctrl-C loses at most one batch. A folder made with other settings is refused.
+every batch, so Ctrl-C loses at most one batch. A folder made with other settings, or with other
+weights (a sha256 of the checkpoint's weight files, so a run trained further is a new model), is refused.
 
 Seeds: the sampler draws a batch from one generator, so a seed per sample would mean batches of
 one. Instead the missing pairs are ordered by (sample index, problem) and cut into batches of
@@ -34,6 +35,7 @@ same seeds as an uninterrupted one (bit for bit on one device).
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -52,7 +54,7 @@ BENCHMARKS = {"aime24": "aime24", "aime25": "aime25", "amc23": "amc23", "math500
               "gsm8k": "gsm8k:test", "minerva_math": "minerva_math", "olympiadbench": "olympiadbench"}
 PAPER_BENCHMARKS = "aime24,aime25,amc23,math500,minerva_math,olympiadbench"
 PAPER_SAMPLES = {"aime24": 32, "aime25": 32, "amc23": 4}  # 1 elsewhere
-SETTINGS = ("model", "prompt_style", "temperature", "top_p", "max_new_tokens", "strict", "seed")
+SETTINGS = ("model", "weights", "prompt_style", "temperature", "top_p", "max_new_tokens", "strict", "seed")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -152,6 +154,21 @@ def resolve_model(name: str):
         return str(path.resolve()), rollout.default_prompt_style(name)
 
 
+def weights_fingerprint(source: str) -> str | None:
+    """sha256 of a local model folder's weight files (None for a Hub id or alias). A run folder's
+    checkpoint is rewritten as training goes on, so its path alone does not say which weights made
+    the samples already in --out_dir."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for f in sorted(folder.glob("*")):
+        if f.suffix in (".safetensors", ".bin", ".pt", ".gguf") and f.name != "trainer_state.pt":
+            with open(f, "rb") as handle:
+                digest.update(f.name.encode() + hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()[:16]
+
+
 def generate(model, tokenizer, bench, problems, k, args, path):
     """Sample what `path` lacks of problems x samples 0..k-1, appending each batch to `path`."""
     done = {(s["id"], s["sample"]) for s in read_samples(path)}
@@ -244,7 +261,8 @@ def main(argv=None):
     source, style = resolve_model(args.model)
     args.prompt_style = args.prompt_style or style
     out_dir = Path(args.out_dir)
-    settings = {key: getattr(args, key) for key in SETTINGS} | {"model": source}
+    settings = {key: getattr(args, key, None) for key in SETTINGS} | {"model": source,
+                                                                        "weights": weights_fingerprint(source)}
     # Mixing samples made with other settings would silently report a blend of two evaluations.
     old = json.loads((out_dir / "config.json").read_text()) if (out_dir / "config.json").exists() else settings
     changed = [f"{key}={old.get(key)!r} (now {settings[key]!r})" for key in SETTINGS if old.get(key) != settings[key]]

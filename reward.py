@@ -4,18 +4,22 @@ The reward is the only teacher in RL with verifiable rewards, so every rule here
 failure modes: a false positive teaches the policy to game the grader, a false negative withholds
 credit from a right answer, and a hang stalls training. The pipeline, cheapest step first:
 
-1. extract_answer: the last \\boxed{...}/\\fbox{...} (braces matched); without a box, "final answer is",
-   "answer is", "#### N", a short bare answer, and as a last resort the last number. strict=True keeps
-   only boxes (the paper's protocol).
+1. extract_answer: the last \\boxed{...}/\\fbox{...} (braces matched); without a box, the last "final
+   answer is" / "answer is" / "Answer:" (so Minerva's "Final Answer: The final answer is $X$. I hope it
+   is correct." gives X), "#### N", a short bare answer, and as a last resort the last number.
+   strict=True keeps only boxes (the paper's protocol).
 2. _normalize: strip what does not change the value -- LaTeX spacing and style macros, \\text{},
-   thousands separators, units and trailing words after a number, degrees, percent and dollar signs,
-   unicode look-alikes -- and never anything else: letters are only dropped when they are whole words
-   after a number, so `2n-1` stays `2n-1`.
+   thousands separators, units and trailing words after a number (`5 m/s` too), degrees, percent and
+   dollar signs, unicode look-alikes -- and never anything else: letters are only dropped when they are
+   whole words after a number, so `2n-1` stays `2n-1`. Number words become digits ("twenty-one" -> 21)
+   and a bare `pi` is \\pi.
 3. _same: equal strings; then structure (tuples in order, sets and "a, b" lists in any order, intervals
-   with their brackets, unions, matrices, equations, inequalities); then each leaf: our own small
-   LaTeX parser turns it into Python/sympy code, numbers are compared as exact Fractions in this process
-   (no float tolerance: 0.333 is not 1/3; no overflow: 1e309 is not infinity), and only what is left
-   goes to sympy.
+   with their brackets, unions (a union of finite sets is one set), matrices in any environment and
+   brackets, equations, inequalities); then each leaf: our own small LaTeX parser turns it into
+   Python/sympy code, numbers are compared as exact Fractions in this process (no float tolerance: 0.333
+   is not 1/3; no overflow: 1e309 is not infinity), and only what is left goes to sympy, which compares
+   values at 40 digits *relatively* (1/50! is not 1/51!) and falls back on exact simplification near 0
+   and for floor/ceiling, which agree at a few points without being equal.
 4. sympy runs in a separate worker process with a hard wall-clock limit: `signal.alarm` only works in
    the main thread and cannot interrupt a bignum computation, so the parent waits with a timeout and
    kills the worker if it does not answer. Before that, _risky refuses towers of exponents, huge
@@ -27,12 +31,14 @@ gold `C`; two letters do not.
 
 Percent: `25%` against a gold answer without the sign matches 25 (the question asked for a percent)
 or 0.25 (it asked for the number). Dropped on purpose: float tolerance (exact means exact: a rounded
-decimal is not the fraction), degrees <-> radians, number words, and identities that need assumptions
-such as sqrt(x^2) = x (checked at negative points too, so it fails).
+decimal is not the fraction), degrees <-> radians, British "one hundred and five" (read as the list
+100, 5), and identities that need assumptions such as sqrt(x^2) = x (checked at negative points too,
+so it fails).
 """
 import ast
 import atexit
 import json
+import math
 import os
 import re
 import select
@@ -81,8 +87,8 @@ def _boxes(text):
             pos = i + len(word)
 
 
-_ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*:?\s*([^\n]+)", re.I)
-_HASHES = re.compile(r"####\s*([^\n]+)")
+_ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*:?\s*", re.I)
+_HASHES = re.compile(r"####\s*")
 _NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 
@@ -100,10 +106,13 @@ def _candidates(text, strict=False):
     if strict or _BOX.search(text):               # a box that never closes: the response was cut off
         return []
     tail = text[-3000:]                           # final answers live at the end; keeps this linear
-    for pattern in (_ANSWER_IS, _HASHES):
-        found = pattern.findall(tail)
-        if found and _clean_phrase(found[-1]):
-            return [_clean_phrase(found[-1])]
+    for pattern in (_ANSWER_IS, _HASHES):   # the last phrase wins: "Final Answer: The final answer is $X$."
+        last = None
+        for last in pattern.finditer(tail):
+            pass
+        phrase = _clean_phrase(tail[last.end():].split("\n")[0]) if last else ""
+        if phrase:
+            return [phrase]
     bare = text.strip().strip("$").strip()
     # A short one-line reply is itself the answer: "\frac{1}{2}", "x = 5", "18 dollars", "Evelyn";
     # but a sentence ("It is 5") is not, and gets the last number.
@@ -128,8 +137,9 @@ _UNICODE = {"−": "-", "–": "-", "π": "\\pi ", "∞": "\\infty ", "°": "^\\
             "·": "\\cdot ", "⋅": "\\cdot ", "√": "\\sqrt", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ",
             "∪": "\\cup ", "÷": "\\div ", "±": "\\pm ", "≈": "\\approx ", "²": "^2", "³": "^3",
             "½": "\\frac{1}{2}", "¼": "\\frac{1}{4}", "¾": "\\frac{3}{4}", "∅": "\\emptyset ",
+            "⌊": "\\lfloor ", "⌋": "\\rfloor ", "⌈": "\\lceil ", "⌉": "\\rceil ",
             "\u00a0": " ", "\u2009": " ", "\u202f": " "}
-_STYLE = re.compile(r"\\(?:text|textbf|textit|textrm|textsf|texttt|mathrm|mathbf|mathit|mathsf|mbox|"
+_STYLE = re.compile(r"\\(?:text|textbf|textit|textrm|textsf|texttt|textnormal|mathrm|mathbf|mathit|mathsf|mbox|"
                     r"operatorname|boldsymbol|mathbb|mathcal|emph|hbox)\s*\{([^{}]*)\}")
 _MATH_WORDS = {"pi", "or", "and", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp",
                "infty", "inf"}
@@ -140,13 +150,49 @@ _UNITS = ("cm", "mm", "km", "kg", "mg", "ml", "mL", "ft", "mph", "hrs", "hr", "m
           "cents", "degrees", "meters", "inches", "feet", "units", "miles", "pounds", "lbs", "oz", "liters")
 
 
+# Unit symbols that make up a rate after a number ("5 m/s", "60 km/h", "9.8 m/s^2").
+_RATE = r"(?:%s)(?:\^\{?[23]\}?)?" % "|".join(("km", "cm", "mm", "m", "s", "h", "hr", "min", "sec", "kg", "g", "mi",
+                                                "ft", "in", "L", "mL", "lb", "gal", "mol", "day", "yr"))
+
+
 def _strip_units(s):
-    """Drop whole words after a number ('18 dollars', '15 cm^2', '4 square units'); keep math."""
+    """Drop whole words after a number ('18 dollars', '15 cm^2', '4 square units', '5 m/s'); keep math."""
     m = re.fullmatch(r"(.*?[\d)}\]])((?:\s+[a-zA-Z]{2,}(?:\^\{?[23]\}?)?\.?)+)", s) or \
-        re.fullmatch(r"(.*?\d)((?:%s)(?:\^\{?[23]\}?)?\.?)" % "|".join(_UNITS), s)
+        re.fullmatch(r"(.*?\d)((?:%s)(?:\^\{?[23]\}?)?\.?)" % "|".join(_UNITS), s) or \
+        re.fullmatch(r"(.*?\d)(\s*%s(?:\s*/\s*%s)+\.?)" % (_RATE, _RATE), s)
     if m and not set(re.findall(r"[a-zA-Z]+", m.group(2))) & _MATH_WORDS:
         return m.group(1).strip()
     return s
+
+
+_WORD_VALUES = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())} | {w: 10 * i for i, w in enumerate(
+    "twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)} | \
+    {"hundred": 100, "thousand": 1000, "million": 10 ** 6, "billion": 10 ** 9}
+_NUMBER_WORDS = re.compile(r"(?<![\\a-zA-Z])(?:(?:minus|negative)\s+)?(?:{0})(?:[\s-]+(?:{0}))*(?![a-zA-Z])".format(
+    "|".join(sorted(_WORD_VALUES, key=len, reverse=True))), re.I)
+
+
+def _from_words(m):
+    """'twenty-one' -> '21', 'one hundred five' -> '105', 'minus three' -> '-3'; a run that is not one
+    number ('two three') stays as written."""
+    words = re.split(r"[\s-]+", m[0].lower())
+    sign = "-" if words[0] in ("minus", "negative") else ""
+    total = current = 0
+    previous = None
+    for w in words[1:] if sign else words:
+        v = _WORD_VALUES[w]
+        if v < 100:                               # a unit, teen or tens word
+            if previous is not None and previous < 100 and not (previous >= 20 and previous % 10 == 0 and v < 10):
+                return m[0]                       # "two three", "twenty thirty": not one number
+            current += v
+        elif v == 100:
+            current = (current or 1) * 100
+        else:                                     # thousand, million, billion
+            total, current = total + (current or 1) * v, 0
+        previous = v
+    return f"{sign}{total + current}"
 
 
 def _repeating(m):
@@ -188,13 +234,16 @@ def _normalize(s):
     s = re.sub(r"(\d)(?:\{,\}|,\\!|\\,|\\!|,\\ )\s*(?=\d{3}(?!\d))", r"\1", s)
     s = re.sub(r"(?<!\\)\\[,;:! ]|\\q?quad(?![a-zA-Z])|~", " ", s)   # but not the \\ of a matrix
     # A \text{} after a number is a unit, even a one-letter one: 12\text{ m}, 15\mbox{ cm}^2.
-    s = re.sub(r"(?<=[\d}])\s*\\(?:text|textrm|mathrm|mbox)\s*\{[\s~]*[a-zA-Z][a-zA-Z .]*\}(?:\^\{?[23]\}?)?\s*\.?$",
+    s = re.sub(r"(?<=[\d}])\s*\\(?:text|textrm|textnormal|mathrm|mbox)\s*\{[\s~]*[a-zA-Z][a-zA-Z ./]*(?:\^\{?[23]\}?)?\}"
+               r"(?:\^\{?[23]\}?)?\s*\.?$",
                "", s)
     s = re.sub(r"\\mathbb\s*\{?R\}?", r"(-\\infty,\\infty)", s)     # all reals
     for _ in range(5):                            # \text{\textbf{(C)}} unwraps from the inside out
         s, n = _STYLE.subn(r"\1", s)
         if not n:
             break
+    s = _NUMBER_WORDS.sub(_from_words, s)          # "twenty-one" -> 21
+    s = re.sub(r"(?<![\\a-zA-Z])pi(?![a-zA-Z])", r"\\pi ", s)   # a bare pi
     s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree", "", s)
     s = re.sub(r"\\%|%", "", s)
     # Mixed numbers: 2\frac{1}{2} and "2 1/2" mean 2 + 1/2 (only for proper fractions).
@@ -230,6 +279,7 @@ _CONSTS = {"\\pi": "pi", "\\infty": "oo", "\\inf": "oo", "e": "E", "i": "I"}
 _GREEK = {"\\alpha", "\\beta", "\\gamma", "\\delta", "\\theta", "\\phi", "\\varphi", "\\lambda", "\\mu",
           "\\sigma", "\\omega", "\\rho", "\\tau", "\\epsilon", "\\varepsilon"}
 _OPENERS = {"(": ")", "{": "}", "[": "]"}
+_ROUNDING = {"\\lfloor": ("\\rfloor", "floor"), "\\lceil": ("\\rceil", "ceiling")}
 
 
 class _NoParse(Exception):
@@ -250,7 +300,7 @@ def _number_code(t):
 
 def _starts_atom(t):
     return t is not None and (t[0].isdigit() or t[0] == "." or (len(t) == 1 and t.isalpha()) or
-                              t in ("(", "{", "\\frac", "\\sqrt", "\\binom") or
+                              t in ("(", "{", "\\frac", "\\sqrt", "\\binom") or t in _ROUNDING or
                               t in _FUNCS or t in _CONSTS or t in _GREEK)
 
 
@@ -336,6 +386,11 @@ def _code(s):
             out = expr()
             take("|")
             return f"Abs({out})"
+        if t in _ROUNDING:                        # \lfloor x \rfloor, \lceil x \rceil
+            closer, name = _ROUNDING[t]
+            out = expr()
+            take(closer)
+            return f"{name}({out})"
         if t == "\\frac":
             return f"(({argument()})/({argument()}))"
         if t == "\\binom":
@@ -401,6 +456,9 @@ def _exact(node):
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         v = _exact(node.operand)
         return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("floor", "ceiling") and len(node.args) == 1:
+        v = _exact(node.args[0])
+        return Fraction(math.floor(v) if node.func.id == "floor" else math.ceil(v))
     if isinstance(node, ast.BinOp):
         a, b = _exact(node.left), _exact(node.right)
         if isinstance(node.op, ast.Add):
@@ -574,17 +632,26 @@ def _worker_main():
         return vx, vy, cx, cy
 
     def close(vx, vy, cx, cy):
-        return abs(complex(vx - vy)) <= 1e-25 * max(1.0, abs(cx), abs(cy))
+        """Equal to 25 significant digits. Relative: an absolute floor would make 1/50! equal 1/51!."""
+        return abs(complex(vx - vy)) <= 1e-25 * max(abs(cx), abs(cy))
+
+    def tiny(vx, vy, cx, cy):
+        return max(abs(cx), abs(cy)) < 1e-20
 
     def same(x, y):
         if x == y:
             return True
         trials = [v for t in range(3 if (x.free_symbols | y.free_symbols) else 1)
                   if (v := values(x, y, t)) is not None]
-        if any(not close(*v) for v in trials):
+        if any(not close(*v) and not tiny(*v) for v in trials):
             return False                          # the quick, common "no"
-        if trials:
+        steps = (x.free_symbols | y.free_symbols) and (x.has(sympy.floor, sympy.ceiling) or
+                                                        y.has(sympy.floor, sympy.ceiling))
+        if trials and all(close(*v) for v in trials) and not steps:
             return True                           # equal to 25 digits at every point
+        # No point; values so near 0 that evaluation noise can hide an exact 0 (log_2 8 - 3); or step
+        # functions, which agree at a few points without being equal (floor(n/2), floor((n+1)/2)):
+        # only an exact simplification says equal.
         return sympy.simplify(x - y) == 0
 
     def same_equation(x, y):                      # x, y are lhs - rhs: equal up to a nonzero factor
@@ -596,8 +663,8 @@ def _worker_main():
             if v is None or abs(v[3]) < 1e-12:
                 continue
             ratios.append(v[0] / v[1])
-        return len(ratios) >= 2 and all(abs(complex(r - ratios[0])) < 1e-20 for r in ratios) and \
-            abs(complex(ratios[0])) > 1e-12
+        return len(ratios) >= 2 and abs(complex(ratios[0])) > 1e-12 and \
+            all(abs(complex(r - ratios[0])) <= 1e-20 * abs(complex(ratios[0])) for r in ratios)
 
     def on_alarm(*_):
         raise TimeoutError
@@ -710,6 +777,9 @@ def _shape(s):
         return ("matrix", [[c.strip() for c in r.split("&")] for r in rows])
     parts, _ = _split_top(s, _CUP)
     if len(parts) > 1:
+        if all(p.startswith("\\{") and p.endswith("\\}") and _encloses(p[1:]) for p in parts):
+            items = [x for p in parts for x in _split_top(p[2:-2], _LIST_SEP)[0] if x]
+            return ("set", _expand_pm(items))      # \{1\} \cup \{2, 3\} is the set \{1, 2, 3\}
         return ("union", parts)
     items, _ = _split_top(s, _LIST_SEP)
     if len(items) > 1 or len(_split_top(s, _PM)[0]) == 2:     # 1 \pm \sqrt{2} is two answers
@@ -725,8 +795,8 @@ def _shape(s):
         inner, _ = _split_top(s[1:-1], re.compile(","))
         if len(inner) > 1:
             return ("tuple", s[0], s[-1], inner)
-        if s[0] == "(" and s[-1] == ")":
-            return _shape(s[1:-1].strip())        # (5) is 5
+        if (s[0] == "(" and s[-1] == ")") or _MATRIX.fullmatch(s[1:-1].strip()):
+            return _shape(s[1:-1].strip())        # (5) is 5; [\begin{array}...\end{array}] is the matrix
     return ("leaf", s)
 
 
@@ -855,6 +925,8 @@ def verify(output, gold, strict=False):
     strict=True grades only \\boxed{}/\\fbox{} answers. Never raises; a timeout is a wrong answer."""
     try:
         found = _candidates(output, strict)
+        if len(set(found)) > 10 * MAX_CANDIDATES:
+            return False                          # spraying answers (and normalising each would take seconds)
         found = list({_key(_normalize(c)): c for c in reversed(found)}.values())  # last box first
         if not found or len(found) > MAX_CANDIDATES:
             return False

@@ -49,7 +49,7 @@ from transformers import DynamicCache
 
 import rollout
 import strategic_grams
-from data import DataError, load_problems
+from data import DataError, load_problems, problem_key
 from reward import math_reward
 
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "dr_grpo")
@@ -72,6 +72,7 @@ class Config:
     out_dir: str = "runs/grpo"
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     seed: int = 0
+    deterministic: bool = True              # PyTorch's deterministic algorithms: a rerun gives the same run
     # rollouts
     max_steps: int = 200
     batch_size: int = 32                    # prompts per step
@@ -103,8 +104,8 @@ class Config:
     grad_checkpointing: bool = False
     max_bad_steps: int = 3                  # stop after this many non-finite updates in a row
     # evaluation, logging, checkpoints
-    eval_every: int = 25                    # 0 = never
-    eval_dataset: str = ""                  # default: a held-out slice of the training data
+    eval_every: int = 25                    # 0 = never; else before steps 0, k, 2k, ... and after the last
+    eval_dataset: str = ""                  # default: problems of the training source held out of training
     eval_size: int = 128
     eval_temperature: float = 0.0
     save_every: int = 50
@@ -190,16 +191,20 @@ def group_advantages(rewards: torch.Tensor, scale_by_std: bool = True, eps: floa
 
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, agg: str = "token_mean",
               norm_len: int | None = None) -> torch.Tensor:
-    """Reduce a [B, T] per-token quantity over the response tokens (mask 1) to a scalar."""
+    """Reduce a [B, T] per-token quantity over the response tokens (mask 1) to a scalar.
+
+    A row whose mask is all 0 (a sequence dropped by a filter) is not in the batch: it counts in
+    no mean, per token or per sequence."""
     mask = mask.to(per_token.dtype)
+    num_seqs = (mask.sum(-1) > 0).sum().clamp(min=1)                         # rows that take part
     if agg == "token_mean":          # DAPO: every token of the batch weighs the same
         return (per_token * mask).sum() / mask.sum().clamp(min=1)
     if agg == "seq_mean_token_mean":  # original GRPO: mean per sequence, then over sequences
         per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)     # [B]
-        return per_seq.mean()
+        return per_seq.sum() / num_seqs
     if agg == "dr_grpo":             # Dr. GRPO: sum per sequence over a constant length, no length bias
         norm_len = norm_len or mask.shape[-1]
-        return (per_token * mask).sum(-1).mean() / norm_len
+        return (per_token * mask).sum() / num_seqs / norm_len
     raise ValueError(f"unknown loss aggregation {agg!r}: choose from {', '.join(AGGREGATIONS)}")
 
 
@@ -369,25 +374,28 @@ def lr_at(cfg: Config, step: int) -> float:
 # ----------------------------------------------------------------------------- data, eval, checkpoints
 
 def load_data(cfg: Config):
-    """Training and evaluation problems. Without --eval_dataset, the last eval_size problems of a
-    fixed shuffle of the training data are held out for evaluation."""
-    limit = cfg.num_problems or None
-    kwargs = {"n": cfg.num_problems or 2000} if cfg.dataset.startswith("synthetic") else {}
-    train = load_problems(cfg.dataset, data_dir=cfg.data_dir or None, seed=cfg.seed,
-                          limit=None if kwargs else limit, **kwargs)
-    if cfg.eval_dataset:
-        eval_kwargs = {"n": cfg.eval_size} if cfg.eval_dataset.startswith("synthetic") else {}
-        held_out = load_problems(cfg.eval_dataset, data_dir=cfg.data_dir or None, seed=cfg.seed + 1,
-                                 limit=cfg.eval_size, **eval_kwargs)
-    elif cfg.eval_every:
-        train = train[:]
-        random.Random(cfg.seed).shuffle(train)
-        held_out, train = train[len(train) - cfg.eval_size:], train[:len(train) - cfg.eval_size]
-    else:
-        held_out = []
+    """Training and held-out problems, never sharing a problem (compared by data.problem_key).
+
+    The held-out set is eval_size distinct problems of --eval_dataset, or else of the training source
+    (drawn with another seed). Training problems are then drawn without those: a file's other rows, or
+    the synthetic generator's other problems (it then never produces a held-out one for training).
+    num_problems counts training problems (synthetic default: 2000 drawn, with repeats)."""
+    data_dir = cfg.data_dir or None
+    held_out = []
+    if cfg.eval_every:
+        try:
+            held_out = load_problems(cfg.eval_dataset or cfg.dataset, data_dir=data_dir, seed=cfg.seed + 1,
+                                     limit=cfg.eval_size, distinct=True)
+        except DataError as e:
+            raise ConfigError(f"--eval_size {cfg.eval_size}: {e}") if "distinct" in str(e) else e
+
+    synthetic = cfg.dataset.startswith("synthetic")
+    train = load_problems(cfg.dataset, data_dir=data_dir, seed=cfg.seed,
+                          limit=cfg.num_problems or (2000 if synthetic else None),
+                          exclude={problem_key(p["problem"]) for p in held_out})
     if cfg.batch_size > len(train):
         raise ConfigError(f"--batch_size {cfg.batch_size}: larger than the {len(train)} training problems "
-                         f"of --dataset {cfg.dataset}")
+                          f"of --dataset {cfg.dataset}" + (" outside the held-out set" if held_out else ""))
     return train, held_out
 
 
@@ -412,10 +420,9 @@ def encode(cfg: Config, tokenizer, problems: list[dict]) -> list[list[int]]:
     return rollout.encode_prompts(tokenizer, texts)
 
 
-def evaluate(model, tokenizer, problems: list[dict], cfg: Config, autocast) -> float:
-    """Accuracy on held-out problems, one sample each (greedy unless eval_temperature > 0)."""
-    if not problems:
-        return float("nan")
+def evaluate(model, tokenizer, problems: list[dict], cfg: Config, autocast) -> dict:
+    """eval_accuracy on held-out problems, one sample each (greedy unless eval_temperature > 0)."""
+    t0 = time.perf_counter()
     correct = 0.0
     for start in range(0, len(problems), 64):
         chunk = problems[start:start + 64]
@@ -425,7 +432,7 @@ def evaluate(model, tokenizer, problems: list[dict], cfg: Config, autocast) -> f
                                  seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
         texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
         correct += sum(math_reward(t, p["answer"], strict=cfg.strict_box) for t, p in zip(texts, chunk))
-    return correct / len(problems)
+    return {"eval_accuracy": correct / len(problems), "eval_seconds": time.perf_counter() - t0}
 
 
 def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, step: int, extra: dict):
@@ -477,6 +484,12 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
+    if cfg.deterministic:
+        # Same command, same machine: the same metrics.jsonl. On the CPU the culprit was the backward
+        # of the indexing that hands each rollout its prompt's keys/values (index_put_ accumulating in
+        # parallel threads); CUDA's deterministic kernels also need cuBLAS to keep a fixed workspace.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
     device = torch.device(cfg.device)
     # float32 master weights; bf16 matmuls through autocast on CUDA (bf16 weights would swallow
     # updates of lr ~1e-6).
@@ -517,17 +530,22 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
     from tqdm import tqdm
     bar = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps, desc=name,
                dynamic_ncols=True)
+    def log(metrics):
+        with open(out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if cfg.wandb_project:
+            wandb.log(metrics, step=metrics["step"])
+
     bad_steps, step = 0, start_step
     try:
         for step in bar:
+            # Held-out accuracy of the policy that samples this step (before its update), so the
+            # curve starts at the base model; one more evaluation follows the last step.
+            evaluated = evaluate(model, tokenizer, eval_set, cfg, autocast) \
+                if cfg.eval_every and step % cfg.eval_every == 0 else {}
             metrics = grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, autocast,
-                                shape_advantages, grams, extra_state, out_dir)
-            if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps):
-                metrics["eval_accuracy"] = evaluate(model, tokenizer, eval_set, cfg, autocast)
-            with open(out_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            if cfg.wandb_project:
-                wandb.log(metrics, step=step)
+                                shape_advantages, grams, extra_state, out_dir) | evaluated
+            log(metrics)
             bad_steps = bad_steps + 1 if metrics["skipped"] else 0
             if bad_steps >= cfg.max_bad_steps:
                 raise RuntimeError(f"{bad_steps} non-finite updates in a row at step {step}: stopping "
@@ -541,6 +559,8 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
             if stop["requested"]:
                 print(f"saved a checkpoint at step {done}; continue with --resume", file=sys.stderr)
                 break
+        if cfg.eval_every and not stop["requested"]:   # the trained policy: a row of its own
+            log({"step": cfg.max_steps} | evaluate(model, tokenizer, eval_set, cfg, autocast))
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         bar.close()
@@ -627,10 +647,11 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
         order = list(range(len(texts)))
         rng.shuffle(order)
         for mb in range(cfg.mini_batches):
-            members = sorted(order[mb::cfg.mini_batches])   # which rollouts; their order is irrelevant
-            mb_mask = response_mask[members]
-            if mb_mask.sum() == 0:
+            # This mini-batch's rollouts (their order is irrelevant), less those a filter dropped.
+            members = [i for i in sorted(order[mb::cfg.mini_batches]) if response_mask[i].any()]
+            if not members:
                 continue                    # every sequence here was filtered out: nothing to learn
+            mb_mask = response_mask[members]
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(cfg, step)
             optimizer.zero_grad(set_to_none=True)
@@ -651,9 +672,9 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
                 loss = policy_loss(logp, old, advantages[idx, :T].to(device), mask,
                                    cfg.eps_low, cfg.eps_high, cfg.loss_agg, norm_len=cfg.max_new_tokens, stats=stats)
                 if cfg.kl_coef > 0:
-                    kl = aggregate(kl_k3(logp, ref_logp[idx, :T].to(device)), mask, cfg.loss_agg, cfg.max_new_tokens)
-                    loss = loss + cfg.kl_coef * kl
-                    kl_sum += kl.item() * mask.sum().item()
+                    kl = kl_k3(logp, ref_logp[idx, :T].to(device))                              # [b, T]
+                    loss = loss + cfg.kl_coef * aggregate(kl, mask, cfg.loss_agg, cfg.max_new_tokens)
+                    kl_sum += (kl.detach() * mask).sum().item()   # logged per token, whatever the aggregation
                 if cfg.entropy_coef > 0:
                     loss = loss - cfg.entropy_coef * aggregate(ent, mask, cfg.loss_agg, cfg.max_new_tokens)
                 # Weight the micro-batch so the sum over micro-batches equals the mini-batch loss.
@@ -718,18 +739,21 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
 def planning_metrics(planning, tokens_mask, entropy, logp, advantages, texts, grams, state) -> dict:
     """The paper's analysis quantities, split by token class (all tensors [B, Tc]).
 
-    rel_ppl_* is the perplexity exp(-mean log p) of a class over its value at the first step of
-    the run (kept in the checkpoint, so a resumed run divides by the same number).
+    rel_ppl_* is the perplexity exp(-mean log p) of a class over its value at the first step that
+    had tokens of the class (kept in the checkpoint, so a resumed run divides by the same number).
+    A class with no tokens in a step is left out of that step's metrics.
     """
     classes = {"planning": planning * tokens_mask, "execution": (1 - planning) * tokens_mask}
     out = {"planning_token_frac": (classes["planning"].sum() / tokens_mask.sum()).item(),
            "semantic_entropy": strategic_grams.semantic_entropy(texts, grams)}
     first = state.setdefault("ppl0", {})
     for name, m in classes.items():
-        n = m.sum().clamp(min=1)
+        n = m.sum()
+        if n == 0:
+            continue          # no such token this step: nothing to report (and no baseline to set)
         out[f"entropy_{name}"] = ((entropy * m).sum() / n).item()
         ppl = math.exp(-((logp * m).sum() / n).item())
-        first.setdefault(name, ppl)
+        first.setdefault(name, ppl)   # the first step that has the class
         out[f"rel_ppl_{name}"] = ppl / first[name]
         out[f"adv_{name}_mean"] = ((advantages * m).sum() / n).item()
     return out

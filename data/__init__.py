@@ -12,18 +12,25 @@ What `spec` in `load_problems(spec)` means:
   * `synthetic`, `synthetic:<difficulty>` -> generated offline by data/synthetic.py (level 1 if
                          not given), `n` problems (keyword `n`, else `limit`, else 1000).
 
+Two problems are the same problem when their texts have the same `problem_key` (Unicode-normalised,
+case-folded, whitespace collapsed). `load_problems(..., exclude=keys)` leaves such problems out and
+`distinct=True` keeps only the first of each: this is how train_grpo keeps its held-out problems out
+of training, for files with repeated lines and for the synthetic generator (which then never draws them).
+
 The data directory is, in order: the `data_dir` argument (a `--data_dir` flag), the environment
 variable HICRA_DATA_DIR, `<repo>/data` (where data/prepare.py writes) when it holds data sets,
 else `<repo>/../shared/data` when that exists, else `<repo>/data`.
 
 Blank lines are skipped. Any other bad line raises DataError naming file, line and field.
 """
+import itertools
 import json
 import os
 import random
+import unicodedata
 from pathlib import Path
 
-from .synthetic import generate
+from .synthetic import stream
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SPLITS = ("train", "test")  # what a bare name means when its folder has several splits
@@ -121,29 +128,52 @@ def read_jsonl(path):
     return rows
 
 
-def load_problems(spec, data_dir=None, limit=None, seed=None, **synthetic_kwargs):
+def problem_key(text):
+    """What makes two problem texts the same problem: NFKC Unicode form, case-folded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", str(text)).casefold().split())
+
+
+def load_problems(spec, data_dir=None, limit=None, seed=None, exclude=(), distinct=False, **synthetic_kwargs):
     """Problems as dicts with `id`, `problem`, `answer` (all str) and any other fields.
 
     `seed` shuffles the rows before `limit` cuts them (None keeps file order); for
     `synthetic` it is the generator's seed (None means 0). Extra keyword arguments
-    (`n`, ...) go to data.synthetic.generate.
+    (`n`, ...) go to data.synthetic.stream. `exclude` (a set of problem_key values) drops those
+    problems and `distinct` keeps one row per problem text, both before `limit` counts.
     """
     spec = str(spec)
     name, _, level = spec.partition(":")
+    exclude = set(exclude)
+
+    def wanted(row):
+        key = problem_key(row["problem"])
+        if key in exclude:
+            return False
+        if distinct:
+            exclude.add(key)
+        return True
+
     if name == "synthetic":
         try:
             difficulty = int(level or synthetic_kwargs.pop("difficulty", 1))
         except ValueError:
             raise DataError(f"{spec}: difficulty must be an integer, e.g. synthetic:2") from None
         n = synthetic_kwargs.pop("n", limit if limit is not None else 1000)
+        draws = itertools.islice(stream(difficulty, 0 if seed is None else seed, **synthetic_kwargs),
+                                 max(10_000, 100 * n))   # the easy levels run out of new problems
         try:
-            rows = generate(n, difficulty=difficulty, seed=0 if seed is None else seed, **synthetic_kwargs)
+            rows = list(itertools.islice(filter(wanted, draws), n))
         except ValueError as e:
             raise DataError(f"{spec}: {e}") from None
+        if len(rows) < n:
+            what = "distinct problems" if distinct else "problems outside the held-out set"
+            raise DataError(f"{spec}: found only {len(rows)} {what} of the {n} asked for "
+                            f"(level {difficulty} has few distinct problems: ask for fewer, or use a harder level)")
     else:
         if synthetic_kwargs:
             raise TypeError(f"unexpected arguments for a file data set: {sorted(synthetic_kwargs)}")
         rows = read_jsonl(dataset_path(spec, data_dir))
         if seed is not None:
             random.Random(seed).shuffle(rows)
+        rows = [r for r in rows if wanted(r)]
     return rows if limit is None else rows[:limit]

@@ -18,6 +18,7 @@ The same (n, difficulty, seed) always gives the same problems.
     python data/synthetic.py --n 5 --difficulty 2 --seed 0
 """
 import argparse
+import itertools
 import json
 import random
 from fractions import Fraction
@@ -92,23 +93,29 @@ def _level5(rng):
 _MAKERS = {1: _level1, 2: _level2, 3: _level3, 4: _level4, 5: _level5}
 
 
-def generate(n, difficulty=1, seed=0):
-    """n problems of one difficulty (1..5) as dicts: id, problem, answer, difficulty, source."""
+def stream(difficulty=1, seed=0):
+    """Endless problems of one difficulty (1..5) as dicts: id, problem, answer, difficulty, source.
+
+    Problems are drawn independently, so the easy levels repeat (level 1 has only 81 distinct sums);
+    data.load_problems filters the stream when it needs distinct problems or must avoid some."""
     if difficulty not in _MAKERS:
         raise ValueError(f"synthetic difficulty must be one of {LEVELS}, got {difficulty!r}")
     # A string seed is hashed stably across runs and Python versions (unlike hash()).
     rng = random.Random(f"synthetic:{difficulty}:{seed}")
-    rows = []
-    for i in range(n):
+    for i in itertools.count():
         problem, value = _MAKERS[difficulty](rng)
-        rows.append({
+        yield {
             "id": f"synthetic-d{difficulty}-s{seed}-{i}",
             "problem": problem,
             "answer": str(Fraction(value)),  # "8", "-2", "17/12": always fully reduced
             "difficulty": difficulty,
             "source": "synthetic",
-        })
-    return rows
+        }
+
+
+def generate(n, difficulty=1, seed=0):
+    """The first n problems of stream(difficulty, seed)."""
+    return list(itertools.islice(stream(difficulty, seed), n))
 
 
 def main():

@@ -64,7 +64,8 @@ def test_majority_vote_and_summary_on_hand_made_file(tmp_path):
     assert m["maj@5"] == pytest.approx(1 / 3)
     assert m["avg@5"] == pytest.approx(5 / 15) == pytest.approx(m["pass@1"])
     assert m["pass@5"] == pytest.approx(2 / 3)
-    assert m["pass@2"] == pytest.approx((ev.pass_at_k(5, 3, 2) + ev.pass_at_k(5, 2, 2)) / 3)
+    # pass@2 per problem is 1 - C(5-c, 2) / C(5, 2): p1 (c=3) 1 - 1/10, p2 (c=2) 1 - 3/10, p3 0.
+    assert m["pass@2"] == pytest.approx((0.9 + 0.7 + 0.0) / 3)
     # Fewer samples than the file holds: only samples 0..k-1 count (p1 then votes 3 over 1/2).
     assert ev.summarize(samples, 3)["maj@3"] == 0.0
     with pytest.raises(ValueError, match="missing"):
@@ -159,3 +160,22 @@ def test_paper_protocol_and_run_folder(tmp_path, model_dir):
     (run / "config.json").write_text(json.dumps({"model": "Qwen/Qwen2.5-0.5B", "prompt_style": ""}))
     source, style = ev.resolve_model(str(run))
     assert source == str((run / "ckpt").resolve()) and style == "plain"
+
+
+def test_a_run_trained_further_is_never_reported_with_the_old_samples(model_dir, data_dir, tmp_path, monkeypatch):
+    """The stale-eval case: evaluate a run folder, train the run on, evaluate into the same out_dir."""
+    import train_grpo
+    # A random model never solves a problem; a reward of the text's length gives the update a signal.
+    monkeypatch.setattr(train_grpo, "math_reward", lambda text, gold, strict=False: float(len(text) % 2))
+    run, out = tmp_path / "run", tmp_path / "eval"
+    args = ["--model", str(model_dir), "--dataset", "synthetic:1", "--num_problems", "20", "--batch_size", "2",
+            "--group_size", "2", "--max_new_tokens", "4", "--lr", "1e-2", "--warmup_steps", "0", "--eval_every", "0",
+            "--save_every", "1", "--out_dir", str(run), "--plot", "false", "--log_rollouts", "0"]
+    train_grpo.train(train_grpo.parse_config(args + ["--max_steps", "1"]))
+    run_eval(run, data_dir, out, "--limit", "2")
+    run_eval(run, data_dir, out, "--limit", "2")          # the same checkpoint: its samples are reused
+    before = (run / "ckpt" / "model.safetensors").read_bytes()
+    train_grpo.train(train_grpo.parse_config(args + ["--max_steps", "2", "--resume"]))
+    assert (run / "ckpt" / "model.safetensors").read_bytes() != before   # the same path, new weights
+    with pytest.raises(SystemExit, match="^error: .*weights"):
+        run_eval(run, data_dir, out, "--limit", "2")

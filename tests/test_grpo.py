@@ -1,6 +1,7 @@
 """train_grpo.py: the GRPO math against hand values and slow references, and the loop's
 checkpointing, resume, interruption and error handling on a tiny model."""
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -112,6 +113,28 @@ def test_aggregations_hand_values():
     assert aggregate(x, m, "dr_grpo").item() == pytest.approx((6 + 4) / 2 / 3)
     with pytest.raises(ValueError, match="aggregation"):
         aggregate(x, m, "sum")
+    # A sequence dropped by a filter (its mask all 0) counts in no mean: only the first one is left.
+    dropped = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    assert aggregate(x, dropped, "token_mean").item() == pytest.approx(6 / 3)
+    assert aggregate(x, dropped, "seq_mean_token_mean").item() == pytest.approx(6 / 3)
+    assert aggregate(x, dropped, "dr_grpo", norm_len=5).item() == pytest.approx(6 / 5)
+
+
+def test_planning_metrics_of_a_class_with_no_tokens():
+    """rel_ppl divides by the class's perplexity at the first step that has the class, not by a made-up 1."""
+    tokens = torch.ones(1, 4)
+    logp = torch.log(torch.tensor([[0.5, 0.25, 0.5, 0.25]]))
+    zeros = torch.zeros(1, 4)
+    state = {}
+    none = train_grpo.planning_metrics(torch.zeros(1, 4), tokens, zeros, logp, zeros, ["x"], ["wait"], state)
+    assert none["planning_token_frac"] == 0 and "rel_ppl_planning" not in none and "entropy_planning" not in none
+    first = train_grpo.planning_metrics(torch.tensor([[1.0, 1.0, 0, 0]]), tokens, zeros, logp, zeros, ["x"],
+                                        ["wait"], state)
+    assert first["rel_ppl_planning"] == pytest.approx(1.0)
+    # Next step: planning tokens with p = 1/2 and 1/2 -> perplexity 2; the first had 1/2, 1/4 -> sqrt(8).
+    later = train_grpo.planning_metrics(torch.tensor([[1.0, 0, 1.0, 0]]), tokens, zeros, logp, zeros, ["x"],
+                                        ["wait"], state)
+    assert later["rel_ppl_planning"] == pytest.approx(2 / math.sqrt(8))
 
 
 def test_k3_kl():
@@ -214,6 +237,59 @@ def test_micro_batches_are_the_cheapest_split_within_budget(seed):
     assert sum(micro_batch_cost(prompts, lens, b, 64) for b in batches) == best
 
 
+# ----------------------------------------------------------------------------- the held-out split
+
+def same_problem(text):
+    """Written here, independently of data.problem_key: case and spacing do not make a new problem."""
+    return " ".join(text.lower().split())
+
+
+def assert_disjoint(train, held_out, eval_size):
+    held = {same_problem(p["problem"]) for p in held_out}
+    assert len(held_out) == len(held) == eval_size                 # distinct held-out problems
+    assert not held & {same_problem(p["problem"]) for p in train}
+
+
+@pytest.mark.parametrize("flags", [["--preset", "cpu_demo"]] + [
+    ["--dataset", f"synthetic:{level}", "--num_problems", "600", "--eval_size", "48"] for level in range(1, 6)])
+def test_held_out_problems_never_appear_in_training(flags):
+    cfg = train_grpo.parse_config(flags)
+    train, held_out = train_grpo.load_data(cfg)
+    assert len(train) == cfg.num_problems
+    assert_disjoint(train, held_out, cfg.eval_size)
+    if cfg.dataset == "synthetic:1":    # 81 distinct sums: the held-out ones are never drawn for training,
+        assert len({p["problem"] for p in train}) == 81 - cfg.eval_size     # and every other one is
+
+
+def test_held_out_split_of_a_file_with_repeated_problems(tmp_path):
+    # 30 problems, each written three ways (case, spacing), shuffled together.
+    rows = [{"problem": text.format(i), "answer": str(2 * i)}
+            for i in range(30) for text in ("What is {0} + {0}?", "what is {0} + {0}?  ", "What  is {0} +  {0}?")]
+    random.Random(0).shuffle(rows)
+    path = tmp_path / "repeats.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = train_grpo.Config(dataset=str(path), eval_every=1, eval_size=5, batch_size=4)
+    train, held_out = train_grpo.load_data(cfg)
+    assert_disjoint(train, held_out, 5)
+    assert len(train) == 25 * 3                 # every other row, all three spellings of each
+    # A separate --eval_dataset that overlaps the training file: its problems leave the training set.
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"problem": f"WHAT IS {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                             for i in range(20, 40)))
+    train, held_out = train_grpo.load_data(dataclasses.replace(cfg, eval_dataset=str(other), eval_size=20))
+    assert_disjoint(train, held_out, 20)
+    assert len(train) == 20 * 3
+
+
+@pytest.mark.skipif(not (train_grpo.Path(__file__).parents[2] / "shared" / "data" / "math").is_dir(),
+                    reason="needs ../shared/data")
+def test_held_out_split_of_the_gpu_training_set():
+    data_dir = str(train_grpo.Path(__file__).parents[2] / "shared" / "data")
+    cfg = train_grpo.Config(dataset="math:train_level3to5", data_dir=data_dir, eval_size=128)
+    train, held_out = train_grpo.load_data(cfg)
+    assert_disjoint(train, held_out, 128)
+
+
 def test_lr_schedule():
     cfg = train_grpo.Config(lr=1.0, warmup_steps=4, max_steps=14, lr_schedule="cosine")
     assert [train_grpo.lr_at(cfg, s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
@@ -256,7 +332,7 @@ def test_resume_is_exact_and_checkpoint_round_trips(qwen_dir, tmp_path, monkeypa
     train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, split, "--max_steps", "2")))
     train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, split, "--max_steps", "4", "--resume")))
     a, b = read_metrics(straight), read_metrics(split)
-    assert [r["step"] for r in a] == [r["step"] for r in b] == [0, 1, 2, 3]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [0, 1, 2, 3, 4]   # 4: the final evaluation
     assert any(r["loss"] != 0 for r in a), "the test needs a real update"
     for ra, rb in zip(a, b):
         assert ra.keys() == rb.keys()
@@ -272,7 +348,8 @@ def test_resume_is_exact_and_checkpoint_round_trips(qwen_dir, tmp_path, monkeypa
     assert state["step"] == 4 and state["optimizer"]["state"]
     assert not (straight / "ckpt.tmp").exists() and not (straight / "ckpt.old").exists()
     assert (straight / "config.json").exists() and (straight / "rollouts.jsonl").exists()
-    assert "eval_accuracy" in a[1] and "eval_accuracy" in a[3]
+    # Evaluated before the updates of steps 0 and 2 (every 2), and after the last: a row of its own.
+    assert [r["step"] for r in a if "eval_accuracy" in r] == [0, 2, 4] and set(a[4]) == {"step", "eval_accuracy"}
 
 
 def test_ctrl_c_saves_and_resumes(qwen_dir, tmp_path, monkeypatch):
@@ -289,10 +366,10 @@ def test_ctrl_c_saves_and_resumes(qwen_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, out, "--max_steps", "4", "--save_every", "0")))
     assert torch.load(out / "ckpt" / "trainer_state.pt", weights_only=False)["step"] == 1
-    assert [r["step"] for r in read_metrics(out)] == [0]
+    assert [r["step"] for r in read_metrics(out)] == [0]          # stopped: no final evaluation
     monkeypatch.setattr(train_grpo, "grpo_step", real_step)
     train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, out, "--max_steps", "3", "--resume")))
-    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2]
+    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2, 3]
 
 
 def test_non_finite_updates_are_skipped_then_stop(qwen_dir, tmp_path, monkeypatch):
@@ -315,11 +392,12 @@ def test_non_finite_updates_are_skipped_then_stop(qwen_dir, tmp_path, monkeypatc
     (["--loss_agg", "sum"], "--loss_agg 'sum'"),
     (["--lr_schedule", "linear"], "--lr_schedule"),
     (["--temperature", "0"], "--temperature"),
+    (["--eval_size", "82"], "--eval_size 82: synthetic:1: found only 81 distinct problems"),
 ])
 def test_bad_config_is_one_line_before_the_model_loads(tmp_path, flags, message, capsys):
     # The model path does not exist: if the model were loaded first, the error would be about it.
     args = ["--model", str(tmp_path / "no-model"), "--dataset", "synthetic:1", "--num_problems", "100",
-            "--out_dir", str(tmp_path / "run"), *flags]
+            "--eval_size", "16", "--out_dir", str(tmp_path / "run"), *flags]
     with pytest.raises(SystemExit) as info:
         train_grpo.main(args)
     text = str(info.value.code)
@@ -339,3 +417,188 @@ def test_preset_and_cli_overrides():
     cfg = train_grpo.parse_config(["--preset", "cpu_demo", "--max_steps", "3", "--scale_by_std", "false"])
     assert cfg.model == "smollm2-135m" and cfg.max_steps == 3 and cfg.scale_by_std is False
     assert train_grpo.parse_config(["--resume"]).resume is True
+
+
+# ----------------------------------------------------------------------------- loop options, by their effect
+# Each test runs train() and records, at every optimizer step, the weights and the gradient it applies,
+# and the rollouts it sampled; then recomputes what that gradient should be from the formula, one
+# sequence at a time with full_logprobs (no micro-batches, no shared prompt pass, no chunks).
+
+def grouped_reward(text, gold, strict=False):
+    """Sums with an odd answer: always 1 (a group with nothing to learn); others by the text's length."""
+    return 1.0 if int(gold) % 2 else float(len(text) % 2)
+
+
+def short_reward(text, gold, strict=False):
+    """Short texts earn 1: here the responses that finished before max_new_tokens are the short ones."""
+    return float(len(text) < 45)
+
+
+def record_run(monkeypatch, tokenizer, reward=grouped_reward):
+    """Run train() with `reward`; return what it sampled and every optimizer step's (weights, gradient)."""
+    monkeypatch.setattr(train_grpo, "math_reward", reward)
+    seen = {"steps": [], "batches": []}
+    real_sample = train_grpo.rollout.sample
+
+    def sample(model, prompts, *args, **kwargs):
+        out = real_sample(model, prompts, *args, **kwargs)
+        texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+        seen["batches"].append(dict(prompts=[prompts[k] for k in out.prompt_index], out=out, texts=texts))
+        return out
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, *args, **kwargs):
+            params = [p for group in self.param_groups for p in group["params"]]
+            seen["steps"].append(([p.detach().clone() for p in params], [p.grad.clone() for p in params]))
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(train_grpo.rollout, "sample", sample)
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    return seen
+
+
+def batch_rewards(cfg, step, batch, reward=grouped_reward):
+    """The rewards of a recorded batch [P, G], graded here against the problems of that step."""
+    train, _ = train_grpo.load_data(cfg)
+    problems = [train[i] for i in train_grpo.batch_at(step, cfg, len(train))]
+    return torch.tensor([reward(t, problems[k]["answer"])
+                         for t, k in zip(batch["texts"], batch["out"].prompt_index)]).view(-1, cfg.group_size)
+
+
+def mean_over(rows, agg, norm_len):
+    """The three aggregations over the kept sequences' per-token values (a list of 1-D tensors)."""
+    if agg == "token_mean":
+        return torch.cat(rows).mean()
+    if agg == "seq_mean_token_mean":
+        return sum(r.mean() for r in rows) / len(rows)
+    return sum(r.sum() for r in rows) / len(rows) / norm_len
+
+
+def expected_gradient(model, weights, batch, rewards, cfg, keep, reference=None):
+    """d loss / d weights over the rows in `keep`. On-policy the ratio is 1, so the clipped surrogate
+    is -A * exp(lp - lp.detach()): its value is -A and its gradient -A * d lp."""
+    with torch.no_grad():
+        for p, w in zip(model.parameters(), weights):
+            p.copy_(w)
+    adv = ((rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-6)).view(-1)
+    model.zero_grad()
+    terms = {"pg": [], "kl": [], "entropy": []}
+    for i in keep:
+        lp, entropy = full_logprobs(model, batch["prompts"][i], batch["out"].completion_ids[i])
+        terms["pg"].append(-adv[i] * torch.exp(lp - lp.detach()))
+        terms["entropy"].append(entropy)
+        if reference is not None:
+            with torch.no_grad():
+                ref_lp, _ = full_logprobs(reference, batch["prompts"][i], batch["out"].completion_ids[i])
+            terms["kl"].append(kl_k3(lp, ref_lp))
+    loss = mean_over(terms["pg"], cfg.loss_agg, cfg.max_new_tokens)
+    if cfg.kl_coef:
+        loss = loss + cfg.kl_coef * mean_over(terms["kl"], cfg.loss_agg, cfg.max_new_tokens)
+    if cfg.entropy_coef:
+        loss = loss - cfg.entropy_coef * mean_over(terms["entropy"], cfg.loss_agg, cfg.max_new_tokens)
+    loss.backward()
+    return [p.grad.clone() for p in model.parameters()], terms
+
+
+def same_gradient(a, b):
+    return all(torch.allclose(x, y, rtol=1e-3, atol=1e-5) for x, y in zip(a, b))
+
+
+ONE_STEP = ["--batch_size", "4", "--max_steps", "1", "--mini_batches", "1", "--eval_every", "0", "--grad_clip", "1e9",
+            "--max_new_tokens", "40"]
+
+
+@pytest.mark.parametrize("agg", train_grpo.AGGREGATIONS)
+@pytest.mark.parametrize("flag", ["--skip_zero_var", "--mask_truncated"])
+def test_filtered_rows_leave_the_loss_under_every_aggregation(qwen_dir, tmp_path, monkeypatch, tiny_tokenizer,
+                                                              flag, agg):
+    # --skip_zero_var needs groups of equal rewards; --mask_truncated, finished rows with an advantage.
+    reward = grouped_reward if flag == "--skip_zero_var" else short_reward
+    seen = record_run(monkeypatch, tiny_tokenizer, reward)
+    cfg = train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "run", flag, "--loss_agg", agg, *ONE_STEP))
+    train_grpo.train(cfg)
+    (batch,), ((weights, grads),) = seen["batches"], seen["steps"]
+    rewards = batch_rewards(cfg, 0, batch, reward)
+    rows = range(len(batch["texts"]))
+    if flag == "--skip_zero_var":   # groups whose rewards all agree carry no signal
+        keep = [i for i in rows if len(set(rewards[i // cfg.group_size].tolist())) > 1]
+    else:                           # responses cut at max_new_tokens end without a stop token
+        stop_ids = train_grpo.rollout.load_model(str(qwen_dir))[1].stop_token_ids
+        keep = [i for i in rows if batch["out"].completion_ids[i][-1] in stop_ids]
+    assert 0 < len(keep) < len(rows), "the test needs rows dropped and rows kept"
+    model = build_model("qwen2", len(tiny_tokenizer))
+    expected, _ = expected_gradient(model, weights, batch, rewards, cfg, keep)
+    assert max(g.abs().max() for g in expected) > 1e-2, "the test needs kept rows that move the weights"
+    assert same_gradient(grads, expected)
+    every_row, _ = expected_gradient(model, weights, batch, rewards, cfg, rows)
+    assert not same_gradient(every_row, expected), "the test needs a filter that changes the update"
+
+
+def test_entropy_bonus_enters_the_gradient(qwen_dir, tmp_path, monkeypatch, tiny_tokenizer):
+    seen = record_run(monkeypatch, tiny_tokenizer)
+    cfg = train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "run", "--entropy_coef", "0.1", *ONE_STEP))
+    train_grpo.train(cfg)
+    (batch,), ((weights, grads),) = seen["batches"], seen["steps"]
+    rows = range(len(batch["texts"]))
+    model = build_model("qwen2", len(tiny_tokenizer))
+    rewards = batch_rewards(cfg, 0, batch)
+    expected, _ = expected_gradient(model, weights, batch, rewards, cfg, rows)
+    assert same_gradient(grads, expected)
+    without, _ = expected_gradient(model, weights, batch, rewards, dataclasses.replace(cfg, entropy_coef=0.0), rows)
+    assert not same_gradient(grads, without)
+
+
+@pytest.mark.parametrize("agg", train_grpo.AGGREGATIONS)
+def test_kl_penalty_pulls_towards_the_initial_model(qwen_dir, tmp_path, monkeypatch, tiny_tokenizer, agg):
+    seen = record_run(monkeypatch, tiny_tokenizer)
+    cfg = train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "run", "--kl_coef", "0.5", "--loss_agg", agg,
+                                            *ONE_STEP[:3], "2", *ONE_STEP[4:]))   # two steps
+    train_grpo.train(cfg)
+    rows = read_metrics(tmp_path / "run")
+    assert rows[0]["kl"] == 0.0          # step 0: the policy is the reference
+    # Step 1: the policy has moved; the gradient has the KL term, and the logged kl is its token mean.
+    batch, (weights, grads) = seen["batches"][1], seen["steps"][1]
+    model, reference = build_model("qwen2", len(tiny_tokenizer)), build_model("qwen2", len(tiny_tokenizer))
+    rewards = batch_rewards(cfg, 1, batch)
+    keep = range(len(batch["texts"]))
+    expected, terms = expected_gradient(model, weights, batch, rewards, cfg, keep, reference=reference)
+    assert same_gradient(grads, expected)
+    assert rows[1]["kl"] == pytest.approx(torch.cat(terms["kl"]).mean().item(), rel=1e-4) and rows[1]["kl"] > 0
+    without, _ = expected_gradient(model, weights, batch, rewards, dataclasses.replace(cfg, kl_coef=0.0), keep)
+    assert not same_gradient(grads, without)
+
+
+def test_ppo_epochs_and_mini_batches_recompute_old_logprobs(qwen_dir, tmp_path, monkeypatch, tiny_tokenizer):
+    calls = []
+    real_loss = train_grpo.policy_loss
+
+    def spy(logp, old_logp, *args, **kwargs):
+        calls.append((logp.detach().clone(), old_logp.clone()))
+        return real_loss(logp, old_logp, *args, **kwargs)
+
+    monkeypatch.setattr(train_grpo, "policy_loss", spy)
+    monkeypatch.setattr(train_grpo, "micro_batches", lambda prompts, lens, budget: [list(range(len(lens)))])
+    seen = record_run(monkeypatch, tiny_tokenizer)
+    cfg = train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "run", "--ppo_epochs", "2", "--mini_batches", "2",
+                                            *ONE_STEP[:4], *ONE_STEP[6:]))
+    train_grpo.train(cfg)
+    (batch,) = seen["batches"]
+    B = len(batch["texts"])
+    assert len(seen["steps"]) == 4 and len(calls) == 4        # 2 epochs x 2 mini-batches, one update each
+    # The old log-probs are the sampling policy's (the initial model's), recomputed by teacher forcing.
+    model = build_model("qwen2", len(tiny_tokenizer))
+    with torch.no_grad():
+        initial = [full_logprobs(model, batch["prompts"][i], c)[0] for i, c in enumerate(batch["out"].completion_ids)]
+    for epoch in range(2):
+        matched = []
+        for logp, old in calls[2 * epoch: 2 * epoch + 2]:
+            assert len(old) == B // 2                          # each mini-batch holds half the rollouts
+            for row in old:
+                i = next(i for i, ref in enumerate(initial) if torch.allclose(row[:len(ref)], ref, atol=1e-5)
+                         and not row[len(ref):].any())
+                matched.append(i)
+        assert sorted(matched) == list(range(B))               # together, every rollout once per epoch
+    # The first update sees ratio 1; every later one sees the moved policy against the fixed old one.
+    assert torch.allclose(calls[0][0], calls[0][1], atol=1e-5)
+    for logp, old in calls[1:]:
+        assert not torch.allclose(logp, old, atol=1e-4)

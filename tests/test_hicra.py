@@ -1,6 +1,7 @@
 """train_hicra.py: the advantage amplification by hand, and proof that in a real run the
 advantages entering the loss differ from GRPO's exactly on the planning tokens."""
 
+import itertools
 import json
 import re
 
@@ -64,6 +65,21 @@ def record_loss_inputs(monkeypatch):
     return calls
 
 
+def grams_the_model_writes(model_dir, tmp_path):
+    """A gram list of words the tiny model writes in a first GRPO step, so that its responses certainly
+    contain planning tokens."""
+    words_file = tmp_path / "seed_grams.txt"
+    words_file.write_text("zzzz\n")
+    train_grpo.train(train_grpo.parse_config(tiny_args(model_dir, tmp_path / "grpo0", "--max_steps", "1",
+                                                       "--eval_every", "0", "--grams", str(words_file))))
+    texts = [json.loads(l)["response"] for l in (tmp_path / "grpo0" / "rollouts.jsonl").read_text().splitlines()]
+    words = sorted({w.lower() for t in texts for w in re.findall(r"[A-Za-z]{3,}", t)})[:6]
+    assert words, "the tiny model wrote no words"
+    grams_file = tmp_path / "grams.txt"
+    grams_file.write_text("\n".join(words) + "\n")
+    return grams_file
+
+
 def test_advantages_entering_the_loss_differ_from_grpo_exactly_on_planning_tokens(qwen_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
     captured = {}
@@ -73,19 +89,9 @@ def test_advantages_entering_the_loss_differ_from_grpo_exactly_on_planning_token
         captured.update(batch)
         return real_shape(batch)
 
-    # First a GRPO step, to see what the model writes; its frequent words become the gram list,
-    # so that the responses certainly contain planning tokens.
     calls = record_loss_inputs(monkeypatch)
-    words_file = tmp_path / "seed_grams.txt"
-    words_file.write_text("zzzz\n")
-    common = ["--max_steps", "1", "--mini_batches", "1", "--eval_every", "0", "--grams", str(words_file)]
-    train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "grpo0", *common)))
-    texts = [json.loads(l)["response"] for l in (tmp_path / "grpo0" / "rollouts.jsonl").read_text().splitlines()]
-    words = sorted({w.lower() for t in texts for w in re.findall(r"[A-Za-z]{3,}", t)})[:6]
-    assert words, "the tiny model wrote no words"
-    grams_file = tmp_path / "grams.txt"
-    grams_file.write_text("\n".join(words) + "\n")
-    common[-1] = str(grams_file)
+    grams_file = grams_the_model_writes(qwen_dir, tmp_path)
+    common = ["--max_steps", "1", "--mini_batches", "1", "--eval_every", "0", "--grams", str(grams_file)]
 
     calls.clear()
     train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "grpo", *common)))
@@ -97,12 +103,19 @@ def test_advantages_entering_the_loss_differ_from_grpo_exactly_on_planning_token
     hicra_adv, hicra_mask = calls[0]
 
     assert torch.equal(grpo_mask, hicra_mask)   # same seed, same weights: the same rollouts
-    # The planning mask, recomputed here from the rollouts' token ids.
+    # The planning mask, recomputed from the rollouts' token ids. planning_mask itself is checked against
+    # hand-written spans in test_strategic_grams.py; here, every run of planning tokens must at least
+    # hold one of the grams.
     planning = torch.zeros_like(grpo_adv)
     grams = strategic_grams.load_grams(grams_file)
+    tokenizer = captured["tokenizer"]
     for i, ids in enumerate(captured["completion_ids"]):
-        planning[i, :len(ids)] = torch.tensor(strategic_grams.planning_mask(captured["tokenizer"], ids, grams),
-                                              dtype=torch.float32)
+        flags = strategic_grams.planning_mask(tokenizer, ids, grams)
+        planning[i, :len(ids)] = torch.tensor(flags, dtype=torch.float32)
+        for flagged, run in itertools.groupby(zip(ids, flags), key=lambda pair: pair[1]):
+            if flagged:
+                text = tokenizer.decode([t for t, _ in run]).lower()
+                assert any(g in text for g in grams), text
     planning *= grpo_mask
     changed = (hicra_adv != grpo_adv)
     should_change = (planning > 0) & (grpo_adv != 0)
@@ -127,17 +140,19 @@ def test_placebo_run_amplifies_as_many_tokens_as_strategic(qwen_dir, tmp_path, m
 
     def capture(batch):
         out = real_shape(batch)
-        seen.append((batch["planning_mask"].sum(1), batch["amplified_mask"].sum(1)))
+        seen.append((batch["planning_mask"].clone(), batch["amplified_mask"].clone()))
         return out
 
-    grams = tmp_path / "grams.txt"
-    grams.write_text("the\nis\nan\nso\n")
+    grams = grams_the_model_writes(qwen_dir, tmp_path)
     cfg = train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "placebo", "--max_steps", "2", "--eval_every", "0",
                                             "--mask", "random", "--grams", str(grams)), train_hicra.HicraConfig)
     train_grpo.train(cfg, shape_advantages=capture)
     assert len(seen) == 2
-    for strategic_counts, placebo_counts in seen:
-        assert torch.equal(strategic_counts, placebo_counts)
+    assert any(strategic.sum() > 0 for strategic, _ in seen), "the test needs planning tokens"
+    for strategic, placebo in seen:
+        assert torch.equal(strategic.sum(1), placebo.sum(1))   # as many tokens per response ...
+        if strategic.sum() > 0:
+            assert not torch.equal(strategic, placebo)          # ... but other ones
 
 
 def test_train_hicra_cli_two_steps(qwen_dir, tmp_path, monkeypatch):
@@ -145,7 +160,7 @@ def test_train_hicra_cli_two_steps(qwen_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     train_hicra.main(tiny_args(qwen_dir, out, "--max_steps", "2", "--mask", "entropy"))
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [0, 1]
+    assert [r["step"] for r in rows] == [0, 1, 2]      # 2: the final evaluation
     config = json.loads((out / "config.json").read_text())
     assert config["alpha"] == 0.2 and config["mask"] == "entropy" and config["grams"].endswith("strategic_grams.txt")
     assert (out / "ckpt" / "model.safetensors").exists()
@@ -155,3 +170,53 @@ def test_bad_mask_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as info:
         train_hicra.main(["--mask", "magic", "--out_dir", str(tmp_path / "x")])
     assert str(info.value.code) == "error: --mask 'magic': choose from strategic, random, entropy"
+
+
+RERUN = """
+import sys
+sys.path.insert(0, {root!r})
+import train_grpo, train_hicra
+train_grpo.math_reward = lambda text, gold, strict=False: float(len(text) % 3 == 0)   # a learning signal
+train_hicra.main(sys.argv[1:])
+"""
+
+
+@pytest.fixture
+def wide_qwen_dir(tmp_path_factory, tiny_tokenizer):
+    """Wide enough (64-dim heads, 4 KV heads) that the prompt keys/values handed to 8 rollouts exceed
+    PyTorch's parallel grain: the backward of that indexing then runs on several threads."""
+    from transformers import Qwen2Config, AutoModelForCausalLM
+    config = Qwen2Config(vocab_size=len(tiny_tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512, bos_token_id=0,
+                         eos_token_id=2, pad_token_id=3, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    folder = tmp_path_factory.mktemp("wide-qwen")
+    model.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_two_runs_of_one_command_write_identical_metrics(wide_qwen_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    grams = tmp_path / "grams.txt"
+    grams.write_text("the\nis\nso\n")
+    script = tmp_path / "rerun.py"
+    script.write_text(RERUN.format(root=str(train_grpo.Path(train_grpo.__file__).parent)))
+    runs = []
+    for name in ("a", "b", "c"):   # without deterministic algorithms two runs differ about 3 times in 4 here
+        flags = tiny_args(wide_qwen_dir, tmp_path / name, "--max_steps", "4", "--batch_size", "4", "--group_size", "8",
+                          "--max_new_tokens", "24", "--micro_batch_tokens", "4096", "--mini_batches", "1", "--lr", "1e-5",
+                          "--eval_every", "0", "--grams", str(grams),
+                          "--instruction", "Let's think step by step. " * 20)   # long shared prompts
+        subprocess.run([sys.executable, str(script), *flags], check=True, capture_output=True,
+                       env=os.environ | {"PYTHONHASHSEED": "0"})
+        runs.append([{k: v for k, v in json.loads(line).items() if not k.endswith(("seconds", "tokens_per_s"))}
+                     for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
+    assert all(row["loss"] != 0 and row["grad_norm"] > 0 for row in runs[0]), "the test needs real updates"
+    assert any(row["planning_token_frac"] > 0 for row in runs[0]), "and planning tokens for HICRA to amplify"
+    assert runs[0] == runs[1] == runs[2]

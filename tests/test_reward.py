@@ -432,17 +432,83 @@ MORE = [  # mixed forms: spacing, units, repeating decimals, percent, trig, logs
  ("\\boxed{0.375}", "37.5\\%", True),
 ]
 
-CASES = NORMALISATION + NUMBERS + SYMBOLIC + STRUCTURES + HEDGING + CHOICE + MORE
+SHAPES = [  # common shapes of right answers that an earlier version missed, each with wrong look-alikes
+ # Minerva's closing line
+ ("Final Answer: The final answer is $5$. I hope it is correct.", "5", True),
+ ("Final Answer: The final answer is $\\frac{3}{4}$. I hope it is correct.", "0.75", True),
+ ("Final Answer: The final answer is $6$. I hope it is correct.", "5", False),
+ ("The answer is 4.\nFinal Answer: The final answer is $7$. I hope it is correct.", "7", True),
+ ("The answer is 7.\nFinal Answer: The final answer is $4$. I hope it is correct.", "7", False),
+ # numbers written as words
+ ("The answer is five.", "5", True),
+ ("The answer is six.", "5", False),
+ ("\\boxed{twenty-one}", "21", True),
+ ("\\boxed{twenty one}", "21", True),
+ ("\\boxed{twenty}", "21", False),
+ ("\\boxed{one hundred five}", "105", True),
+ ("\\boxed{three thousand two hundred}", "3200", True),
+ ("\\boxed{minus three}", "-3", True),
+ ("\\boxed{\\text{seven}}", "7", True),
+ ("\\boxed{two three}", "5", False),
+ ("\\boxed{two three}", "23", False),
+ ("\\boxed{twelve dollars}", "12", True),
+ ("\\boxed{one or two}", "1, 2", True),
+ # a bare pi
+ ("\\boxed{pi}", "\\pi", True),
+ ("\\boxed{2pi}", "2\\pi", True),
+ ("\\boxed{pi/2}", "\\frac{\\pi}{2}", True),
+ ("\\boxed{pi/3}", "\\frac{\\pi}{2}", False),
+ ("\\boxed{pie}", "\\pi", False),
+ # units in \textnormal, and compound units
+ ("\\boxed{5\\textnormal{ cm}}", "5", True),
+ ("\\boxed{6\\textnormal{ cm}}", "5", False),
+ ("\\boxed{5 m/s}", "5", True),
+ ("\\boxed{5\\text{ m/s}}", "5", True),
+ ("\\boxed{9.8 \\text{ m/s}^2}", "9.8", True),
+ ("\\boxed{9.8 m/s^2}", "\\frac{49}{5}", True),
+ ("\\boxed{60 km/h}", "60", True),
+ ("\\boxed{50 km/h}", "60", False),
+ ("\\boxed{2 a/b}", "2", False),
+ # one matrix, written as array and as pmatrix, in any brackets
+ ("\\boxed{\\begin{array}{cc} 1 & 2 \\\\ 3 & 4 \\end{array}}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+ ("\\boxed{\\left(\\begin{array}{cc} 1 & 2 \\\\ 3 & 4 \\end{array}\\right)}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+ ("\\boxed{\\left[\\begin{array}{rr} 1 & 2 \\\\ 3 & 4 \\end{array}\\right]}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+ ("\\boxed{\\left[\\begin{array}{rr} 1 & 2 \\\\ 4 & 3 \\end{array}\\right]}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", False),
+ ("\\boxed{\\begin{pmatrix}1\\\\2\\end{pmatrix}}", "\\left(\\begin{array}{c} 1 \\\\ 2 \\end{array}\\right)", True),
+ # a union of sets equal to the gold set
+ ("\\boxed{\\{1\\} \\cup \\{2, 3\\}}", "\\{1, 2, 3\\}", True),
+ ("\\boxed{\\{1, 2\\} \\cup \\{2, 3\\}}", "\\{3, 2, 1\\}", True),
+ ("\\boxed{\\{1\\} \\cup \\{2\\}}", "\\{1, 2, 3\\}", False),
+ ("\\boxed{\\{1\\} \\cup \\{2, 4\\}}", "\\{1, 2, 3\\}", False),
+ # floor and ceiling
+ ("\\boxed{\\lfloor 3.5 \\rfloor}", "3", True),
+ ("\\boxed{\\lceil 3.5 \\rceil}", "3", False),
+ ("\\boxed{\\lceil 2.1 \\rceil}", "3", True),
+ ("\\boxed{\\lfloor n/2 \\rfloor}", "\\left\\lfloor \\frac{n}{2}\\right\\rfloor", True),
+ ("\\boxed{\\lfloor \\frac{n+1}{2} \\rfloor}", "\\lfloor \\frac{n}{2} \\rfloor", False),
+ ("\\boxed{\\lceil n/2 \\rceil}", "\\lfloor \\frac{n}{2} \\rfloor", False),
+ ("\\boxed{⌊7/2⌋}", "3", True),
+]
+
+TOLERANCE = [  # no tolerance that two tiny, different values could slip through; exact zeros still equal
+ ("\\boxed{\\frac{1}{50!}}", "\\frac{1}{51!}", False),
+ ("\\boxed{\\frac{1}{e^{100}}}", "\\frac{1}{e^{101}}", False),
+ ("\\boxed{10^{-30}\\pi}", "2 \\cdot 10^{-30}\\pi", False),
+ ("\\boxed{\\frac{\\sqrt{2}}{10^{40}}}", "\\frac{\\sqrt{3}}{10^{40}}", False),
+ ("\\boxed{\\frac{\\sqrt{2}}{10^{40}}}", "\\frac{\\sqrt{8}}{2 \\cdot 10^{40}}", True),
+ ("\\boxed{\\frac{1}{50!}}", "\\frac{51}{51!}", True),
+ ("\\boxed{\\log_2 8 - 3}", "0", True),
+ ("\\boxed{\\sin(\\pi)}", "0", True),
+ ("\\boxed{e^{-100}}", "\\frac{1}{e^{100}}", True),
+]
+
+CASES = NORMALISATION + NUMBERS + SYMBOLIC + STRUCTURES + HEDGING + CHOICE + MORE + SHAPES + TOLERANCE
 
 
 @pytest.mark.parametrize("output,gold,expected", CASES)
 def test_verify(output, gold, expected):
     assert verify(output, gold) is expected
     assert math_reward(output, gold) == (1.0 if expected else 0.0)
-
-
-def test_case_count():
-    assert len(CASES) + len(EXTRACT) >= 150
 
 
 def test_gold_types_and_bare_answers():
@@ -471,6 +537,7 @@ ADVERSARIAL = [
     "\\boxed{" + "\\frac{1}{" * 2000 + "2" + "}" * 2000 + "}",
     "".join(f"\\boxed{{{i}}}" for i in range(100)),         # a hundred boxes
     "\\boxed{5}" * 100 + "\\boxed{}",                      # ... and an empty last box
+    "".join(f"\\boxed{{{i}}}" for i in range(100_000)),     # a hundred thousand boxes
     "\\boxed{}",
     "\\boxed{" * 50_000,                                   # never closed
     "x" * 100_000,

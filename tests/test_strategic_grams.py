@@ -89,11 +89,18 @@ def test_planning_mask(tokenizer, case):
 
 def test_planning_mask_long_response_and_offsets(tokenizer):
     """A longer response mixing every case: the offsets cover the decoded text exactly."""
-    text = " ".join(CASES[c][0] for c in CASES) * 3
+    text, spans = "", []   # the spans: each case's hand-written phrases, shifted to where the case lands
+    for _ in range(3):
+        for case_text, phrases in CASES.values():
+            pos = 0
+            for phrase in phrases:
+                start, end = span_of(case_text, phrase, pos)
+                spans.append((len(text) + start, len(text) + end))
+                pos = end
+            text += case_text + " "
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     decoded, starts, ends = sg._token_offsets(tokenizer, ids)
     assert decoded == text and len(starts) == len(ids) and ends[-1] == len(text)
-    spans = sg.gram_spans(text, GRAMS)
     _, want = expected_mask(tokenizer, text, spans)
     assert sg.planning_mask(tokenizer, ids, GRAMS) == want
 
@@ -164,8 +171,8 @@ def test_kmeans_recovers_blobs_and_is_seeded():
     for blob in range(4):
         assert len(set(a1[blob * 30:(blob + 1) * 30].tolist())) == 1
     assert len(set(a1.tolist())) == 4
-    a, _ = sg.kmeans(torch.ones(5, 3), 3, seed=0)  # fewer distinct points than k
-    assert a.shape == (5,)
+    a, _ = sg.kmeans(torch.ones(5, 3), 3, seed=0)  # fewer distinct points than k: one cluster holds them all
+    assert a.shape == (5,) and len(set(a.tolist())) == 1 and 0 <= a[0] < 3
 
 
 PLANTED = ["let's try a different approach", "it follows that", "but wait let me check"]
