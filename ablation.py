@@ -14,7 +14,8 @@ Every run logs the planning-token metrics (all get --grams), so curves compare s
 Each run is a subprocess writing to <out>/<method>-s<seed>; a finished run is skipped and an
 interrupted one resumed, so re-running the command picks up where it stopped. Then, per run,
 the final checkpoint is evaluated (the GPU preset runs eval.py on MATH500, AMC23 and AIME24; the
-CPU preset reads the in-loop accuracy on the held-out slice at the last step), and it writes
+CPU preset reads the in-loop accuracy on the held-out problems, which training never sees, after the
+last step), and it writes
 <out>/ablation.png (plot.py) and <out>/results.md (mean and spread over seeds).
 """
 
@@ -55,22 +56,28 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
     return out / f"{method}-s{seed}"
 
 
-def finished(folder: Path, max_steps: int) -> bool:
+def finished(folder: Path, max_steps: int, evaluates: bool) -> bool:
+    """The last step is logged, and so is the evaluation after it (a row of its own, step max_steps)."""
     metrics = folder / "metrics.jsonl"
     if not metrics.exists():
         return False
     lines = metrics.read_text().splitlines()
-    return bool(lines) and json.loads(lines[-1])["step"] + 1 >= max_steps
+    return bool(lines) and json.loads(lines[-1])["step"] + 1 >= max_steps + evaluates
+
+
+def flag_value(args: list[str], flag: str, default: str) -> str:
+    """The value of the last `flag` in args (argparse semantics: flags after -- override the preset)."""
+    return ([value for name, value in zip(args, args[1:]) if name == flag] or [default])[-1]
 
 
 def train_all(preset: dict, out: Path, methods, seeds, extra):
     args = preset["train"] + extra
-    # The last --max_steps given wins (argparse semantics), so flags after -- override the preset.
-    max_steps = int([value for flag, value in zip(args, args[1:]) if flag == "--max_steps"][-1])
+    max_steps = int(flag_value(args, "--max_steps", "200"))
+    evaluates = int(flag_value(args, "--eval_every", "25")) > 0
     for seed in seeds:
         for method in methods:
             folder = run_dir(out, method, seed)
-            if finished(folder, max_steps):
+            if finished(folder, max_steps, evaluates):
                 print(f"[ablation] {folder.name}: done, skipped")
                 continue
             script, *flags = [a.format(entropy_coef=preset["entropy_coef"]) for a in METHODS[method]]
@@ -90,16 +97,17 @@ def evaluate_all(preset: dict, out: Path, methods, seeds) -> dict:
     for method in methods:
         for seed in seeds:
             folder = run_dir(out, method, seed)
-            rows = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
+            logged = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
+            rows = [r for r in logged if "reward_mean" in r]      # training steps (the last row may be eval only)
             tail = rows[-max(1, len(rows) // 4):]                # the last quarter of training
             values = {
                 "train reward (last 25%)": statistics.mean(r["reward_mean"] for r in tail),
                 "response length (last 25%)": statistics.mean(r["response_len_mean"] for r in tail),
                 "semantic entropy (last 25%)": statistics.mean(r.get("semantic_entropy", float("nan")) for r in tail),
             }
-            evals = [r["eval_accuracy"] for r in rows if "eval_accuracy" in r]
-            if evals:
-                values["held-out accuracy (first eval)"] = evals[0]
+            evals = [r["eval_accuracy"] for r in logged if "eval_accuracy" in r]
+            if evals:   # the first is the base model's (before step 0), the last the trained policy's
+                values["held-out accuracy (step 0)"] = evals[0]
                 values["held-out accuracy (final)"] = evals[-1]
             if preset["eval"]:
                 eval_dir = folder / "eval"

@@ -285,7 +285,9 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
         cache = DynamicCache(config=model.config)
         prompt_hidden = base(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos,
                              cache=cache, use_cache=True).last_hidden_state               # [U, P, C]
-        cache.batch_select_indices(rows)          # each row reads its prompt's keys/values
+        for layer in cache.layers:               # each row reads its prompt's keys/values; index_select,
+            layer.keys = layer.keys.index_select(0, rows)        # not cache.batch_select_indices: the
+            layer.values = layer.values.index_select(0, rows)    # backward of its x[rows] is not deterministic on the CPU
         hidden = base(input_ids=ids, attention_mask=attention, position_ids=positions,
                       cache=cache, use_cache=True).last_hidden_state                      # [b, Tc, C]
         # The prompt's last state predicts completion token 0; token t's state predicts t + 1.
@@ -485,9 +487,9 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     if cfg.deterministic:
-        # Same command, same machine: the same metrics.jsonl. On the CPU the culprit was the backward
-        # of the indexing that hands each rollout its prompt's keys/values (index_put_ accumulating in
-        # parallel threads); CUDA's deterministic kernels also need cuBLAS to keep a fixed workspace.
+        # Same command, same machine: the same metrics.jsonl. CUDA's deterministic kernels also need
+        # cuBLAS to keep a fixed workspace. (On the CPU the one culprit found, the backward of x[rows]
+        # in completion_logprobs, is avoided there; this guards the rest.)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     device = torch.device(cfg.device)

@@ -1,0 +1,44 @@
+"""ablation.py: when a run counts as finished, and the results table, on hand-written run folders."""
+import json
+
+import pytest
+
+import ablation
+
+
+def write_run(folder, rows):
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def step(s, reward, length=10.0, entropy=0.5, **extra):
+    return {"step": s, "reward_mean": reward, "response_len_mean": length, "semantic_entropy": entropy, **extra}
+
+
+def test_a_run_is_finished_once_its_final_evaluation_is_logged(tmp_path):
+    run = tmp_path / "grpo-s0"
+    write_run(run, [step(0, 0.1, eval_accuracy=0.3), step(1, 0.2), step(2, 0.3), step(3, 0.4)])
+    assert not ablation.finished(run, 4, evaluates=True)      # killed before the evaluation after step 3
+    assert ablation.finished(run, 4, evaluates=False)
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text() + '{"step": 4, "eval_accuracy": 0.5}\n')
+    assert ablation.finished(run, 4, evaluates=True)
+    assert not ablation.finished(tmp_path / "missing", 4, evaluates=True)
+    assert ablation.flag_value(["--max_steps", "12", "--lr", "1", "--max_steps", "3"], "--max_steps", "200") == "3"
+    assert ablation.flag_value([], "--eval_every", "25") == "25"
+
+
+def test_results_per_method_over_seeds(tmp_path):
+    # 8 training steps: the last quarter is steps 6 and 7; the final evaluation row has no training metrics.
+    for seed, (a, b) in enumerate([(0.5, 0.7), (0.7, 0.9)]):
+        rows = [step(s, 0.0, eval_accuracy=0.25) if s == 0 else step(s, 0.0) for s in range(6)]
+        rows += [step(6, a, length=20.0), step(7, b, length=30.0), {"step": 8, "eval_accuracy": 0.5 + seed / 4}]
+        write_run(tmp_path / f"hicra-s{seed}", rows)
+    results = ablation.evaluate_all(ablation.PRESETS["cpu"], tmp_path, ["hicra"], [0, 1])
+    got = results["hicra"]
+    assert got["train reward (last 25%)"] == pytest.approx([0.6, 0.8])
+    assert got["response length (last 25%)"] == pytest.approx([25.0, 25.0])
+    assert got["held-out accuracy (step 0)"] == [0.25, 0.25]
+    assert got["held-out accuracy (final)"] == [0.5, 0.75]
+    text = ablation.table(results, [0, 1])
+    # mean 0.7, sample standard deviation of (0.6, 0.8) = 0.1414
+    assert "| hicra | 0.700 ± 0.141 | 25.0" in text.replace("25.000 ± 0.000", "25.0")
