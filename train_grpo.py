@@ -482,6 +482,8 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
         raise ConfigError(f"--out_dir {out_dir}: already holds a run; pass --resume or pick another folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    # What "held-out" means for this run, for anyone to check against rollouts.jsonl.
+    (out_dir / "held_out.jsonl").write_text("".join(json.dumps(p) + "\n" for p in eval_set))
     print(json.dumps(dataclasses.asdict(cfg)))
 
     torch.manual_seed(cfg.seed)

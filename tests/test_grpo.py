@@ -348,6 +348,10 @@ def test_resume_is_exact_and_checkpoint_round_trips(qwen_dir, tmp_path, monkeypa
     assert state["step"] == 4 and state["optimizer"]["state"]
     assert not (straight / "ckpt.tmp").exists() and not (straight / "ckpt.old").exists()
     assert (straight / "config.json").exists() and (straight / "rollouts.jsonl").exists()
+    # The run names its held-out problems; none of them was a training prompt.
+    held = {json.loads(l)["problem"] for l in (straight / "held_out.jsonl").read_text().splitlines()}
+    trained = {json.loads(l)["prompt"] for l in (straight / "rollouts.jsonl").read_text().splitlines()}
+    assert len(held) == 4 and trained and not held & trained
     # Evaluated before the updates of steps 0 and 2 (every 2), and after the last: a row of its own.
     assert [r["step"] for r in a if "eval_accuracy" in r] == [0, 2, 4] and set(a[4]) == {"step", "eval_accuracy"}
 
