@@ -170,6 +170,7 @@ def check_config(cfg: Config):
         (cfg.temperature <= 0, f"--temperature {cfg.temperature}: training samples need a temperature > 0"),
         (not 0 < cfg.eps_low < 1 or cfg.eps_high <= 0, "--eps_low must be in (0, 1) and --eps_high > 0"),
         (cfg.lr <= 0, f"--lr {cfg.lr}: must be > 0"),
+        (cfg.eval_every > 0 and cfg.eval_size < 1, f"--eval_size {cfg.eval_size}: must be >= 1 (or --eval_every 0)"),
     ]
     for bad, message in problems:
         if bad:
@@ -388,7 +389,7 @@ def load_data(cfg: Config):
         try:
             held_out = load_problems(cfg.eval_dataset or cfg.dataset, data_dir=data_dir, seed=cfg.seed + 1,
                                      limit=cfg.eval_size, distinct=True)
-        except DataError as e:
+        except DataError as e:   # too few distinct problems to hold out: the flag asks for too many
             raise ConfigError(f"--eval_size {cfg.eval_size}: {e}") if "distinct" in str(e) else e
 
     synthetic = cfg.dataset.startswith("synthetic")
@@ -534,6 +535,7 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
     from tqdm import tqdm
     bar = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps, desc=name,
                dynamic_ncols=True)
+
     def log(metrics):
         with open(out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")

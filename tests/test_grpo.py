@@ -397,6 +397,7 @@ def test_non_finite_updates_are_skipped_then_stop(qwen_dir, tmp_path, monkeypatc
     (["--lr_schedule", "linear"], "--lr_schedule"),
     (["--temperature", "0"], "--temperature"),
     (["--eval_size", "82"], "--eval_size 82: synthetic:1: found only 81 distinct problems"),
+    (["--eval_size", "0"], "--eval_size 0: must be >= 1"),
 ])
 def test_bad_config_is_one_line_before_the_model_loads(tmp_path, flags, message, capsys):
     # The model path does not exist: if the model were loaded first, the error would be about it.
