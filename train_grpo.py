@@ -45,10 +45,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from transformers import DynamicCache
 
 import rollout
 import strategic_grams
+import checks
+from checks import at_least, fraction, non_negative, number, positive
 from data import DataError, load_problems, problem_key
 from reward import math_reward
 
@@ -154,27 +157,61 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def check_config(cfg: Config):
-    """Nonsense settings fail here, in one line, before any model is loaded."""
-    problems = [
-        (cfg.group_size < 2, f"--group_size {cfg.group_size}: GRPO needs >= 2 rollouts per prompt to compare"),
-        (cfg.batch_size < 1, f"--batch_size {cfg.batch_size}: need at least one prompt per step"),
+# What each numeric flag needs. 0 means "off" where a flag's comment in Config says so.
+CHECKS = [
+    ("num_problems", at_least(0), "an integer >= 0 (0 = all)"),
+    ("max_steps", at_least(1), "an integer >= 1"),
+    ("batch_size", at_least(1), "at least one prompt per step"),
+    ("group_size", at_least(2), ">= 2 rollouts per prompt: GRPO compares the rollouts of a prompt"),
+    ("max_new_tokens", at_least(1), "an integer >= 1"),
+    ("temperature", positive, "a number > 0 (training samples)"),
+    ("top_p", fraction, "a number in (0, 1]"),
+    ("eps_low", lambda x: number(x) and 0 < x < 1, "a number in (0, 1)"),
+    ("eps_high", positive, "a number > 0"),
+    ("kl_coef", non_negative, "a number >= 0 (0 = no KL term)"),
+    ("entropy_coef", non_negative, "a number >= 0 (0 = no entropy bonus)"),
+    ("lr", positive, "a number > 0"),
+    ("weight_decay", non_negative, "a number >= 0"),
+    ("warmup_steps", at_least(0), "an integer >= 0"),
+    ("grad_clip", non_negative, "a number >= 0 (0 = no clipping)"),
+    ("ppo_epochs", at_least(1), "an integer >= 1"),
+    ("mini_batches", at_least(1), "an integer >= 1"),
+    ("micro_batch_tokens", at_least(1), "an integer >= 1"),
+    ("logprob_chunk", at_least(1), "an integer >= 1"),
+    ("max_bad_steps", at_least(1), "an integer >= 1"),
+    ("eval_every", at_least(0), "an integer >= 0 (0 = never)"),
+    ("eval_size", at_least(1), "an integer >= 1 (to skip evaluation: --eval_every 0)"),
+    ("eval_temperature", non_negative, "a number >= 0 (0 = greedy)"),
+    ("save_every", at_least(0), "an integer >= 0 (0 = only at the end)"),
+    ("log_rollouts", at_least(0), "an integer >= 0"),
+]
+
+
+def check_config(cfg: Config, table=CHECKS):
+    """Nonsense settings fail here, in one line naming the flag, before any model is loaded."""
+    message = checks.problem(dataclasses.asdict(cfg), table)
+    cross = [
         (cfg.loss_agg not in AGGREGATIONS, f"--loss_agg {cfg.loss_agg!r}: choose from {', '.join(AGGREGATIONS)}"),
         (cfg.lr_schedule not in ("constant", "cosine"), f"--lr_schedule {cfg.lr_schedule!r}: constant or cosine"),
         (cfg.prompt_style not in ("", "chat", "plain"), f"--prompt_style {cfg.prompt_style!r}: chat or plain"),
-        (cfg.max_new_tokens < 1, f"--max_new_tokens {cfg.max_new_tokens}: must be >= 1"),
-        (cfg.max_steps < 1, f"--max_steps {cfg.max_steps}: must be >= 1"),
-        (cfg.ppo_epochs < 1 or cfg.mini_batches < 1, "--ppo_epochs and --mini_batches must be >= 1"),
         (cfg.mini_batches > cfg.batch_size * cfg.group_size,
          f"--mini_batches {cfg.mini_batches}: more than the {cfg.batch_size * cfg.group_size} rollouts of a step"),
-        (cfg.temperature <= 0, f"--temperature {cfg.temperature}: training samples need a temperature > 0"),
-        (not 0 < cfg.eps_low < 1 or cfg.eps_high <= 0, "--eps_low must be in (0, 1) and --eps_high > 0"),
-        (cfg.lr <= 0, f"--lr {cfg.lr}: must be > 0"),
-        (cfg.eval_every > 0 and cfg.eval_size < 1, f"--eval_size {cfg.eval_size}: must be >= 1 (or --eval_every 0)"),
     ]
-    for bad, message in problems:
-        if bad:
-            raise ConfigError(message)
+    message = message or next((text for bad, text in cross if bad), None) or device_problem(cfg.device)
+    if message:
+        raise ConfigError(message)
+
+
+def device_problem(name: str) -> str | None:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return f"--device {name!r}: not a device (cpu, cuda, cuda:1, ...)"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {name}: no CUDA GPU is visible here (use --device cpu)"
+    if device.type not in ("cpu", "cuda"):
+        return f"--device {name}: only cpu and cuda are supported"
+    return None
 
 
 # ----------------------------------------------------------------------------- the math of GRPO
@@ -444,6 +481,8 @@ def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, step: int, extra
     The model is a plain Hugging Face folder (safetensors); trainer_state.pt holds the optimizer,
     the step (which fixes the data position and sampling seeds) and the RNG states.
     """
+    if not weights_finite(model):   # a checkpoint is always one to go back to
+        raise RuntimeError(f"not saving step {step}: the weights are not finite")
     tmp, final, old = out_dir / "ckpt.tmp", out_dir / "ckpt", out_dir / "ckpt.old"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -456,12 +495,100 @@ def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, step: int, extra
     shutil.rmtree(old, ignore_errors=True)
 
 
-def find_checkpoint(out_dir: Path) -> Path | None:
-    """The newest complete checkpoint (ckpt, or ckpt.old if a crash hit between the two renames)."""
-    for name in ("ckpt", "ckpt.old"):
-        if (out_dir / name / "trainer_state.pt").exists():
-            return out_dir / name
-    return None
+def find_checkpoint(out_dir: Path) -> tuple[Path | None, dict]:
+    """The newest complete checkpoint and its trainer state: ckpt, or ckpt.old if a crash hit between
+    the two renames of save_checkpoint. Its files are opened here, so a damaged one (a truncated or
+    missing file) is refused in one line before anything is written."""
+    damage = None
+    for folder in (out_dir / "ckpt", out_dir / "ckpt.old"):
+        if not (folder / "trainer_state.pt").exists():
+            continue
+        try:
+            weights = sorted(folder.glob("*.safetensors"))
+            if not weights:
+                raise OSError("no *.safetensors weights")
+            for f in weights:
+                with safe_open(str(f), "pt"):   # checks the header against the file's size
+                    pass
+            return folder, torch.load(folder / "trainer_state.pt", weights_only=False)
+        except Exception as e:    # whatever a damaged file raises, the answer is the same
+            damage = damage or f"{folder}: {str(e).splitlines()[0][:200]}"
+    if damage:
+        raise ConfigError(f"--resume: the checkpoint is damaged ({damage}); nothing was changed")
+    return None, {}
+
+
+def weights_finite(model) -> bool:
+    return all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# Flags that may differ when a run is resumed: they change how long it runs, how it is watched or how
+# fast it goes, not what it computes. Every other flag must match the run's config.json.
+RESUMABLE = ("max_steps", "resume", "out_dir", "preset", "device", "data_dir", "eval_every", "save_every",
+             "log_rollouts", "plot", "wandb_project", "compile_sampler", "micro_batch_tokens", "logprob_chunk",
+             "grad_checkpointing", "max_bad_steps", "deterministic")
+
+
+def prepare_run_folder(cfg: Config, eval_set: list[dict]) -> tuple[Path, Path | None, dict]:
+    """Check everything about --out_dir and --resume, then (and only then) write to the folder.
+
+    A new run writes config.json. A resumed run must have the flags of its config.json but for the
+    RESUMABLE ones, whose changes go to resumes.jsonl; config.json is never rewritten. A folder whose
+    run died before its first checkpoint starts over under --resume. Returns (out_dir, checkpoint
+    folder or None, trainer state)."""
+    out_dir = Path(cfg.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out_dir {out_dir}: is a file, not a folder")
+    logged = (out_dir / "metrics.jsonl").exists()
+    if logged and not cfg.resume:
+        raise ConfigError(f"--out_dir {out_dir}: already holds a run; pass --resume or pick another folder")
+    ckpt, state = find_checkpoint(out_dir) if cfg.resume else (None, {})
+    now = dataclasses.asdict(cfg)
+    if ckpt:
+        try:
+            saved = json.loads((out_dir / "config.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--resume: {out_dir / 'config.json'} is unreadable ({e}); nothing was changed")
+        fixed = [k for k in now if k not in RESUMABLE and saved.get(k) != now[k]]
+        if fixed:
+            raise ConfigError("--resume: the run was made with " + ", ".join(
+                f"--{k} {saved.get(k)!r} (now {now[k]!r})" for k in fixed) + "; a run cannot change them")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / ".write_test").touch()
+        (out_dir / ".write_test").unlink()
+    except OSError as e:
+        raise ConfigError(f"--out_dir {out_dir}: cannot write there ({e.strerror})") from None
+    if ckpt:
+        changed = {k: [saved.get(k), now[k]] for k in RESUMABLE if saved.get(k) != now[k]}
+        append_jsonl(out_dir / "resumes.jsonl", {"step": state["step"], "changed": changed})
+    else:
+        if cfg.resume:
+            print(f"--resume: no checkpoint in {out_dir} yet, starting the run over", file=sys.stderr)
+        (out_dir / "config.json").write_text(json.dumps(now, indent=2))
+    for log in ("metrics.jsonl", "rollouts.jsonl"):   # lines written after the checkpoint go
+        _truncate_jsonl(out_dir / log, state.get("step", 0))
+    # What "held-out" means for this run, for anyone to check against rollouts.jsonl.
+    (out_dir / "held_out.jsonl").write_text("".join(json.dumps(p) + "\n" for p in eval_set))
+    return out_dir, ckpt, state
+
+
+def append_jsonl(path: Path, row: dict):
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def fit_context(problems: list[dict], cfg: Config, tokenizer, context: int | None, what: str) -> list[dict]:
+    """The problems whose prompt leaves room for --max_new_tokens in the model's context; the others
+    are dropped now, with a count, rather than failing at the step that meets them."""
+    if not context or not problems:
+        return problems
+    lengths = [len(p) for p in encode(cfg, tokenizer, problems)]
+    kept = [p for p, n in zip(problems, lengths) if n + cfg.max_new_tokens <= context]
+    if len(kept) < len(problems):
+        print(f"dropped {len(problems) - len(kept)} of {len(problems)} {what} problems: prompt + --max_new_tokens "
+              f"{cfg.max_new_tokens} exceeds the model's context of {context} tokens", file=sys.stderr)
+    return kept
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -474,17 +601,8 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
     `name` labels the progress bar."""
     check_config(cfg)
     train_set, eval_set = load_data(cfg)                       # data errors before the model loads
-    grams = strategic_grams.load_grams(cfg.grams) if cfg.grams else None
-    out_dir = Path(cfg.out_dir)
-    ckpt = find_checkpoint(out_dir) if cfg.resume else None
-    if cfg.resume and ckpt is None:
-        print(f"--resume: no checkpoint in {out_dir}, starting from scratch", file=sys.stderr)
-    if ckpt is None and (out_dir / "metrics.jsonl").exists():
-        raise ConfigError(f"--out_dir {out_dir}: already holds a run; pass --resume or pick another folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-    # What "held-out" means for this run, for anyone to check against rollouts.jsonl.
-    (out_dir / "held_out.jsonl").write_text("".join(json.dumps(p) + "\n" for p in eval_set))
+    grams = load_grams(cfg.grams) if cfg.grams else None
+    out_dir, ckpt, state = prepare_run_folder(cfg, eval_set)   # the first write to the folder
     print(json.dumps(dataclasses.asdict(cfg)))
 
     torch.manual_seed(cfg.seed)
@@ -499,6 +617,12 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
     # float32 master weights; bf16 matmuls through autocast on CUDA (bf16 weights would swallow
     # updates of lr ~1e-6).
     model, tokenizer = rollout.load_model(str(ckpt) if ckpt else cfg.model, device=device, dtype=torch.float32)
+    context = getattr(model.config, "max_position_embeddings", None)
+    train_set = fit_context(train_set, cfg, tokenizer, context, "training")
+    eval_set = fit_context(eval_set, cfg, tokenizer, context, "held-out")
+    if len(train_set) < cfg.batch_size:
+        raise ConfigError(f"--max_new_tokens {cfg.max_new_tokens}: leaves {len(train_set)} training problems "
+                          f"that fit the context of {context}, fewer than --batch_size {cfg.batch_size}")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     reference = None
     if cfg.kl_coef > 0:
@@ -507,16 +631,13 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
     if cfg.grad_checkpointing:
         model.activation_checkpointing_enable()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    start_step, state = 0, {}
+    start_step = state.get("step", 0)
     if ckpt:
-        state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
-        start_step = state["step"]
-        _truncate_jsonl(out_dir / "metrics.jsonl", start_step)
-        _truncate_jsonl(out_dir / "rollouts.jsonl", start_step)
         print(f"resumed from {ckpt} at step {start_step}", file=sys.stderr)
+    last_good = f"{ckpt} (step {start_step})" if ckpt else None   # checked finite when it was saved
     extra_state = state.get("extra", {})
     if cfg.wandb_project:
         import wandb  # only when asked for
@@ -537,8 +658,7 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
                dynamic_ncols=True)
 
     def log(metrics):
-        with open(out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+        append_jsonl(out_dir / "metrics.jsonl", metrics)
         if cfg.wandb_project:
             wandb.log(metrics, step=metrics["step"])
 
@@ -553,15 +673,20 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
                                 shape_advantages, grams, extra_state, out_dir) | evaluated
             log(metrics)
             bad_steps = bad_steps + 1 if metrics["skipped"] else 0
+            where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was saved yet"
+            if metrics["diverged"]:
+                raise RuntimeError(f"the weights became non-finite in step {step}: stopping (try a lower --lr); "
+                                   + where)
             if bad_steps >= cfg.max_bad_steps:
                 raise RuntimeError(f"{bad_steps} non-finite updates in a row at step {step}: stopping "
-                                   f"(try a lower --lr); the last good checkpoint is in {out_dir}")
+                                   f"(try a lower --lr); " + where)
             bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward_mean", "response_len_mean", "loss")
                              if k in metrics} | ({"eval": f"{metrics['eval_accuracy']:.3f}"}
                                                  if "eval_accuracy" in metrics else {}))
             done = step + 1
             if stop["requested"] or done == cfg.max_steps or (cfg.save_every and done % cfg.save_every == 0):
                 save_checkpoint(out_dir, model, tokenizer, optimizer, done, {"extra": extra_state})
+                last_good = f"{out_dir / 'ckpt'} (step {done})"
             if stop["requested"]:
                 print(f"saved a checkpoint at step {done}; continue with --resume", file=sys.stderr)
                 break
@@ -580,10 +705,29 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
 
 
 def _truncate_jsonl(path: Path, step: int):
-    """Drop the lines a crashed run wrote after its last checkpoint, so a resumed run appends cleanly."""
+    """Drop the lines a crashed run wrote after its last checkpoint, and a line torn by the crash, so
+    a resumed run appends cleanly."""
     if path.exists():
-        lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] < step]
-        path.write_text("".join(l + "\n" for l in lines))
+        path.write_text("".join(line + "\n" for line in path.read_text(errors="replace").splitlines()
+                                if _step_of(line) is not None and _step_of(line) < step))
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def load_grams(path: str) -> list[str]:
+    """strategic_grams.load_grams, with its failures as one line naming --grams."""
+    try:
+        grams = strategic_grams.load_grams(path)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--grams {path}: not UTF-8 text (byte {e.start})") from None
+    if not grams:
+        raise ConfigError(f"--grams {path}: holds no grams (only comments or blank lines)")
+    return grams
 
 
 def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, autocast,
@@ -688,7 +832,7 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
                 (loss * weight).backward()
                 loss_sum += loss.item() * weight
                 clip_sum += stats.get("clip_frac", 0.0) * mask.sum().item()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf).item()
             if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
                 optimizer.zero_grad(set_to_none=True)   # skip a non-finite update, keep the weights
                 skipped = True
@@ -702,8 +846,9 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
     model.eval()
     t_end = time.perf_counter()
 
-    # 6. Metrics and a sample of the rollouts.
-    n_updates = max(1, totals.pop("updates"))
+    # 6. Metrics and a sample of the rollouts. Without an update (every row filtered, or every update
+    #    skipped as non-finite) there is no loss or gradient to report: those keys are left out.
+    n_updates = totals.pop("updates")
     resp_len = torch.tensor(resp_lens, dtype=torch.float32)
     metrics = {
         "step": step,
@@ -714,10 +859,12 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
         "response_len_mean": resp_len.mean().item(),
         "response_len_max": int(resp_len.max().item()),
         "truncated_frac": 1.0 - sum(out.finished) / len(out.finished),
-        **{k: v / n_updates for k, v in totals.items()},
+        **({k: v / n_updates for k, v in totals.items()} if n_updates else {}),
         "entropy": ((entropy * tokens_mask).sum() / tokens_mask.sum()).item(),
         "lr": lr_at(cfg, step),
-        "skipped": int(skipped),
+        "updates": n_updates,
+        "skipped": int(skipped),                 # an update was non-finite and not applied
+        "diverged": int(not weights_finite(model)),
         "sample_tokens_per_s": out.stats["tokens_per_s"],
         "train_tokens_per_s": sum(lengths) * cfg.ppo_epochs / max(t_end - t_old, 1e-9),
         "sample_seconds": t_sampled - t_start,

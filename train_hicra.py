@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 import train_grpo
+from checks import fraction, non_negative
 from data import DataError
 from rollout import ModelLoadError
 
@@ -97,9 +98,16 @@ def shape_advantages(batch: dict) -> torch.Tensor:
     return hicra_advantages(batch["advantages"], mask, cfg.alpha)
 
 
+CHECKS = train_grpo.CHECKS + [
+    ("alpha", non_negative, "a number >= 0 (0 = plain GRPO)"),
+    ("entropy_top_frac", fraction, "a number in (0, 1]"),
+]
+
+
 def main(argv=None):
     try:
         cfg = train_grpo.parse_config(argv, HicraConfig)
+        train_grpo.check_config(cfg, CHECKS)
         if cfg.mask not in MASKS:
             raise train_grpo.ConfigError(f"--mask {cfg.mask!r}: choose from {', '.join(MASKS)}")
         if not cfg.grams:

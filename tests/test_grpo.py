@@ -389,25 +389,49 @@ def test_non_finite_updates_are_skipped_then_stop(qwen_dir, tmp_path, monkeypatc
     assert not (out / "ckpt").exists()   # stopped before any checkpoint of a broken model
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--group_size", "1"], "--group_size 1"),
-    (["--batch_size", "500"], "--batch_size 500"),
+BAD_FLAGS = [   # (flags, what the one-line error must say)
+    (["--group_size", "1"], "--group_size 1: needs >= 2"),
+    (["--batch_size", "500"], "--batch_size 500: larger than the 100 training problems"),
     (["--dataset", "no_such_set"], "no_such_set"),
     (["--loss_agg", "sum"], "--loss_agg 'sum'"),
     (["--lr_schedule", "linear"], "--lr_schedule"),
-    (["--temperature", "0"], "--temperature"),
+    (["--temperature", "0"], "--temperature 0.0: needs a number > 0"),
+    (["--temperature", "nan"], "--temperature nan: needs a number > 0"),
     (["--eval_size", "82"], "--eval_size 82: synthetic:1: found only 81 distinct problems"),
-    (["--eval_size", "0"], "--eval_size 0: must be >= 1"),
-])
-def test_bad_config_is_one_line_before_the_model_loads(tmp_path, flags, message, capsys):
+    (["--eval_size", "0"], "--eval_size 0: needs an integer >= 1"),
+    (["--num_problems", "-1"], "--num_problems -1: needs an integer >= 0"),
+    (["--micro_batch_tokens", "0"], "--micro_batch_tokens 0: needs"),
+    (["--logprob_chunk", "-3"], "--logprob_chunk -3: needs"),
+    (["--save_every", "-1"], "--save_every -1: needs"),
+    (["--eval_every", "-1"], "--eval_every -1: needs"),
+    (["--kl_coef", "-0.1"], "--kl_coef -0.1: needs a number >= 0"),
+    (["--entropy_coef", "-1"], "--entropy_coef -1.0: needs a number >= 0"),
+    (["--max_bad_steps", "0"], "--max_bad_steps 0: needs"),
+    (["--top_p", "0"], "--top_p 0.0: needs a number in (0, 1]"),
+    (["--top_p", "1.5"], "--top_p 1.5: needs a number in (0, 1]"),
+    (["--top_p", "nan"], "--top_p nan: needs a number in (0, 1]"),
+    (["--lr", "nan"], "--lr nan: needs a number > 0"),
+    (["--lr", "inf"], "--lr inf: needs a number > 0"),
+    (["--weight_decay", "-1"], "--weight_decay -1.0: needs a number >= 0"),
+    (["--grad_clip", "-1"], "--grad_clip -1.0: needs a number >= 0 (0 = no clipping)"),
+    (["--device", "bogus"], "--device 'bogus': not a device"),
+    (["--mini_batches", "900"], "--mini_batches 900: more than the 256 rollouts"),
+]
+if not torch.cuda.is_available():
+    BAD_FLAGS.append((["--device", "cuda"], "--device cuda: no CUDA GPU is visible here"))
+
+
+@pytest.mark.parametrize("flags, message", BAD_FLAGS)
+def test_bad_config_is_one_line_before_the_model_loads(tmp_path, flags, message):
     # The model path does not exist: if the model were loaded first, the error would be about it.
     args = ["--model", str(tmp_path / "no-model"), "--dataset", "synthetic:1", "--num_problems", "100",
             "--eval_size", "16", "--out_dir", str(tmp_path / "run"), *flags]
     with pytest.raises(SystemExit) as info:
         train_grpo.main(args)
     text = str(info.value.code)
-    assert text.startswith("error: ") and message in text and "\n" not in text
+    assert text.startswith("error: ") and message in text and "\n" not in text, text
     assert "no-model" not in text
+    assert not (tmp_path / "run").exists()      # nothing written
 
 
 def test_existing_run_folder_needs_resume(qwen_dir, tmp_path):

@@ -1,0 +1,45 @@
+"""Flag checks shared by the command lines.
+
+Each script keeps one table of (flag, test, what the flag needs) next to its flags, and `problem`
+turns the first row that fails into a one-line message naming the flag, before anything is loaded:
+
+    CHECKS = [("lr", positive, "a number > 0"), ("top_p", fraction, "a number in (0, 1]")]
+    message = problem(vars(args), CHECKS)       # "--top_p 1.5: needs a number in (0, 1]" or None
+
+A flag whose value is None (not given, no default) is not checked. NaN and infinities fail every
+numeric test, so `--lr nan` is refused rather than silently training on NaN.
+"""
+import math
+
+
+def number(x) -> bool:
+    """A finite int or float (booleans are not numbers here)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def positive(x) -> bool:
+    return number(x) and x > 0
+
+
+def non_negative(x) -> bool:
+    return number(x) and x >= 0
+
+
+def fraction(x) -> bool:
+    """In (0, 1]."""
+    return number(x) and 0 < x <= 1
+
+
+def at_least(n):
+    def test(x) -> bool:
+        return number(x) and x >= n
+    return test
+
+
+def problem(values: dict, table) -> str | None:
+    """The first failed check of `table` on `values` ({flag: value}) as a one-line message, or None."""
+    for flag, test, need in table:
+        value = values.get(flag)
+        if value is not None and not test(value):
+            return f"--{flag} {value}: needs {need}"
+    return None
