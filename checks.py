@@ -43,3 +43,17 @@ def problem(values: dict, table) -> str | None:
         if value is not None and not test(value):
             return f"--{flag} {value}: needs {need}"
     return None
+
+
+def device_problem(name: str) -> str | None:
+    """Why `--device name` cannot work here (a one-line message), or None."""
+    import torch
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return f"--device {name!r}: not a device (cpu, cuda, cuda:1, ...)"
+    if device.type not in ("cpu", "cuda"):
+        return f"--device {name}: only cpu and cuda are supported"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {name}: no CUDA GPU is visible here (use --device cpu)"
+    return None

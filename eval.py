@@ -46,8 +46,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import checks
 import reward
 import rollout
+from checks import at_least, fraction, non_negative
 from data import DataError, load_problems
 
 BENCHMARKS = {"aime24": "aime24", "aime25": "aime25", "amc23": "amc23", "math500": "math500",
@@ -179,6 +181,10 @@ def generate(model, tokenizer, bench, problems, k, args, path):
     max_new = args.max_new_tokens
     context = getattr(model.config, "max_position_embeddings", None)
     if prompts and context and max(map(len, prompts.values())) + max_new > context:
+        too_long = sum(len(p) >= context for p in prompts.values())
+        if too_long:   # not even one new token fits
+            raise ValueError(f"{bench}: {too_long} problem prompts fill the model's whole context of {context} "
+                             "tokens; evaluate a model with a longer context")
         max_new = context - max(map(len, prompts.values()))
         print(f"{bench}: --max_new_tokens cut to {max_new} to fit the context of {context}", file=sys.stderr)
     right = 0
@@ -211,6 +217,16 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
+CHECKS = [   # what each numeric flag needs (see checks.py)
+    ("samples", at_least(1), "an integer >= 1"),
+    ("temperature", non_negative, "a number >= 0 (0 = greedy)"),
+    ("top_p", fraction, "a number in (0, 1]"),
+    ("max_new_tokens", at_least(1), "an integer >= 1"),
+    ("batch_size", at_least(1), "an integer >= 1"),
+    ("limit", at_least(1), "an integer >= 1"),
+]
+
+
 def parse_args(argv=None):
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -240,11 +256,9 @@ def parse_args(argv=None):
             print(f"--protocol paper: --{flag} {value} overrides the protocol", file=sys.stderr)
     args.temperature = 0.6 if args.temperature is None else args.temperature
     args.strict = paper if args.strict is None else args.strict
-    for flag in ("samples", "max_new_tokens", "batch_size", "limit"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            p.error(f"--{flag} must be >= 1")
-    if args.temperature < 0 or not 0 < args.top_p <= 1:
-        p.error("--temperature must be >= 0 and --top_p in (0, 1]")
+    message = checks.problem(vars(args), CHECKS) or checks.device_problem(args.device)
+    if message:
+        sys.exit(f"error: {message}")
     return args
 
 
@@ -282,6 +296,8 @@ def main(argv=None):
         path = out_dir / f"{b}.jsonl"
         try:
             generate(model, tokenizer, b, problems[b], samples[b], args, path)
+        except ValueError as e:   # prompts that cannot fit the model
+            sys.exit(f"error: {e}")
         except KeyboardInterrupt:
             sys.exit(f"\ninterrupted: finished samples are kept in {out_dir}; run the same command to resume")
         results[b] = summary[b] = summarize(read_samples(path), samples[b], ids=[p["id"] for p in problems[b]])

@@ -9,8 +9,11 @@ are left out, so a plain GRPO run without a gram list still gives a figure.
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
+
+import checks
 
 # (panel title, [(metric, line style)]): what the paper tracks during training.
 PANELS = [
@@ -24,10 +27,21 @@ PANELS = [
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of <run_dir>/metrics.jsonl; a line torn by a crash (the last, usually) is skipped."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no metrics file (is {run_dir} a run folder?)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
+            rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"{path}: no metrics yet (the run has not finished a step)")
+    return rows
 
 
 def smooth(values: list[float], weight: float) -> list[float]:
@@ -40,7 +54,10 @@ def smooth(values: list[float], weight: float) -> list[float]:
 
 
 def plot_runs(run_dirs, out_path, labels=None, smoothing: float = 0.0):
-    """Write one figure with a panel per tracked quantity; returns {panel title: [line labels]}."""
+    """Write one figure with a panel per tracked quantity; returns {panel title: [line labels]}.
+
+    NaN and infinite values (a diverged step) are left out of their curve, which runs on through the
+    finite points around them; how many were left out is printed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -52,11 +69,14 @@ def plot_runs(run_dirs, out_path, labels=None, smoothing: float = 0.0):
     rows_n = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.6 * rows_n), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    drawn = {}
+    drawn, left_out = {}, 0
     for ax, (title, series) in zip(axes.flat, panels):
         for r, (label, rows) in enumerate(runs):
             for key, style in series:
                 points = [(row["step"], row[key]) for row in rows if key in row]
+                finite = [(x, y) for x, y in points if isinstance(y, (int, float)) and math.isfinite(y)]
+                left_out += len(points) - len(finite)
+                points = finite
                 if not points:
                     continue
                 steps, values = zip(*points)
@@ -73,6 +93,8 @@ def plot_runs(run_dirs, out_path, labels=None, smoothing: float = 0.0):
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
+    if left_out:
+        print(f"plot: left out {left_out} non-finite values (NaN or inf)", file=sys.stderr)
     return drawn
 
 
@@ -83,6 +105,9 @@ def main(argv=None):
     parser.add_argument("--labels", default="", help="comma-separated labels (default: folder names)")
     parser.add_argument("--smooth", type=float, default=0.0, help="EMA weight in [0, 1)")
     args = parser.parse_args(argv)
+    message = checks.problem(vars(args), [("smooth", lambda x: checks.number(x) and 0 <= x < 1, "a number in [0, 1)")])
+    if message:
+        sys.exit(f"error: {message}")
     labels = args.labels.split(",") if args.labels else None
     if labels and len(labels) != len(args.runs):
         sys.exit(f"error: --labels has {len(labels)} names for {len(args.runs)} runs")

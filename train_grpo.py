@@ -36,6 +36,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import sys
@@ -170,7 +171,7 @@ CHECKS = [
     ("eps_high", positive, "a number > 0"),
     ("kl_coef", non_negative, "a number >= 0 (0 = no KL term)"),
     ("entropy_coef", non_negative, "a number >= 0 (0 = no entropy bonus)"),
-    ("lr", positive, "a number > 0"),
+    ("lr", fraction, "a number in (0, 1]"),
     ("weight_decay", non_negative, "a number >= 0"),
     ("warmup_steps", at_least(0), "an integer >= 0"),
     ("grad_clip", non_negative, "a number >= 0 (0 = no clipping)"),
@@ -197,21 +198,9 @@ def check_config(cfg: Config, table=CHECKS):
         (cfg.mini_batches > cfg.batch_size * cfg.group_size,
          f"--mini_batches {cfg.mini_batches}: more than the {cfg.batch_size * cfg.group_size} rollouts of a step"),
     ]
-    message = message or next((text for bad, text in cross if bad), None) or device_problem(cfg.device)
+    message = message or next((text for bad, text in cross if bad), None) or checks.device_problem(cfg.device)
     if message:
         raise ConfigError(message)
-
-
-def device_problem(name: str) -> str | None:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        return f"--device {name!r}: not a device (cpu, cuda, cuda:1, ...)"
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return f"--device {name}: no CUDA GPU is visible here (use --device cpu)"
-    if device.type not in ("cpu", "cuda"):
-        return f"--device {name}: only cpu and cuda are supported"
-    return None
 
 
 # ----------------------------------------------------------------------------- the math of GRPO
@@ -481,8 +470,8 @@ def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, step: int, extra
     The model is a plain Hugging Face folder (safetensors); trainer_state.pt holds the optimizer,
     the step (which fixes the data position and sampling seeds) and the RNG states.
     """
-    if not weights_finite(model):   # a checkpoint is always one to go back to
-        raise RuntimeError(f"not saving step {step}: the weights are not finite")
+    if not healthy(model):   # a checkpoint is always one to go back to
+        raise RuntimeError(f"not saving step {step}: the weights or their outputs are not finite")
     tmp, final, old = out_dir / "ckpt.tmp", out_dir / "ckpt", out_dir / "ckpt.old"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -501,25 +490,30 @@ def find_checkpoint(out_dir: Path) -> tuple[Path | None, dict]:
     missing file) is refused in one line before anything is written."""
     damage = None
     for folder in (out_dir / "ckpt", out_dir / "ckpt.old"):
-        if not (folder / "trainer_state.pt").exists():
+        state_file = folder / "trainer_state.pt"
+        if not state_file.exists():
             continue
+        files = sorted(folder.glob("*.safetensors")) or [folder / "model.safetensors"]
         try:
-            weights = sorted(folder.glob("*.safetensors"))
-            if not weights:
-                raise OSError("no *.safetensors weights")
-            for f in weights:
-                with safe_open(str(f), "pt"):   # checks the header against the file's size
+            for file in files:
+                with safe_open(str(file), "pt"):   # checks the header against the file's size
                     pass
-            return folder, torch.load(folder / "trainer_state.pt", weights_only=False)
+            file = state_file
+            return folder, torch.load(state_file, weights_only=False)
         except Exception as e:    # whatever a damaged file raises, the answer is the same
-            damage = damage or f"{folder}: {str(e).splitlines()[0][:200]}"
+            damage = damage or f"{file}: {re.split(r'[.:] ', str(e).splitlines()[0])[0][:120]}"
     if damage:
         raise ConfigError(f"--resume: the checkpoint is damaged ({damage}); nothing was changed")
     return None, {}
 
 
-def weights_finite(model) -> bool:
-    return all(torch.isfinite(p).all() for p in model.parameters())
+def healthy(model) -> bool:
+    """Finite weights, and finite logits on a few tokens: what a checkpoint must be to go back to."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        return False
+    with torch.no_grad():
+        ids = torch.arange(1, 9, device=next(model.parameters()).device)[None]          # [1, 8]
+        return bool(torch.isfinite(model(ids).logits).all())
 
 
 # Flags that may differ when a run is resumed: they change how long it runs, how it is watched or how
@@ -675,8 +669,8 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
             bad_steps = bad_steps + 1 if metrics["skipped"] else 0
             where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was saved yet"
             if metrics["diverged"]:
-                raise RuntimeError(f"the weights became non-finite in step {step}: stopping (try a lower --lr); "
-                                   + where)
+                raise RuntimeError(f"the weights or their outputs became non-finite in step {step}: stopping "
+                                   f"(try a lower --lr); " + where)
             if bad_steps >= cfg.max_bad_steps:
                 raise RuntimeError(f"{bad_steps} non-finite updates in a row at step {step}: stopping "
                                    f"(try a lower --lr); " + where)
@@ -864,7 +858,7 @@ def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, auto
         "lr": lr_at(cfg, step),
         "updates": n_updates,
         "skipped": int(skipped),                 # an update was non-finite and not applied
-        "diverged": int(not weights_finite(model)),
+        "diverged": int(not healthy(model)),    # non-finite weights or outputs after the update
         "sample_tokens_per_s": out.stats["tokens_per_s"],
         "train_tokens_per_s": sum(lengths) * cfg.ppo_epochs / max(t_end - t_old, 1e-9),
         "sample_seconds": t_sampled - t_start,

@@ -179,3 +179,27 @@ def test_a_run_trained_further_is_never_reported_with_the_old_samples(model_dir,
     assert (run / "ckpt" / "model.safetensors").read_bytes() != before   # the same path, new weights
     with pytest.raises(SystemExit, match="^error: .*weights"):
         run_eval(run, data_dir, out, "--limit", "2")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--samples", "0"], "--samples 0: needs an integer >= 1"),
+    (["--temperature", "nan"], "--temperature nan: needs a number >= 0"),
+    (["--top_p", "1.5"], "--top_p 1.5: needs a number in (0, 1]"),
+    (["--max_new_tokens", "0"], "--max_new_tokens 0: needs an integer >= 1"),
+    (["--batch_size", "0"], "--batch_size 0: needs an integer >= 1"),
+    (["--limit", "-2"], "--limit -2: needs an integer >= 1"),
+    (["--device", "bogus"], "--device 'bogus': not a device"),
+])
+def test_bad_flags_are_one_line(tmp_path, flags, message):
+    with pytest.raises(SystemExit) as info:
+        ev.main(["--model", str(tmp_path / "nope"), "--out_dir", str(tmp_path / "o"), *flags])
+    assert str(info.value.code).startswith(f"error: {message}") and "\n" not in str(info.value.code)
+
+
+def test_prompts_longer_than_the_context_are_one_line(model_dir, tmp_path):
+    long = [{"id": "long", "problem": "What is " + " + ".join(["1"] * 400) + "?", "answer": "400"}]
+    write_jsonl(tmp_path / "data" / "math500" / "test.jsonl", long)   # about 800 tokens: the context is 512
+    with pytest.raises(SystemExit) as info:
+        run_eval(model_dir, tmp_path / "data", tmp_path / "out")
+    assert str(info.value.code) == ("error: math500: 1 problem prompts fill the model's whole context of 512 tokens; "
+                                    "evaluate a model with a longer context")

@@ -382,10 +382,11 @@ def test_non_finite_updates_are_skipped_then_stop(qwen_dir, tmp_path, monkeypatc
     out = tmp_path / "nan"
     cfg = train_grpo.parse_config(tiny_args(qwen_dir, out, "--max_steps", "5", "--max_bad_steps", "2",
                                             "--eval_every", "0"))
-    with pytest.raises(RuntimeError, match="non-finite"):
+    with pytest.raises(RuntimeError, match="non-finite updates in a row at step 1.*no checkpoint was saved yet"):
         train_grpo.train(cfg)
     rows = read_metrics(out)
-    assert [r["skipped"] for r in rows] == [1, 1]
+    assert [r["skipped"] for r in rows] == [1, 1] and [r["updates"] for r in rows] == [0, 0]
+    assert not {"loss", "grad_norm", "clip_frac"} & set(rows[0])   # absent, not a healthy-looking 0.0
     assert not (out / "ckpt").exists()   # stopped before any checkpoint of a broken model
 
 
@@ -410,8 +411,8 @@ BAD_FLAGS = [   # (flags, what the one-line error must say)
     (["--top_p", "0"], "--top_p 0.0: needs a number in (0, 1]"),
     (["--top_p", "1.5"], "--top_p 1.5: needs a number in (0, 1]"),
     (["--top_p", "nan"], "--top_p nan: needs a number in (0, 1]"),
-    (["--lr", "nan"], "--lr nan: needs a number > 0"),
-    (["--lr", "inf"], "--lr inf: needs a number > 0"),
+    (["--lr", "nan"], "--lr nan: needs a number in (0, 1]"),
+    (["--lr", "1e39"], "--lr 1e+39: needs a number in (0, 1]"),
     (["--weight_decay", "-1"], "--weight_decay -1.0: needs a number >= 0"),
     (["--grad_clip", "-1"], "--grad_clip -1.0: needs a number >= 0 (0 = no clipping)"),
     (["--device", "bogus"], "--device 'bogus': not a device"),
@@ -440,6 +441,138 @@ def test_existing_run_folder_needs_resume(qwen_dir, tmp_path):
     (out / "metrics.jsonl").write_text('{"step": 0}\n')
     with pytest.raises(SystemExit, match="--resume"):
         train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "1"))
+
+
+# ----------------------------------------------------------------------------- runs that survive
+
+def weights(folder):
+    from safetensors.torch import load_file
+    return load_file(str(folder / "ckpt" / "model.safetensors"))
+
+
+def test_grad_clip_zero_means_no_clipping(qwen_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    runs = {}
+    for clip in ("0", "1e9", "1"):
+        train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / clip, "--max_steps", "1",
+                                                           "--eval_every", "0", "--grad_clip", clip)))
+        runs[clip] = weights(tmp_path / clip)
+    assert read_metrics(tmp_path / "1")[0]["grad_norm"] > 1          # so that clipping at 1 acts
+    start = build_model("qwen2", len(runs["0"]))                      # never used for its weights' values
+    assert all(torch.equal(runs["0"][k], runs["1e9"][k]) for k in runs["0"])     # 0: the unclipped update
+    assert not all(torch.equal(runs["0"][k], runs["1"][k]) for k in runs["0"])
+    del start
+
+
+def test_resume_refuses_flags_that_change_the_run_and_records_the_others(qwen_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    out = tmp_path / "run"
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "1"))
+    config = (out / "config.json").read_text()
+    for flags, named in [(["--group_size", "2"], "--group_size 4 (now 2)"), (["--lr", "2e-3"], "--lr 0.001 (now 0.002)"),
+                         (["--model", str(tmp_path / "other")], "--model"), (["--kl_coef", "0.1"], "--kl_coef 0.0")]:
+        with pytest.raises(SystemExit) as info:
+            train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "2", "--resume", *flags))
+        assert str(info.value.code).startswith("error: --resume: the run was made with ") and named in str(info.value.code)
+    assert (out / "config.json").read_text() == config and [r["step"] for r in read_metrics(out)] == [0, 1]
+    # How long it runs and how it is logged may change; the change is recorded, config.json stays.
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "3", "--resume", "--log_rollouts", "1"))
+    assert (out / "config.json").read_text() == config
+    resumes = [json.loads(l) for l in (out / "resumes.jsonl").read_text().splitlines()]
+    assert resumes == [{"step": 1, "changed": {"max_steps": [1, 3], "resume": [False, True], "log_rollouts": [4, 1]}}]
+    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2, 3]
+
+
+def test_resume_after_a_crash_that_tore_the_last_lines(qwen_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    out = tmp_path / "run"
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "2", "--eval_every", "0"))
+    for name in ("metrics.jsonl", "rollouts.jsonl"):   # half of a line more, as a kill mid-write leaves it
+        with open(out / name, "a") as f:
+            f.write('{"step": 2, "reward_me')
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "3", "--eval_every", "0", "--resume"))
+    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2]
+    assert all(json.loads(l)["step"] <= 2 for l in (out / "rollouts.jsonl").read_text().splitlines())
+
+
+@pytest.mark.parametrize("damaged", ["trainer_state.pt", "model.safetensors"])
+def test_a_damaged_checkpoint_is_refused_before_anything_is_written(qwen_dir, tmp_path, monkeypatch, damaged):
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    out = tmp_path / "run"
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "2", "--eval_every", "0"))
+    path = out / "ckpt" / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    with pytest.raises(SystemExit) as info:
+        train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "3", "--eval_every", "0", "--resume"))
+    text = str(info.value.code)
+    assert text.startswith("error: --resume: the checkpoint is damaged") and damaged in text and "\n" not in text
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_with_resume(qwen_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 0, "reward_mean": 0.5}\n{"step": 1, "rew')
+    (out / "rollouts.jsonl").write_text('{"step": 0, "prompt": "old"}\n')
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "2", "--eval_every", "0", "--resume"))
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [0, 1] and "loss" in rows[0]       # the new run's rows only
+    assert "old" not in (out / "rollouts.jsonl").read_text()
+
+
+def test_out_dir_that_cannot_be_written_is_one_line(qwen_dir, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, message in [(a_file, "is a file"), (a_file / "run", "cannot write there")]:
+        with pytest.raises(SystemExit) as info:
+            train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "1"))
+        assert str(info.value.code).startswith(f"error: --out_dir {out}: {message}")
+
+
+def test_gram_lists_that_would_silently_do_nothing_are_refused(qwen_dir, tmp_path):
+    empty, binary = tmp_path / "empty.txt", tmp_path / "binary.txt"
+    empty.write_text("# only a comment\n\n")
+    binary.write_bytes(b"wait\n\xff\xfe\x00so\n")
+    for path, message in [(empty, "holds no grams"), (binary, "not UTF-8 text (byte 5)")]:
+        with pytest.raises(SystemExit) as info:
+            train_grpo.main(tiny_args(qwen_dir, tmp_path / "run", "--grams", str(path)))
+        assert str(info.value.code) == f"error: --grams {path}: {message}" + (
+            " (only comments or blank lines)" if path == empty else "")
+        assert not (tmp_path / "run").exists()
+
+
+def test_problems_too_long_for_the_context_are_dropped_when_the_data_loads(qwen_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    rows = [{"problem": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(8)]
+    rows[3]["problem"] = "What is " + " + ".join(["1"] * 400) + "?"     # about 800 tokens: the context is 512
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = tiny_args(qwen_dir, tmp_path / "run", "--dataset", str(data), "--num_problems", "0", "--eval_every", "0",
+                     "--max_steps", "4")   # 4 steps of 2 prompts: the long problem's step comes
+    train_grpo.main(args)
+    assert "dropped 1 of 8 training problems" in capsys.readouterr().err
+    assert len(read_metrics(tmp_path / "run")) == 4
+    with pytest.raises(SystemExit, match="--max_new_tokens 500: leaves 0 training problems"):
+        train_grpo.main(tiny_args(qwen_dir, tmp_path / "run2", "--max_new_tokens", "500", "--eval_every", "0"))
+
+
+def test_divergence_stops_the_run_and_names_a_finite_checkpoint(qwen_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    # A huge step size (AdamW moves each weight by about 1e38): finite weights, overflowing logits.
+    monkeypatch.setattr(train_grpo, "lr_at", lambda cfg, step: 1e37)
+    out = tmp_path / "huge"
+    with pytest.raises(RuntimeError, match="non-finite in step 0.*no checkpoint was saved yet"):
+        train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, out, "--eval_every", "0")))
+    rows = read_metrics(out)
+    assert rows[0]["diverged"] == 1 and math.isfinite(rows[0]["loss"]) and not (out / "ckpt").exists()
+    # A good step 0 (saved), then one that overflows at step 1.
+    monkeypatch.setattr(train_grpo, "lr_at", lambda cfg, step: 1e-3 if step == 0 else 1e37)
+    out = tmp_path / "later"
+    with pytest.raises(RuntimeError, match=r"non-finite in step 1.*last good checkpoint is .*ckpt \(step 1\)"):
+        train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, out, "--save_every", "1", "--eval_every", "0")))
+    assert all(torch.isfinite(w).all() for w in weights(out).values())
 
 
 def test_preset_and_cli_overrides():

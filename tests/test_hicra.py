@@ -166,6 +166,28 @@ def test_train_hicra_cli_two_steps(qwen_dir, tmp_path, monkeypatch):
     assert (out / "ckpt" / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--alpha", "nan"], "--alpha nan: needs a number >= 0 (0 = plain GRPO)"),
+    (["--alpha", "-5"], "--alpha -5.0: needs a number >= 0"),
+    (["--entropy_top_frac", "0"], "--entropy_top_frac 0.0: needs a number in (0, 1]"),
+    (["--entropy_top_frac", "1.5"], "--entropy_top_frac 1.5: needs a number in (0, 1]"),
+    (["--lr", "nan"], "--lr nan: needs"),      # and every check of train_grpo
+])
+def test_bad_hicra_flags_are_one_line_before_the_model_loads(tmp_path, flags, message):
+    with pytest.raises(SystemExit) as info:
+        train_hicra.main(["--model", str(tmp_path / "no-model"), "--out_dir", str(tmp_path / "x"), *flags])
+    assert str(info.value.code).startswith(f"error: {message}")
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_empty_gram_list_is_refused_rather_than_running_plain_grpo(qwen_dir, tmp_path):
+    grams = tmp_path / "grams.txt"
+    grams.write_text("# no grams here\n")
+    with pytest.raises(SystemExit) as info:
+        train_hicra.main(tiny_args(qwen_dir, tmp_path / "run", "--grams", str(grams)))
+    assert str(info.value.code) == f"error: --grams {grams}: holds no grams (only comments or blank lines)"
+
+
 def test_bad_mask_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as info:
         train_hicra.main(["--mask", "magic", "--out_dir", str(tmp_path / "x")])

@@ -62,3 +62,40 @@ def test_missing_run_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         plot.main([str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")])
     assert str(info.value.code).startswith("error: ") and "metrics.jsonl" in str(info.value.code)
+
+
+def test_non_finite_values_leave_gaps_not_blank_curves(tmp_path, monkeypatch, capsys):
+    import matplotlib.axes
+    run = tmp_path / "diverged"
+    run.mkdir()
+    values = [0.1, float("nan"), 0.3, float("inf"), 0.5]
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "reward_mean": v}) + "\n"
+                                               for s, v in enumerate(values)))
+    lines = {}
+    real_plot = matplotlib.axes.Axes.plot
+
+    def recording_plot(self, xs, ys, *args, label=None, **kwargs):
+        lines[label] = (list(xs), list(ys))
+        return real_plot(self, xs, ys, *args, label=label, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording_plot)
+    for smoothing, expected in [(0.0, [0.1, 0.3, 0.5]), (0.5, [0.1, 0.2, 0.35])]:
+        plot.plot_runs([run], tmp_path / "d.png", smoothing=smoothing)
+        xs, ys = lines["diverged reward_mean"]
+        assert xs == [0, 2, 4] and ys == pytest.approx(expected)
+        assert "left out 2 non-finite values" in capsys.readouterr().err
+
+
+def test_empty_and_half_written_metrics_files(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("")
+    with pytest.raises(SystemExit) as info:
+        plot.main([str(run), "--out", str(tmp_path / "x.png")])
+    assert str(info.value.code) == f"error: {run / 'metrics.jsonl'}: no metrics yet (the run has not finished a step)"
+    (run / "metrics.jsonl").write_text('{"step": 0, "reward_mean": 0.5}\n{"step": 1, "reward_me')   # torn by a kill
+    assert plot.read_metrics(run) == [{"step": 0, "reward_mean": 0.5}]
+    plot.main([str(run), "--out", str(tmp_path / "x.png")])
+    assert png_size(tmp_path / "x.png")[0] > 0
+    with pytest.raises(SystemExit, match=r"^error: --smooth 1.0: needs a number in \[0, 1\)$"):
+        plot.main([str(run), "--out", str(tmp_path / "x.png"), "--smooth", "1"])

@@ -599,3 +599,19 @@ def test_worker_exits_with_the_parent():
             return
         time.sleep(0.1)
     pytest.fail("the sympy worker outlived the interpreter")
+
+
+def test_cli_reads_a_long_response_from_a_file_or_stdin(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    response = "Let me think. " * 80_000 + "So the answer is \\boxed{42}."     # about 1 MB
+    path = tmp_path / "response.txt"
+    path.write_text(response)
+    by_file = subprocess.run([sys.executable, "reward.py", "--file", str(path), "42"], cwd=root,
+                             capture_output=True, text=True, timeout=60)
+    by_stdin = subprocess.run([sys.executable, "reward.py", "--file", "-", "41"], cwd=root, input=response,
+                              capture_output=True, text=True, timeout=60)
+    assert by_file.stdout == "extracted: '42'\nreward: 1.0\n"
+    assert by_stdin.stdout == "extracted: '42'\nreward: 0.0\n"
+    missing = subprocess.run([sys.executable, "reward.py", "--file", str(tmp_path / "nope"), "42"], cwd=root,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and missing.stderr.strip() == f"error: --file {tmp_path / 'nope'}: No such file or directory"

@@ -93,6 +93,25 @@ def test_cli_offline_error_has_no_traceback(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: --model Qwen/Qwen2.5-0.5B"), result.stderr
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--samples", "0"], "--samples 0: needs an integer >= 1"),
+    (["--num_problems", "0"], "--num_problems 0: needs an integer >= 1"),
+    (["--max_new_tokens", "0"], "--max_new_tokens 0: needs an integer >= 1"),
+    (["--temperature", "nan"], "--temperature nan: needs a number >= 0"),
+    (["--device", "bogus"], "--device 'bogus': not a device"),
+])
+def test_cli_flags_are_checked_before_the_model_loads(flags, message):
+    with pytest.raises(SystemExit) as info:
+        rollout.main(["--model", "/nonexistent", *flags])
+    assert str(info.value.code) == f"error: {message}" or str(info.value.code).startswith(f"error: {message}")
+
+
+def test_sampling_refuses_a_nan_temperature(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="temperature must be a number >= 0, got nan"):
+        rollout.sample(model, [[5, 6, 7]], 4, temperature=float("nan"))
+
+
 def test_missing_path_is_an_error(tmp_path):
     with pytest.raises(rollout.ModelLoadError, match="not a Hugging Face model folder"):
         rollout.load_model(str(tmp_path / "nope"))

@@ -248,6 +248,33 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         sg.main(["mine", "--corpus", str(bad), "--out", str(tmp_path / "o")])
     assert "no field 'solution'" in str(e.value)
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(b'{"solution": "ok"}\n{"solution": "caf\xe9"}\n')
+    with pytest.raises(SystemExit) as e:
+        sg.main(["mine", "--corpus", str(latin1), "--out", str(tmp_path / "o")])
+    assert str(e.value) == f"error: {latin1}:2: not UTF-8 (invalid continuation byte at byte 17)"
+    binary = tmp_path / "grams.bin"
+    binary.write_bytes(b"wait\n\xff\xfe")
+    with pytest.raises(SystemExit) as e:
+        sg.main(["mask", "--text", "wait", "--grams", str(binary), "--tokenizer", "x"])
+    assert str(e.value) == f"error: --grams {binary}: not UTF-8 text (byte 5)"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--k", "0"], "--k 0: needs an integer >= 1"),
+    (["--top_frac", "0"], "--top_frac 0.0: needs a number in (0, 1]"),
+    (["--top_frac", "nan"], "--top_frac nan: needs a number in (0, 1]"),
+    (["--min_docs", "-1"], "--min_docs -1: needs"),
+    (["--n_min", "4", "--n_max", "3"], "--n_max 3: needs an integer >= --n_min 4"),
+    (["--iters", "0"], "--iters 0: needs"),
+    (["--batch_size", "0"], "--batch_size 0: needs"),
+    (["--threads", "0"], "--threads 0: needs"),
+    (["--filter_field", "reward", "--filter_min", "nan"], "--filter_min nan: needs a finite number"),
+])
+def test_mine_flags_are_checked_before_anything_is_read(tmp_path, flags, message):
+    with pytest.raises(SystemExit) as e:
+        sg.main(["mine", "--corpus", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o"), *flags])
+    assert str(e.value) == f"error: {message}" or str(e.value).startswith(f"error: {message}")
 
 
 def test_read_corpus_filter(tmp_path):
