@@ -130,16 +130,18 @@ PRESETS = {
 }
 
 
-def parse_config(argv=None, config_class=Config) -> Config:
-    """Every Config field is a flag (`--lr 1e-5`, `--scale_by_std false`); a preset sets defaults."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def parse_config(argv=None, config_class=Config, checks_table=None) -> Config:
+    """Every Config field is a flag (`--lr 1e-5`, `--scale_by_std false`); a preset sets defaults.
+    --help shows each flag's default and, from the checks table, what it needs."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    needs = {flag: need for flag, _, need in (checks_table or CHECKS)}
     for f in dataclasses.fields(config_class):
+        help_text = (needs.get(f.name, "") + " (default: %(default)s)").strip()
         if f.type in ("bool", bool):
-            parser.add_argument(f"--{f.name}", type=_bool, nargs="?", const=True, default=f.default)
+            parser.add_argument(f"--{f.name}", type=_bool, nargs="?", const=True, default=f.default, help=help_text)
         else:
             kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            parser.add_argument(f"--{f.name}", type=kind, default=f.default)
+            parser.add_argument(f"--{f.name}", type=kind, default=f.default, help=help_text)
     args = parser.parse_args(argv)
     given = {a.lstrip("-").split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
     values = vars(args)

@@ -106,7 +106,7 @@ CHECKS = train_grpo.CHECKS + [
 
 def main(argv=None):
     try:
-        cfg = train_grpo.parse_config(argv, HicraConfig)
+        cfg = train_grpo.parse_config(argv, HicraConfig, CHECKS)
         train_grpo.check_config(cfg, CHECKS)
         if cfg.mask not in MASKS:
             raise train_grpo.ConfigError(f"--mask {cfg.mask!r}: choose from {', '.join(MASKS)}")
