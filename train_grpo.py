@@ -481,6 +481,7 @@ def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, step: int, extra
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                 "python_rng": random.getstate(), **extra}, tmp / "trainer_state.pt")
     if final.exists():
+        shutil.rmtree(old, ignore_errors=True)   # left by a crash after the last rename of a save
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
@@ -555,6 +556,10 @@ def prepare_run_folder(cfg: Config, eval_set: list[dict]) -> tuple[Path, Path | 
         (out_dir / ".write_test").unlink()
     except OSError as e:
         raise ConfigError(f"--out_dir {out_dir}: cannot write there ({e.strerror})") from None
+    if ckpt and ckpt.name == "ckpt.old" and (out_dir / "ckpt").exists():   # ckpt was found damaged
+        shutil.rmtree(out_dir / "ckpt.damaged", ignore_errors=True)
+        os.replace(out_dir / "ckpt", out_dir / "ckpt.damaged")
+        print(f"--resume: {out_dir / 'ckpt'} is damaged (kept as ckpt.damaged); resuming from {ckpt}", file=sys.stderr)
     if ckpt:
         changed = {k: [saved.get(k), now[k]] for k in RESUMABLE if saved.get(k) != now[k]}
         append_jsonl(out_dir / "resumes.jsonl", {"step": state["step"], "changed": changed})

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 
 import pytest
@@ -508,6 +509,32 @@ def test_a_damaged_checkpoint_is_refused_before_anything_is_written(qwen_dir, tm
     text = str(info.value.code)
     assert text.startswith("error: --resume: the checkpoint is damaged") and damaged in text and "\n" not in text
     assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+
+
+def test_a_damaged_checkpoint_falls_back_to_a_complete_older_one(qwen_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    out = tmp_path / "run"
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "1", "--eval_every", "0", "--save_every", "1"))
+    shutil.copytree(out / "ckpt", out / "older")     # the checkpoint after step 1
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "2", "--eval_every", "0", "--save_every", "1", "--resume"))
+    shutil.move(out / "older", out / "ckpt.old")       # as a crash between save_checkpoint's renames leaves it
+    state = out / "ckpt" / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "3", "--eval_every", "0", "--save_every", "1", "--resume"))
+    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2]       # step 1 was redone from the older one
+    resumes = [json.loads(l)["step"] for l in (out / "resumes.jsonl").read_text().splitlines()]
+    assert resumes == [1, 1] and (out / "ckpt.damaged").exists() and not (out / "ckpt.old").exists()
+
+
+def test_a_save_after_a_crash_that_left_both_checkpoints(qwen_dir, tmp_path, monkeypatch):
+    """A kill between save_checkpoint's last rename and its clean-up leaves ckpt and ckpt.old, both whole."""
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    out = tmp_path / "run"
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "1", "--eval_every", "0", "--save_every", "1"))
+    shutil.copytree(out / "ckpt", out / "ckpt.old")
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "2", "--eval_every", "0", "--save_every", "1", "--resume"))
+    assert torch.load(out / "ckpt" / "trainer_state.pt", weights_only=False)["step"] == 2
+    assert not (out / "ckpt.old").exists()
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_over_with_resume(qwen_dir, tmp_path, monkeypatch):
