@@ -142,10 +142,7 @@ def read_samples(path: Path) -> list[dict]:
 def resolve_model(name: str):
     """(what load_model gets, default prompt style). A run folder stands for its checkpoint."""
     path = Path(name).expanduser()
-    for sub in ("ckpt", "ckpt.old"):  # ckpt.old: a crash between train_grpo's two renames
-        if (path / sub / "config.json").is_file():
-            path = path / sub
-            break
+    path = next(iter(rollout.checkpoints(path)), path)
     if not path.is_dir():
         return name, rollout.default_prompt_style(name)
     run_config = path.parent / "config.json"  # train_grpo's config, beside its ckpt
@@ -171,13 +168,21 @@ def weights_fingerprint(source: str) -> str | None:
     return digest.hexdigest()[:16]
 
 
+def sample_and_grade(model, tokenizer, prompts, golds, max_new_tokens, temperature, top_p, seed, strict):
+    """One sampler call on prompt token ids, and each answer graded against its gold answer:
+    (decoded outputs, correct flags, the Rollout). Used here and by train_grpo's in-loop evaluation."""
+    out = rollout.sample(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p,
+                         eos_token_id=tokenizer.stop_token_ids, seed=seed, pad_token_id=tokenizer.pad_token_id)
+    outputs = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+    return outputs, [reward.verify(o, g, strict=strict) for o, g in zip(outputs, golds)], out
+
+
 def generate(model, tokenizer, bench, problems, k, args, path):
     """Sample what `path` lacks of problems x samples 0..k-1, appending each batch to `path`."""
     done = {(s["id"], s["sample"]) for s in read_samples(path)}
     todo = [(j, i) for j in range(k) for i, p in enumerate(problems) if (p["id"], j) not in done]
     needed = sorted({i for _, i in todo})
-    texts = [rollout.format_prompt(tokenizer, problems[i]["problem"], args.prompt_style) for i in needed]
-    prompts = dict(zip(needed, rollout.encode_prompts(tokenizer, texts)))
+    prompts = dict(zip(needed, rollout.encode_problems(tokenizer, [problems[i] for i in needed], args.prompt_style)))
     max_new = args.max_new_tokens
     context = getattr(model.config, "max_position_embeddings", None)
     if prompts and context and max(map(len, prompts.values())) + max_new > context:
@@ -193,14 +198,14 @@ def generate(model, tokenizer, bench, problems, k, args, path):
         for start in range(0, len(todo), args.batch_size):
             batch = todo[start:start + args.batch_size]
             seed = zlib.crc32(f"{args.seed}:{bench}:{problems[batch[0][1]]['id']}:{batch[0][0]}".encode())
-            out = rollout.sample(model, [prompts[i] for _, i in batch], max_new, temperature=args.temperature,
-                                 top_p=args.top_p, eos_token_id=tokenizer.stop_token_ids, seed=seed,
-                                 pad_token_id=tokenizer.pad_token_id)
-            outputs = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+            outputs, correct, out = sample_and_grade(model, tokenizer, [prompts[i] for _, i in batch],
+                                                     [problems[i]["answer"] for _, i in batch], max_new,
+                                                     args.temperature, args.top_p, seed, args.strict)
             records = [{"id": problems[i]["id"], "sample": j, "answer": reward.extract_answer(text, strict=args.strict),
-                        "correct": reward.verify(text, problems[i]["answer"], strict=args.strict),
-                        "gold": problems[i]["answer"], "tokens": len(ids), "finished": finished, "output": text}
-                       for (j, i), text, ids, finished in zip(batch, outputs, out.completion_ids, out.finished)]
+                        "correct": right, "gold": problems[i]["answer"], "tokens": len(ids), "finished": finished,
+                        "output": text}
+                       for (j, i), text, right, ids, finished in zip(batch, outputs, correct, out.completion_ids,
+                                                                     out.finished)]
             f.write("".join(json.dumps(r) + "\n" for r in records))  # whole lines, one write, flushed:
             f.flush()                                                  # Ctrl-C loses at most this batch
             right += sum(r["correct"] for r in records)

@@ -210,6 +210,20 @@ def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
+def encode_problems(tokenizer, problems: list[dict], style: str, instruction: str = BOXED_INSTRUCTION):
+    """Prompt token ids of problems (dicts with "problem"): the one prompt encoder of the project."""
+    return encode_prompts(tokenizer, [format_prompt(tokenizer, p["problem"], style, instruction) for p in problems])
+
+
+CHECKPOINTS = ("ckpt", "ckpt.old")   # train_grpo's checkpoint folders in a run folder, newest first
+
+
+def checkpoints(run_dir) -> list[Path]:
+    """The checkpoints of a run folder that look complete, newest first (ckpt.old exists only when
+    a crash hit between the two renames of train_grpo.save_checkpoint)."""
+    return [Path(run_dir) / name for name in CHECKPOINTS if (Path(run_dir) / name / "trainer_state.pt").is_file()]
+
+
 # ----------------------------------------------------------------------------- sampling
 
 @dataclass
@@ -454,8 +468,7 @@ def main(argv=None):
         model, tokenizer = load_model(args.model, device=args.device)
     except (ModelLoadError, DataError) as e:
         sys.exit(f"error: {e}")
-    style = args.prompt_style or default_prompt_style(args.model)
-    prompts = encode_prompts(tokenizer, [format_prompt(tokenizer, p["problem"], style) for p in problems])
+    prompts = encode_problems(tokenizer, problems, args.prompt_style or default_prompt_style(args.model))
     out = sample(model, prompts, args.max_new_tokens, temperature=args.temperature,
                  eos_token_id=tokenizer.stop_token_ids, seed=args.seed, n=args.samples,
                  pad_token_id=tokenizer.pad_token_id)

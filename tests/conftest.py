@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random models and a tokenizer trained in-process, so fast tests
 download nothing. Both architectures the sampler supports (Qwen2 and Llama) are covered."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -80,3 +81,33 @@ def tiny(tiny_model_dir):
     """(model, tokenizer) loaded through rollout.load_model, for each architecture."""
     import rollout
     return rollout.load_model(str(tiny_model_dir), device="cpu")
+
+
+# ----------------------------------------------------------------------------- short training runs
+
+TIMING = ("seconds", "tokens_per_s")   # metric keys that differ between otherwise identical runs
+
+
+def fake_reward(text, gold, strict=False):
+    """Tiny random models never solve a problem; this deterministic reward gives the loss signal."""
+    return float(len(text) % 3 == 0)
+
+
+def tiny_args(model_dir, out_dir, *extra):
+    return ["--model", str(model_dir), "--dataset", "synthetic:1", "--num_problems", "40", "--batch_size", "2",
+            "--group_size", "4", "--max_new_tokens", "12", "--lr", "1e-3", "--warmup_steps", "0",
+            "--eval_every", "2", "--eval_size", "4", "--save_every", "2", "--out_dir", str(out_dir),
+            "--micro_batch_tokens", "200", "--mini_batches", "2", "--plot", "false", *extra]
+
+
+@pytest.fixture
+def qwen_dir(tmp_path_factory, tiny_tokenizer):
+    folder = tmp_path_factory.mktemp("tiny-qwen-train")
+    build_model("qwen2", len(tiny_tokenizer)).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def read_metrics(out_dir):
+    rows = [json.loads(l) for l in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.endswith(TIMING)} for r in rows]

@@ -157,6 +157,7 @@ def test_paper_protocol_and_run_folder(tmp_path, model_dir):
     (run / "ckpt").mkdir(parents=True)
     for f in model_dir.iterdir():
         (run / "ckpt" / f.name).write_bytes(f.read_bytes())
+    (run / "ckpt" / "trainer_state.pt").write_bytes(b"")   # written last: the checkpoint is complete
     (run / "config.json").write_text(json.dumps({"model": "Qwen/Qwen2.5-0.5B", "prompt_style": ""}))
     source, style = ev.resolve_model(str(run))
     assert source == str((run / "ckpt").resolve()) and style == "plain"

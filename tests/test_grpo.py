@@ -15,11 +15,8 @@ import pytest
 import torch
 
 import train_grpo
-from conftest import build_model
+from conftest import build_model, fake_reward, read_metrics, tiny_args
 from train_grpo import aggregate, completion_logprobs, group_advantages, kl_k3, policy_loss
-
-TIMING = ("seconds", "tokens_per_s")
-
 
 # ----------------------------------------------------------------------------- advantages
 
@@ -119,23 +116,6 @@ def test_aggregations_hand_values():
     assert aggregate(x, dropped, "token_mean").item() == pytest.approx(6 / 3)
     assert aggregate(x, dropped, "seq_mean_token_mean").item() == pytest.approx(6 / 3)
     assert aggregate(x, dropped, "dr_grpo", norm_len=5).item() == pytest.approx(6 / 5)
-
-
-def test_planning_metrics_of_a_class_with_no_tokens():
-    """rel_ppl divides by the class's perplexity at the first step that has the class, not by a made-up 1."""
-    tokens = torch.ones(1, 4)
-    logp = torch.log(torch.tensor([[0.5, 0.25, 0.5, 0.25]]))
-    zeros = torch.zeros(1, 4)
-    state = {}
-    none = train_grpo.planning_metrics(torch.zeros(1, 4), tokens, zeros, logp, zeros, ["x"], ["wait"], state)
-    assert none["planning_token_frac"] == 0 and "rel_ppl_planning" not in none and "entropy_planning" not in none
-    first = train_grpo.planning_metrics(torch.tensor([[1.0, 1.0, 0, 0]]), tokens, zeros, logp, zeros, ["x"],
-                                        ["wait"], state)
-    assert first["rel_ppl_planning"] == pytest.approx(1.0)
-    # Next step: planning tokens with p = 1/2 and 1/2 -> perplexity 2; the first had 1/2, 1/4 -> sqrt(8).
-    later = train_grpo.planning_metrics(torch.tensor([[1.0, 0, 1.0, 0]]), tokens, zeros, logp, zeros, ["x"],
-                                        ["wait"], state)
-    assert later["rel_ppl_planning"] == pytest.approx(2 / math.sqrt(8))
 
 
 def test_k3_kl():
@@ -300,31 +280,6 @@ def test_lr_schedule():
 
 
 # ----------------------------------------------------------------------------- the loop
-
-def fake_reward(text, gold, strict=False):
-    """Tiny random models never solve a problem; this deterministic reward gives the loss signal."""
-    return float(len(text) % 3 == 0)
-
-
-def tiny_args(model_dir, out_dir, *extra):
-    return ["--model", str(model_dir), "--dataset", "synthetic:1", "--num_problems", "40", "--batch_size", "2",
-            "--group_size", "4", "--max_new_tokens", "12", "--lr", "1e-3", "--warmup_steps", "0",
-            "--eval_every", "2", "--eval_size", "4", "--save_every", "2", "--out_dir", str(out_dir),
-            "--micro_batch_tokens", "200", "--mini_batches", "2", "--plot", "false", *extra]
-
-
-@pytest.fixture
-def qwen_dir(tmp_path_factory, tiny_tokenizer):
-    folder = tmp_path_factory.mktemp("tiny-qwen-train")
-    build_model("qwen2", len(tiny_tokenizer)).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
-
-
-def read_metrics(out_dir):
-    rows = [json.loads(l) for l in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not k.endswith(TIMING)} for r in rows]
-
 
 def test_resume_is_exact_and_checkpoint_round_trips(qwen_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(train_grpo, "math_reward", fake_reward)

@@ -11,7 +11,7 @@ import torch
 import strategic_grams
 import train_grpo
 import train_hicra
-from test_grpo import fake_reward, qwen_dir, tiny_args  # noqa: F401  (qwen_dir is a fixture)
+from conftest import fake_reward, read_metrics, tiny_args
 
 
 def test_hicra_advantages_hand_values():
@@ -85,9 +85,9 @@ def test_advantages_entering_the_loss_differ_from_grpo_exactly_on_planning_token
     captured = {}
     real_shape = train_hicra.shape_advantages
 
-    def capture(batch):
-        captured.update(batch)
-        return real_shape(batch)
+    def capture(advantages, completion_ids, entropy, tokenizer, grams, cfg, step):
+        captured.update(completion_ids=completion_ids, tokenizer=tokenizer)
+        return real_shape(advantages, completion_ids, entropy, tokenizer, grams, cfg, step)
 
     calls = record_loss_inputs(monkeypatch)
     grams_file = grams_the_model_writes(qwen_dir, tmp_path)
@@ -138,10 +138,11 @@ def test_placebo_run_amplifies_as_many_tokens_as_strategic(qwen_dir, tmp_path, m
     seen = []
     real_shape = train_hicra.shape_advantages
 
-    def capture(batch):
-        out = real_shape(batch)
-        seen.append((batch["planning_mask"].clone(), batch["amplified_mask"].clone()))
-        return out
+    def capture(advantages, completion_ids, entropy, tokenizer, grams, cfg, step):
+        shaped, placebo = real_shape(advantages, completion_ids, entropy, tokenizer, grams, cfg, step)
+        strategic = strategic_grams.planning_masks(tokenizer, completion_ids, grams, advantages.shape[1])
+        seen.append((strategic, placebo.clone()))
+        return shaped, placebo
 
     grams = grams_the_model_writes(qwen_dir, tmp_path)
     cfg = train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "placebo", "--max_steps", "2", "--eval_every", "0",
@@ -237,8 +238,7 @@ def test_two_runs_of_one_command_write_identical_metrics(wide_qwen_dir, tmp_path
                           "--instruction", "Let's think step by step. " * 20)   # long shared prompts
         subprocess.run([sys.executable, str(script), *flags], check=True, capture_output=True,
                        env=os.environ | {"PYTHONHASHSEED": "0"})
-        runs.append([{k: v for k, v in json.loads(line).items() if not k.endswith(("seconds", "tokens_per_s"))}
-                     for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
+        runs.append(read_metrics(tmp_path / name))
     assert all(row["loss"] != 0 and row["grad_norm"] > 0 for row in runs[0]), "the test needs real updates"
     assert any(row["planning_token_frac"] > 0 for row in runs[0]), "and planning tokens for HICRA to amplify"
     assert runs[0] == runs[1] == runs[2]

@@ -290,3 +290,20 @@ def test_prefix_fallback_agrees_with_fast_offsets(tiny_tokenizer):
     spans as the fast path on a byte-level tokenizer (multi-byte characters included)."""
     ids = tiny_tokenizer.encode(CASES["multibyte"][0], add_special_tokens=False)
     assert sg._token_offsets_by_prefix(tiny_tokenizer, ids) == sg._token_offsets(tiny_tokenizer, ids)
+
+
+def test_planning_metrics_of_a_class_with_no_tokens():
+    """rel_ppl divides by the class's perplexity at the first step that has the class, not by a made-up 1."""
+    tokens = torch.ones(1, 4)
+    logp = torch.log(torch.tensor([[0.5, 0.25, 0.5, 0.25]]))
+    zeros = torch.zeros(1, 4)
+    state = {}
+    none = sg.planning_metrics(torch.zeros(1, 4), tokens, zeros, logp, zeros, ["x"], ["wait"], state)
+    assert none["planning_token_frac"] == 0 and "rel_ppl_planning" not in none and "entropy_planning" not in none
+    first = sg.planning_metrics(torch.tensor([[1.0, 1.0, 0, 0]]), tokens, zeros, logp, zeros, ["x"],
+                                        ["wait"], state)
+    assert first["rel_ppl_planning"] == pytest.approx(1.0)
+    # Next step: planning tokens with p = 1/2 and 1/2 -> perplexity 2; the first had 1/2, 1/4 -> sqrt(8).
+    later = sg.planning_metrics(torch.tensor([[1.0, 0, 1.0, 0]]), tokens, zeros, logp, zeros, ["x"],
+                                        ["wait"], state)
+    assert later["rel_ppl_planning"] == pytest.approx(2 / math.sqrt(8))
