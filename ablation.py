@@ -34,7 +34,9 @@ METHODS = {
     "entropy_reg": ["train_grpo.py", "--entropy_coef", "{entropy_coef}"],
     "high_entropy": ["train_hicra.py", "--mask", "entropy"],
 }
-GRAMS = str(Path(__file__).resolve().parent / "data" / "strategic_grams.txt")
+ROOT = Path(__file__).resolve().parent   # the scripts run from any directory
+sys.path.insert(0, str(ROOT))
+from data import STRATEGIC_GRAMS  # noqa: E402
 
 PRESETS = {
     # 65 minutes on 2 CPU cores (measured; results in the README): small steps, two seeds.
@@ -81,7 +83,8 @@ def train_all(preset: dict, out: Path, methods, seeds, extra):
                 print(f"[ablation] {folder.name}: done, skipped")
                 continue
             script, *flags = [a.format(entropy_coef=preset["entropy_coef"]) for a in METHODS[method]]
-            command = [sys.executable, script, *flags, *args, "--seed", str(seed), "--grams", GRAMS,
+            command = [sys.executable, str(ROOT / script), *flags, *args, "--seed", str(seed),
+                       "--grams", str(STRATEGIC_GRAMS),
                        "--out_dir", str(folder), "--plot", "false"]
             if (folder / "metrics.jsonl").exists():
                 command.append("--resume")
@@ -111,7 +114,7 @@ def evaluate_all(preset: dict, out: Path, methods, seeds) -> dict:
                 values["held-out accuracy (final)"] = evals[-1]
             if preset["eval"]:
                 eval_dir = folder / "eval"
-                subprocess.run([sys.executable, "eval.py", "--model", str(folder / "ckpt"), "--out_dir",
+                subprocess.run([sys.executable, str(ROOT / "eval.py"), "--model", str(folder / "ckpt"), "--out_dir",
                                 str(eval_dir), "--seed", str(seed), *preset["eval"]], check=True)
                 summary = json.loads((eval_dir / "summary.json").read_text())
                 for bench, s in summary.items():

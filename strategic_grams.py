@@ -51,6 +51,7 @@ import torch
 
 import checks
 from checks import at_least, fraction, number
+from data import STRATEGIC_GRAMS
 
 # ----------------------------------------------------------------------------- loading
 
@@ -74,7 +75,7 @@ def load_grams(path) -> list[str]:
     return sorted(grams, key=lambda g: (-len(g), g))
 
 
-DEFAULT_GRAMS = Path(__file__).resolve().parent / "data" / "strategic_grams.txt"
+DEFAULT_GRAMS = STRATEGIC_GRAMS   # data/strategic_grams.txt
 
 # ----------------------------------------------------------------------------- matching
 

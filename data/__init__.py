@@ -33,6 +33,7 @@ from pathlib import Path
 from .synthetic import stream
 
 REPO = Path(__file__).resolve().parent.parent
+STRATEGIC_GRAMS = REPO / "data" / "strategic_grams.txt"   # the default gram list (data/README.md)
 DEFAULT_SPLITS = ("train", "test")  # what a bare name means when its folder has several splits
 REQUIRED = ("problem", "answer")
 
