@@ -95,7 +95,7 @@ def bench_cpu(args):
 
     model, tok = rollout.load_model("smollm2-135m", device=args.device)
     problems = load_problems(args.dataset, limit=8, seed=args.seed)
-    prompts = rollout.encode_prompts(tok, [rollout.format_prompt(tok, p["problem"], "chat") for p in problems])
+    prompts = rollout.encode_problems(tok, problems, "chat")
     print(f"model smollm2-135m ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M params, "
           f"{next(model.parameters()).dtype}) on {args.device}, {torch.get_num_threads()} threads, "
           f"prompts {args.dataset} ({min(map(len, prompts))}-{max(map(len, prompts))} tokens), "

@@ -25,8 +25,8 @@ INSTRUCTIONS = {"sentence": PRESETS["cpu_demo"]["instruction"], "boxed": rollout
 
 
 def accuracy(model, tokenizer, problems, instruction, samples, temperature, max_new_tokens, strict):
-    texts = [rollout.format_prompt(tokenizer, p["problem"], "chat", instruction) for p in problems]
-    out = rollout.sample(model, rollout.encode_prompts(tokenizer, texts), max_new_tokens, temperature=temperature,
+    out = rollout.sample(model, rollout.encode_problems(tokenizer, problems, "chat", instruction), max_new_tokens,
+                         temperature=temperature,
                          eos_token_id=tokenizer.stop_token_ids, seed=0, n=samples, pad_token_id=tokenizer.pad_token_id)
     answers = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
     rewards = [math_reward(a, problems[k]["answer"], strict=strict) for a, k in zip(answers, out.prompt_index)]
