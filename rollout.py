@@ -305,8 +305,9 @@ def _compiled_forward():
     return torch.compile(_forward, dynamic=True)
 
 
-def _next_token(logits, temperature, top_p, top_k, generator):
-    """Pick one token per row from logits [B, V] (float32). Returns ids [B]."""
+def _next_token(logits, temperature, top_p, top_k, generator, u=None):
+    """Pick one token per row from logits [B, V] (float32), with the uniform numbers `u` [B] if given
+    (else drawn from `generator`). Returns ids [B]."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
@@ -325,7 +326,8 @@ def _next_token(logits, temperature, top_p, top_k, generator):
     # Exact like torch.multinomial, but draws B random numbers instead of B x V (the vocabulary
     # is 49k-152k: on the CPU that draw alone cost ~400 ms a step at 64 rows).
     cdf = logits.softmax(dim=-1).double().cumsum(dim=-1)                     # [B, V]
-    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) if u is None \
+        else u[:, None].to(cdf.dtype)                                                 # [B, 1]
     picks = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)  # [B]
     return picks.clamp(max=cdf.shape[-1] - 1)  # guard: u * total can round onto the last edge
 
@@ -333,12 +335,16 @@ def _next_token(logits, temperature, top_p, top_k, generator):
 @torch.no_grad()
 def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
            top_p: float = 1.0, eos_token_id: int | list[int] | None = None, seed: int | None = None,
-           top_k: int = 0, n: int = 1, pad_token_id: int = 0, compile: bool = False) -> Rollout:
+           top_k: int = 0, n: int = 1, pad_token_id: int = 0, compile: bool = False,
+           row_seeds: list[int] | None = None) -> Rollout:
     """Sample `n` continuations of each prompt (sequence i continues prompt i // n).
 
     temperature=0 is greedy; top_k=0 and top_p=1 switch those filters off. Each sequence stops
     after its first token in `eos_token_id` (one id or a list) or after max_new_tokens.
-    A seed makes the result reproducible on a given device.
+    A seed makes the result reproducible on a given device. `row_seeds` (one per sequence) gives
+    every sequence a random stream of its own instead: its tokens then depend on its seed, not on
+    the other sequences of the batch (how many there are, their order, when rows finish), which is
+    what lets several processes sample exactly the rollouts one process would.
     compile=True runs the one-token decode step through torch.compile (fused kernels, fewer
     launches: worth it on CUDA for long generations; the first call pays the compilation).
     """
@@ -348,8 +354,13 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
     dtype = next(model.parameters()).dtype
     eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or []),
                        dtype=torch.long, device=device)
-    generator = None
-    if temperature > 0:
+    generator, uniforms = None, None
+    if temperature > 0 and row_seeds is not None:   # a stream of uniforms per sequence       [B, N]
+        if len(row_seeds) != len(prompt_ids) * n:
+            raise ValueError(f"row_seeds: {len(row_seeds)} seeds for {len(prompt_ids) * n} sequences")
+        uniforms = torch.stack([torch.rand(max_new_tokens, dtype=torch.float64,
+                                           generator=torch.Generator().manual_seed(s)) for s in row_seeds]).to(device)
+    elif temperature > 0:
         generator = torch.Generator(device=device)
         generator.manual_seed(seed if seed is not None else torch.seed())
 
@@ -392,7 +403,8 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
     done = torch.zeros(B, dtype=torch.bool, device=device)                              # [B] per cache row
 
     for step in range(max_new_tokens):
-        next_ids = _next_token(logits, temperature, top_p, top_k, generator)            # [b]
+        next_ids = _next_token(logits, temperature, top_p, top_k, generator,
+                               None if uniforms is None else uniforms[rows, step])        # [b]
         log_dist = logits.log_softmax(dim=-1)                                            # [b, V]
         logp = log_dist.gather(-1, next_ids[:, None]).squeeze(-1)                        # [b]
         entropies[rows, step] = -(log_dist.exp() * log_dist).sum(-1)

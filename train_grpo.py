@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
@@ -314,12 +315,14 @@ def grpo_step(run: Run, step: int) -> dict:
 
     # 1. Sample G rollouts for each prompt of the step (seeded by the step: a resumed run samples
     #    exactly what an uninterrupted one would).
-    problems = [run.train_set[i] for i in batch_at(step, cfg, len(run.train_set))]
+    indices = batch_at(step, cfg, len(run.train_set))
+    problems = [run.train_set[i] for i in indices]
     prompts = rollout.encode_problems(tokenizer, problems, prompt_style(cfg), cfg.instruction)
+    row_seeds = [seed_for(cfg.seed, "rollout", step, i, j) for i in indices for j in range(G)]   # one per rollout
     model.eval()
     with run.autocast:
         out = rollout.sample(model, prompts, cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                             eos_token_id=tokenizer.stop_token_ids, seed=seed_for(cfg.seed, "sample", step), n=G,
+                             eos_token_id=tokenizer.stop_token_ids, row_seeds=row_seeds, n=G,
                              pad_token_id=tokenizer.pad_token_id, compile=cfg.compile_sampler)
     texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
     seq_prompts = [prompts[k] for k in out.prompt_index]      # the prompt of each of the B = P x G rollouts
@@ -340,7 +343,7 @@ def grpo_step(run: Run, step: int) -> dict:
     marked = None   # the tokens a method singled out, shown in rollouts.jsonl
     if run.shape_advantages is not None:   # the one place a method changes GRPO (HICRA: train_hicra.py)
         advantages, marked = run.shape_advantages(advantages, out.completion_ids, entropy, tokenizer, run.grams,
-                                                  cfg, step)
+                                                  cfg, row_seeds)
         advantages = advantages * loss_mask                                                  # [B, T]
 
     # (optional) The old policy's log-probs for PPO's ratio, and the KL reference's: by teacher
@@ -501,11 +504,13 @@ def batch_at(step: int, cfg: Config, num_problems: int) -> list[int]:
     epoch, slot = divmod(step, per_epoch)
     return data_order(num_problems, cfg.seed, epoch)[slot * cfg.batch_size:(slot + 1) * cfg.batch_size]
 
-def seed_for(seed: int, stream: str, index: int) -> int:
-    """The seed of one random stream at one step (or epoch): a function of the run's seed, the stream
-    and the index only, so a resumed run draws exactly what an uninterrupted one would. Streams:
-    "sample" (rollouts, and HICRA's placebo spans), "minibatch" (PPO's shuffles), "data" (epoch order)."""
-    return seed * {"sample": 1_000_003, "minibatch": 7919, "data": 100003}[stream] + index
+def seed_for(seed: int, stream: str, *keys: int) -> int:
+    """The seed of one random stream: a hash of the run's seed, the stream's name and its keys, and
+    of nothing else (not the batch layout, the number of processes or how far a resumed run got).
+    Streams: "rollout" (step, problem, sample: the tokens of one rollout, and HICRA's placebo spans
+    in it), "minibatch" (step: PPO's shuffles), "data" (epoch: the order of the problems)."""
+    text = ":".join(map(str, (seed, stream, *keys)))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
 
 
 def prompt_style(cfg: Config) -> str:

@@ -56,12 +56,12 @@ def hicra_advantages(advantages: torch.Tensor, planning_mask: torch.Tensor, alph
     return advantages + alpha * advantages.abs() * mask                     # [B, T]
 
 
-def random_span_mask(lengths: list[int], counts: list[int], seed: int, max_span: int = 5) -> torch.Tensor:
+def random_span_mask(lengths: list[int], counts: list[int], seeds: list[int], max_span: int = 5) -> torch.Tensor:
     """Placebo mask [B, max(lengths)]: in response i, random token spans (1..max_span tokens, like
-    short n-grams) until exactly counts[i] tokens are marked."""
-    rng = random.Random(seed)
+    short n-grams) until exactly counts[i] tokens are marked, drawn with seeds[i]."""
     mask = torch.zeros(len(lengths), max(lengths))
-    for i, (length, count) in enumerate(zip(lengths, counts)):
+    for i, (length, count, seed) in enumerate(zip(lengths, counts, seeds)):
+        rng = random.Random(seed)
         free = length - int(mask[i, :length].sum())
         while count > 0 and free > 0:
             span = min(rng.randint(1, max_span), count)
@@ -82,9 +82,10 @@ def entropy_mask(entropy: torch.Tensor, lengths: list[int], top_frac: float) -> 
     return mask
 
 
-def shape_advantages(advantages, completion_ids, entropy, tokenizer, grams, cfg, step):
+def shape_advantages(advantages, completion_ids, entropy, tokenizer, grams, cfg, row_seeds):
     """The hook train_grpo.grpo_step calls just before the loss, a pure function: choose the tokens
-    to amplify (--mask) and return (A + alpha|A| on them, their mask). advantages, entropy: [B, T]."""
+    to amplify (--mask) and return (A + alpha|A| on them, their mask). advantages, entropy: [B, T];
+    row_seeds: each rollout's own seed (the placebo draws its spans from it)."""
     lengths, width = [len(c) for c in completion_ids], advantages.shape[1]
     if cfg.mask == "entropy":
         mask = entropy_mask(entropy, lengths, cfg.entropy_top_frac)                          # [B, T]
@@ -92,7 +93,7 @@ def shape_advantages(advantages, completion_ids, entropy, tokenizer, grams, cfg,
         mask = strategic_grams.planning_masks(tokenizer, completion_ids, grams, width)       # [B, T]
         if cfg.mask == "random":   # as many tokens per response as the grams mark, elsewhere
             counts = mask.sum(dim=1).long().tolist()
-            mask = random_span_mask(lengths, counts, seed=train_grpo.seed_for(cfg.seed, "sample", step))
+            mask = random_span_mask(lengths, counts, row_seeds)
             mask = torch.nn.functional.pad(mask, (0, width - mask.shape[1]))                 # [B, T]
     return hicra_advantages(advantages, mask, cfg.alpha), mask
 

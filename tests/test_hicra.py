@@ -33,12 +33,15 @@ def test_no_gradient_flows_through_the_mask():
 
 def test_placebo_marks_exactly_as_many_tokens():
     lengths, counts = [10, 30, 7, 5], [3, 12, 0, 5]
-    mask = train_hicra.random_span_mask(lengths, counts, seed=1)
+    mask = train_hicra.random_span_mask(lengths, counts, seeds=[1, 2, 3, 4])
     assert mask.shape == (4, 30)
     assert mask.sum(dim=1).tolist() == counts
     for i, n in enumerate(lengths):
         assert mask[i, n:].sum() == 0
-    assert not torch.equal(mask, train_hicra.random_span_mask(lengths, counts, seed=2))
+    assert not torch.equal(mask, train_hicra.random_span_mask(lengths, counts, seeds=[5, 6, 7, 8]))
+    # A response's spans depend on its own seed only, not on the other responses of the batch.
+    alone = train_hicra.random_span_mask(lengths[1:2], counts[1:2], seeds=[2])
+    assert torch.equal(alone[0], mask[1])
 
 
 def test_entropy_mask_picks_the_top_30_percent_per_response():
@@ -85,9 +88,9 @@ def test_advantages_entering_the_loss_differ_from_grpo_exactly_on_planning_token
     captured = {}
     real_shape = train_hicra.shape_advantages
 
-    def capture(advantages, completion_ids, entropy, tokenizer, grams, cfg, step):
+    def capture(advantages, completion_ids, entropy, tokenizer, grams, cfg, row_seeds):
         captured.update(completion_ids=completion_ids, tokenizer=tokenizer)
-        return real_shape(advantages, completion_ids, entropy, tokenizer, grams, cfg, step)
+        return real_shape(advantages, completion_ids, entropy, tokenizer, grams, cfg, row_seeds)
 
     calls = record_loss_inputs(monkeypatch)
     grams_file = grams_the_model_writes(qwen_dir, tmp_path)
@@ -138,8 +141,8 @@ def test_placebo_run_amplifies_as_many_tokens_as_strategic(qwen_dir, tmp_path, m
     seen = []
     real_shape = train_hicra.shape_advantages
 
-    def capture(advantages, completion_ids, entropy, tokenizer, grams, cfg, step):
-        shaped, placebo = real_shape(advantages, completion_ids, entropy, tokenizer, grams, cfg, step)
+    def capture(advantages, completion_ids, entropy, tokenizer, grams, cfg, row_seeds):
+        shaped, placebo = real_shape(advantages, completion_ids, entropy, tokenizer, grams, cfg, row_seeds)
         strategic = strategic_grams.planning_masks(tokenizer, completion_ids, grams, advantages.shape[1])
         seen.append((strategic, placebo.clone()))
         return shaped, placebo

@@ -308,3 +308,21 @@ def test_compiled_decode_step_gives_the_same_samples(tiny_tokenizer):
     assert len({len(c) for c in eager.completion_ids}) > 1, "rows should finish at different steps"
     for a, b in zip(eager.logprobs, compiled.logprobs):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
+
+
+def test_row_seeds_make_each_sequence_independent_of_its_batch(tiny):
+    """With a seed per sequence, a sequence's tokens are the same whatever else is in the batch, in
+    whatever order: what lets several processes sample exactly the rollouts of one."""
+    model, tokenizer = tiny
+    a, b, c = rollout.encode_problems(tokenizer, [{"problem": f"What is {k} + {k}?" * k} for k in (3, 1, 2)], "chat")
+    kwargs = dict(temperature=1.0, n=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.stop_token_ids)
+    together = rollout.sample(model, [a, b, c], 120, row_seeds=[1, 2, 3, 4, 5, 6], **kwargs)
+    alone = rollout.sample(model, [b], 120, row_seeds=[3, 4], **kwargs)
+    reordered = rollout.sample(model, [c, b], 120, row_seeds=[5, 6, 3, 4], **kwargs)
+    assert together.completion_ids[2:4] == alone.completion_ids == reordered.completion_ids[2:4]
+    assert together.completion_ids[4:6] == reordered.completion_ids[0:2]
+    assert len({len(x) for x in together.completion_ids}) > 1, "the test needs rows that finish at different steps"
+    other = rollout.sample(model, [b], 120, row_seeds=[7, 8], **kwargs)
+    assert other.completion_ids != alone.completion_ids
+    with pytest.raises(ValueError, match="row_seeds: 3 seeds for 2 sequences"):
+        rollout.sample(model, [b], 120, row_seeds=[1, 2, 3], **kwargs)
