@@ -36,6 +36,7 @@ shared prompt pass, micro-batch planning) and the plumbing (run folder, checkpoi
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import itertools
@@ -53,7 +54,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors import safe_open
+from torch.nn.parallel import DistributedDataParallel
 from transformers import DynamicCache
 
 import checks
@@ -85,6 +88,7 @@ class Config:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     seed: int = 0
     deterministic: bool = True              # PyTorch's deterministic algorithms: a rerun gives the same run
+    fsdp: bool = False                      # under torchrun: shard the model with FSDP2 (else DDP replicates it)
     # rollouts
     max_steps: int = 200
     batch_size: int = 32                    # prompts per step
@@ -274,12 +278,13 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
     """Run GRPO for cfg.max_steps steps (resuming with --resume). `shape_advantages`, if given, is
-    the method's hook (see grpo_step). `name` labels the progress bar. Returns the model."""
+    the method's hook (see grpo_step). `name` labels the progress bar. Returns the trained model."""
     run = start_run(cfg, shape_advantages)   # checks, data, run folder, model, optimizer, resume (below)
     from tqdm import tqdm
     bad_steps, last_good = 0, run.last_good
     with stop_after_step_on_ctrl_c() as stop, tqdm(range(run.start_step, cfg.max_steps), initial=run.start_step,
-                                                   total=cfg.max_steps, desc=name, dynamic_ncols=True) as bar:
+                                                   total=cfg.max_steps, desc=name, dynamic_ncols=True,
+                                                   disable=run.rank > 0) as bar:
         for step in bar:
             # Held-out accuracy of the policy that samples this step (before its update), so the
             # curve starts at the base model; one more evaluation follows the last step.
@@ -296,6 +301,7 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
                 where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was saved yet"
                 raise RuntimeError(f"{what}: stopping (try a lower --lr); {where}")
             done = step + 1
+            stop["requested"] = bool(max_over_ranks(run, int(stop["requested"])))   # all ranks stop together
             if stop["requested"] or done == cfg.max_steps or (cfg.save_every and done % cfg.save_every == 0):
                 last_good = save_checkpoint(run, done)
             if stop["requested"]:
@@ -304,24 +310,28 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
         if cfg.eval_every and not stop["requested"]:   # the trained policy: a row of its own
             log_metrics(run, {"step": cfg.max_steps} | evaluate(run))
     plot_run(run)
-    return run.model
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return run.policy
 
 
 def grpo_step(run: Run, step: int) -> dict:
-    """One step of GRPO on the run's policy; returns the step's metrics."""
+    """One step of GRPO on the run's policy; returns the step's metrics (on rank 0; the other ranks
+    get what the loop needs to stop in step with it)."""
     cfg, model, tokenizer = run.cfg, run.model, run.tokenizer
     G, device = cfg.group_size, next(model.parameters()).device
     t0 = time.perf_counter()
 
-    # 1. Sample G rollouts for each prompt of the step (seeded by the step: a resumed run samples
-    #    exactly what an uninterrupted one would).
-    indices = batch_at(step, cfg, len(run.train_set))
+    # 1. Sample G rollouts for each prompt of the step. Each rank takes whole groups (a block of the
+    #    step's prompts); each rollout's random stream is seeded by (seed, step, problem, sample), so
+    #    1 or N ranks, resumed or not, sample the same rollouts.
+    indices = rank_share(run, batch_at(step, cfg, len(run.train_set)))
     problems = [run.train_set[i] for i in indices]
     prompts = rollout.encode_problems(tokenizer, problems, prompt_style(cfg), cfg.instruction)
     row_seeds = [seed_for(cfg.seed, "rollout", step, i, j) for i in indices for j in range(G)]   # one per rollout
-    model.eval()
+    run.policy.eval()
     with run.autocast:
-        out = rollout.sample(model, prompts, cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+        out = rollout.sample(run.policy, prompts, cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                              eos_token_id=tokenizer.stop_token_ids, row_seeds=row_seeds, n=G,
                              pad_token_id=tokenizer.pad_token_id, compile=cfg.compile_sampler)
     texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
@@ -348,44 +358,50 @@ def grpo_step(run: Run, step: int) -> dict:
 
     # (optional) The old policy's log-probs for PPO's ratio, and the KL reference's: by teacher
     # forcing, before any update. On-policy (the default) the ratio is 1 and no forward is spent.
-    old_logp = None if on_policy(cfg) else teacher_forced_logprobs(run, model, seq_prompts, out.completion_ids, T)
+    old_logp = None if on_policy(cfg) else teacher_forced_logprobs(run, run.policy, seq_prompts, out.completion_ids, T)
     ref_logp = None if run.reference is None else \
         teacher_forced_logprobs(run, run.reference, seq_prompts, out.completion_ids, T)      # [B, T]
     t_old = time.perf_counter()
 
     # 4. The update: log-probs -> clipped surrogate -> backward -> optimizer step, per mini-batch
     #    (one mini-batch of all rollouts by default). Speed machinery splits a mini-batch into
-    #    micro-batches that fit memory, weighted so their gradients add up to the mini-batch's.
+    #    micro-batches that fit memory, weighted so their gradients add up to the mini-batch's, and
+    #    normalised by the whole step's counts (all ranks), so N ranks compute one rank's gradient.
+    kept_tokens = all_rows(run, loss_mask.sum(1))          # [B x ranks] kept tokens of every rollout
+    offset = run.rank * len(loss_mask)                     # this rank's rollouts, among all of them
     model.train()
     totals = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "grad_norm": 0.0}
     updates, skipped = 0, False
-    for members in mini_batches(cfg, step, loss_mask):
+    for members in mini_batches(cfg, step, kept_tokens):
         for group in run.optimizer.param_groups:
             group["lr"] = lr_at(cfg, step)
         run.optimizer.zero_grad(set_to_none=True)
-        mb_tokens = loss_mask[members].sum().item()
+        mb_tokens, mb_seqs = kept_tokens[members].sum().item(), len(members)
+        mine = [i - offset for i in members if offset <= i < offset + len(loss_mask)]
         loss_sum, clip_sum, kl_sum = 0.0, 0.0, 0.0
-        for idx, weight in micro_batch_plan(cfg, members, seq_prompts, out.completion_ids, loss_mask, mb_tokens):
-            with run.autocast:
+        for idx, weight, sync in micro_batch_plan(run, mine, seq_prompts, out.completion_ids, loss_mask,
+                                                  mb_tokens, mb_seqs):
+            with run.autocast, sync:
                 logp, logp_entropy = completion_logprobs(model, [seq_prompts[i] for i in idx],
                                                          [out.completion_ids[i] for i in idx], tokenizer.pad_token_id,
                                                          cfg.logprob_chunk, with_entropy=cfg.entropy_coef > 0)  # [b, t]
-            t = logp.shape[1]
-            mask, adv = loss_mask[idx, :t].to(device), advantages[idx, :t].to(device)                      # [b, t]
-            old = logp.detach() if old_logp is None else old_logp[idx, :t].to(device)  # on-policy: ratio 1
-            stats = {}
-            loss = policy_loss(logp, old, adv, mask, cfg.eps_low, cfg.eps_high, cfg.loss_agg,
-                               norm_len=cfg.max_new_tokens, stats=stats)
-            if cfg.kl_coef > 0:            # (optional) k3 KL to the initial model
-                kl = kl_k3(logp, ref_logp[idx, :t].to(device))                                            # [b, t]
-                loss = loss + cfg.kl_coef * aggregate(kl, mask, cfg.loss_agg, cfg.max_new_tokens)
-                kl_sum += (kl.detach() * mask).sum().item()   # logged per token, whatever the aggregation
-            if cfg.entropy_coef > 0:       # (optional) entropy bonus: the paper's entropy baseline
-                loss = loss - cfg.entropy_coef * aggregate(logp_entropy, mask, cfg.loss_agg, cfg.max_new_tokens)
-            (loss * weight).backward()
+                t = logp.shape[1]
+                mask, adv = loss_mask[idx, :t].to(device), advantages[idx, :t].to(device)                  # [b, t]
+                old = logp.detach() if old_logp is None else old_logp[idx, :t].to(device)  # on-policy: ratio 1
+                stats = {}
+                loss = policy_loss(logp, old, adv, mask, cfg.eps_low, cfg.eps_high, cfg.loss_agg,
+                                   norm_len=cfg.max_new_tokens, stats=stats)
+                if cfg.kl_coef > 0:            # (optional) k3 KL to the initial model
+                    kl = kl_k3(logp, ref_logp[idx, :t].to(device))                                        # [b, t]
+                    loss = loss + cfg.kl_coef * aggregate(kl, mask, cfg.loss_agg, cfg.max_new_tokens)
+                    kl_sum += (kl.detach() * mask).sum().item()   # logged per token, whatever the aggregation
+                if cfg.entropy_coef > 0:       # (optional) entropy bonus: the paper's entropy baseline
+                    loss = loss - cfg.entropy_coef * aggregate(logp_entropy, mask, cfg.loss_agg, cfg.max_new_tokens)
+                (loss * (weight * run.world)).backward()   # x world: DDP and FSDP average the ranks' gradients
             loss_sum += loss.item() * weight
             clip_sum += stats.get("clip_frac", 0.0) * mask.sum().item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf).item()
+        loss_sum, clip_sum, kl_sum = sum_over_ranks(run, loss_sum, clip_sum, kl_sum)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf))
         if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
             run.optimizer.zero_grad(set_to_none=True)   # skip a non-finite update, keep the weights
             skipped = True
@@ -395,12 +411,31 @@ def grpo_step(run: Run, step: int) -> dict:
         for key, value in (("loss", loss_sum), ("clip_frac", clip_sum / mb_tokens), ("kl", kl_sum / mb_tokens),
                            ("grad_norm", grad_norm)):
             totals[key] += value
+    refresh_policy(run)   # FSDP: gather the updated weights into the sampler's full copy
     model.eval()
     t_end = time.perf_counter()
 
-    # 5. Metrics and a sample of the rollouts. Without an update (every row filtered, or every update
-    #    skipped as non-finite) there is no loss or gradient to report: those keys are left out.
-    resp_len = torch.tensor([len(c) for c in out.completion_ids], dtype=torch.float32)        # [B]
+    # 5. Metrics and a sample of the rollouts, on rank 0 over every rank's rollouts. Without an update
+    #    (every row filtered, or every update skipped as non-finite) there is no loss or gradient to
+    #    report: those keys are left out.
+    health = {"step": step, "updates": updates, "skipped": int(skipped),   # an update non-finite, not applied
+              "diverged": int(not healthy(run.policy))}                     # non-finite weights or outputs
+    rows = gather_rows(run, problems=[problems[k] for k in out.prompt_index], texts=texts,
+                       completion_ids=out.completion_ids, finished=out.finished, logprobs=out.logprobs,
+                       entropies=out.entropies, advantages=[a[:len(c)].tolist() for a, c in zip(advantages,
+                                                                                           out.completion_ids)],
+                       seq_adv=seq_adv.tolist(), rewards=rewards.view(-1).tolist(),
+                       marked=[None] * len(texts) if marked is None else [m[:len(c)].tolist() for m, c in
+                                                                          zip(marked, out.completion_ids)])
+    if rows is None:
+        return health
+    completions = rows["completion_ids"]
+    T = max(len(c) for c in completions)
+    rewards = torch.tensor(rows["rewards"]).view(-1, G)                                       # [P, G]
+    tokens_mask = pad_rows([[1.0] * len(c) for c in completions], T)                         # [B, T]
+    entropy, sampled_logp = pad_rows(rows["entropies"], T), pad_rows(rows["logprobs"], T)   # [B, T]
+    advantages = pad_rows(rows["advantages"], T)                                             # [B, T]
+    resp_len = torch.tensor([len(c) for c in completions], dtype=torch.float32)              # [B]
     metrics = {
         "step": step,
         "reward_mean": rewards.mean().item(),
@@ -409,15 +444,13 @@ def grpo_step(run: Run, step: int) -> dict:
         "zero_var_frac": (rewards.std(dim=1) == 0).float().mean().item(),
         "response_len_mean": resp_len.mean().item(),
         "response_len_max": int(resp_len.max().item()),
-        "truncated_frac": 1.0 - sum(out.finished) / len(out.finished),
+        "truncated_frac": 1.0 - sum(rows["finished"]) / len(rows["finished"]),
         **({k: v / updates for k, v in totals.items()} if updates else {}),
         "entropy": ((entropy * tokens_mask).sum() / tokens_mask.sum()).item(),
         "lr": lr_at(cfg, step),
-        "updates": updates,
-        "skipped": int(skipped),                 # an update was non-finite and not applied
-        "diverged": int(not healthy(model)),    # non-finite weights or outputs after the update
-        "sample_tokens_per_s": out.stats["tokens_per_s"],
-        "train_tokens_per_s": sum(len(p) for p in seq_prompts + out.completion_ids) * cfg.ppo_epochs
+        **health,
+        "sample_tokens_per_s": out.stats["tokens_per_s"] * run.world,   # all ranks sample at once
+        "train_tokens_per_s": sum(len(p) for p in seq_prompts + out.completion_ids) * cfg.ppo_epochs * run.world
         / max(t_end - t_old, 1e-9),
         "sample_seconds": t_sampled - t0,
         "reward_seconds": t_rewarded - t_sampled,
@@ -425,12 +458,13 @@ def grpo_step(run: Run, step: int) -> dict:
         "update_seconds": t_end - t_old,
         "step_seconds": t_end - t0,
     }
+    marked = None if rows["marked"][0] is None else pad_rows(rows["marked"], T)
     if run.grams is not None:   # analysis only: the paper's planning vs execution token metrics
-        planning = strategic_grams.planning_masks(tokenizer, out.completion_ids, run.grams, T)              # [B, T]
+        planning = strategic_grams.planning_masks(tokenizer, completions, run.grams, T)                    # [B, T]
         metrics.update(strategic_grams.planning_metrics(planning, tokens_mask, entropy, sampled_logp, advantages,
-                                                        texts, run.grams, run.state))
+                                                        rows["texts"], run.grams, run.state))
         marked = planning if marked is None else marked
-    log_rollouts(run, step, problems, out, texts, rewards, seq_adv, marked)
+    log_rollouts(run, step, rows, marked)
     return metrics
 
 
@@ -450,16 +484,16 @@ def on_policy(cfg: Config) -> bool:
     return cfg.ppo_epochs == 1 and cfg.mini_batches == 1
 
 
-def mini_batches(cfg: Config, step: int, loss_mask: torch.Tensor):
-    """(optional) PPO epochs x mini-batches: each epoch shuffles the rollouts (seeded by the step) and
-    deals them into --mini_batches groups, one optimizer step each. Rollouts a filter dropped are
-    left out (they would only cost compute). One epoch, one mini-batch of everything by default."""
+def mini_batches(cfg: Config, step: int, kept_tokens: torch.Tensor):
+    """(optional) PPO epochs x mini-batches: each epoch shuffles the step's rollouts (all ranks', seeded
+    by the step) and deals them into --mini_batches groups, one optimizer step each. Rollouts a filter
+    dropped (no kept tokens) are left out. One epoch, one mini-batch of everything by default."""
     rng = random.Random(seed_for(cfg.seed, "minibatch", step))
     for _ in range(cfg.ppo_epochs):
-        order = list(range(len(loss_mask)))
+        order = list(range(len(kept_tokens)))
         rng.shuffle(order)
         for mb in range(cfg.mini_batches):
-            members = [i for i in sorted(order[mb::cfg.mini_batches]) if loss_mask[i].any()]
+            members = [i for i in sorted(order[mb::cfg.mini_batches]) if kept_tokens[i] > 0]
             if members:                      # else every sequence here was filtered out: nothing to learn
                 yield members
 
@@ -518,13 +552,16 @@ def prompt_style(cfg: Config) -> str:
 
 
 def evaluate(run: Run) -> dict:
-    """eval_accuracy on the held-out problems, one sample each (greedy unless eval_temperature > 0)."""
+    """eval_accuracy on the held-out problems, one sample each (greedy unless eval_temperature > 0).
+    Rank 0 evaluates, with the full weights; the other ranks wait for it in the next step."""
+    if run.rank:
+        return {}
     cfg, t0, correct = run.cfg, time.perf_counter(), 0
     for start in range(0, len(run.eval_set), 64):
         chunk = run.eval_set[start:start + 64]
         prompts = rollout.encode_problems(run.tokenizer, chunk, prompt_style(cfg), cfg.instruction)
         with run.autocast:
-            _, right, _ = evaluation.sample_and_grade(run.model, run.tokenizer, prompts, [p["answer"] for p in chunk],
+            _, right, _ = evaluation.sample_and_grade(run.policy, run.tokenizer, prompts, [p["answer"] for p in chunk],
                                                       cfg.max_new_tokens, cfg.eval_temperature, 1.0, cfg.seed,
                                                       cfg.strict_box)
         correct += sum(right)
@@ -545,9 +582,20 @@ def lr_at(cfg: Config, step: int) -> float:
 # Below this line nothing changes what is computed, only how fast: one forward of a shared prompt
 # for the G rollouts of a group, the vocabulary projection in chunks, and micro-batches by cost.
 
+def last_hidden(model, **inputs) -> torch.Tensor:
+    """The final hidden states [b, t, C], through the model's own forward (so that DDP and FSDP see
+    the call), with the vocabulary projection run on one position only (logits_to_keep=1)."""
+    return model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+
+
+def bare(model):
+    """The Hugging Face model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 def _token_logp(model, hidden, targets, with_entropy: bool):
     """hidden [b, t, C], targets [b, t] -> log p(target) [b, t] and, if asked, entropy [b, t] (float32)."""
-    logits = model.lm_head(hidden).float()                                   # [b, t, V]
+    logits = bare(model).lm_head(hidden).float()                             # [b, t, V]
     lse = torch.logsumexp(logits, dim=-1)                                    # [b, t]
     logp = logits.gather(-1, targets[..., None]).squeeze(-1) - lse           # [b, t]
     if not with_entropy:
@@ -572,7 +620,7 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     is kept for the backward pass.
     """
     device = next(model.parameters()).device
-    share = share_prompts and not model.is_activation_checkpointing
+    share = share_prompts and not bare(model).is_activation_checkpointing
     index = {}   # distinct prompt -> its row in the prompt batch
     row_prompt = [index.setdefault(tuple(p) if share else i, len(index)) for i, p in enumerate(prompts)]
     unique = [list(p) for p in index] if share else prompts
@@ -591,21 +639,20 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     prompt_pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)                                # [U, P]
     positions = prompt_mask.sum(-1, keepdim=True)[rows] + torch.arange(Tc, device=device)  # [b, Tc]
     attention = torch.cat([prompt_mask[rows], valid], 1)                                 # [b, P+Tc]
-    base = getattr(model, model.base_model_prefix)
     if share:
-        cache = DynamicCache(config=model.config)
-        prompt_hidden = base(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos,
-                             cache=cache, use_cache=True).last_hidden_state               # [U, P, C]
+        cache = DynamicCache(config=bare(model).config)
+        prompt_hidden = last_hidden(model, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos,
+                                    cache=cache, use_cache=True)                           # [U, P, C]
         for layer in cache.layers:               # each row reads its prompt's keys/values; index_select,
             layer.keys = layer.keys.index_select(0, rows)        # not cache.batch_select_indices: the
             layer.values = layer.values.index_select(0, rows)    # backward of its x[rows] is not deterministic on the CPU
-        hidden = base(input_ids=ids, attention_mask=attention, position_ids=positions,
-                      cache=cache, use_cache=True).last_hidden_state                      # [b, Tc, C]
+        hidden = last_hidden(model, input_ids=ids, attention_mask=attention, position_ids=positions,
+                             cache=cache, use_cache=True)                                  # [b, Tc, C]
         # The prompt's last state predicts completion token 0; token t's state predicts t + 1.
         hidden = torch.cat([prompt_hidden[rows, -1:], hidden[:, :-1]], 1)                 # [b, Tc, C]
     else:
-        hidden = base(input_ids=torch.cat([prompt_ids[rows], ids], 1), attention_mask=attention,
-                      position_ids=torch.cat([prompt_pos[rows], positions], 1)).last_hidden_state
+        hidden = last_hidden(model, input_ids=torch.cat([prompt_ids[rows], ids], 1), attention_mask=attention,
+                             position_ids=torch.cat([prompt_pos[rows], positions], 1))
         hidden = hidden[:, P - 1:-1]                    # states that predict the completion [b, Tc, C]
     step = max(1, chunk // len(prompts))                                 # positions per chunk
     logps, entropies = [], []
@@ -631,16 +678,26 @@ def teacher_forced_logprobs(run: Run, model, prompts, completions, width: int) -
     return out
 
 
-def micro_batch_plan(cfg: Config, members: list[int], prompts, completions, loss_mask: torch.Tensor,
-                     mb_tokens: float):
-    """The micro-batches of a mini-batch (`members`, rows of the step) as (rows, weight): the weights
-    make the micro-batch losses add up to the mini-batch loss (a micro-batch's share of the tokens
-    under the token mean, of the sequences under the per-sequence aggregations)."""
-    for idx in micro_batches([prompts[i] for i in members], [len(completions[i]) for i in members],
-                             cfg.micro_batch_tokens):
-        idx = [members[i] for i in idx]
-        weight = loss_mask[idx].sum().item() / mb_tokens if cfg.loss_agg == "token_mean" else len(idx) / len(members)
-        yield idx, weight
+def micro_batch_plan(run: Run, members: list[int], prompts, completions, loss_mask: torch.Tensor,
+                     mb_tokens: float, mb_seqs: int):
+    """The micro-batches of this rank's part of a mini-batch (`members`, rows of its rollouts) as
+    (rows, weight, gradient-sync context). The weights make the micro-batch losses add up to the
+    mini-batch loss: a micro-batch's share of the mini-batch's tokens (token mean) or sequences (the
+    per-sequence aggregations), counted over all ranks. Every rank runs as many passes (FSDP gathers
+    weights in each): a rank with fewer runs zero-weight passes on one of its rollouts at the end,
+    and only the last pass synchronises gradients."""
+    cfg = run.cfg
+    plan = [[members[i] for i in idx] for idx in
+            micro_batches([prompts[i] for i in members], [len(completions[i]) for i in members], cfg.micro_batch_tokens)]
+    passes = max_over_ranks(run, len(plan))
+    for k, idx in enumerate(plan):
+        weight = loss_mask[idx].sum().item() / mb_tokens if cfg.loss_agg == "token_mean" else len(idx) / mb_seqs
+        yield idx, weight, gradient_sync(run, last=k == passes - 1)
+    for k in range(len(plan), passes):
+        with gradient_sync(run, last=k == passes - 1), run.autocast:
+            logp, _ = completion_logprobs(run.model, prompts[:1], completions[:1], run.tokenizer.pad_token_id,
+                                          cfg.logprob_chunk, with_entropy=False)
+            (logp.sum() * 0.0).backward()
 
 
 def micro_batches(prompts: list[list[int]], completion_lens: list[int], token_budget: int,
@@ -690,7 +747,8 @@ def pad_rows(rows: list[list[float]], width: int | None = None) -> torch.Tensor:
 class Run:
     """What the loop works with, set up once by start_run."""
     cfg: Config
-    model: torch.nn.Module
+    model: torch.nn.Module                     # what the update runs: the model, or its DDP / FSDP form
+    policy: torch.nn.Module                    # full weights for sampling and evaluation (FSDP: a copy)
     tokenizer: object
     optimizer: torch.optim.Optimizer
     train_set: list[dict]
@@ -703,16 +761,22 @@ class Run:
     state: dict = field(default_factory=dict)  # analysis state saved with the checkpoint (rel_ppl baselines)
     start_step: int = 0
     last_good: str | None = None               # the newest checkpoint, checked finite when it was saved
+    rank: int = 0                              # this process among `world` (torchrun); rank 0 writes
+    world: int = 1
 
 
 def start_run(cfg: Config, shape_advantages=None) -> Run:
     """Everything before the first step, in the order that keeps a failure cheap and the folder
     intact: flags, data, gram list, run folder (the first write), then model, optimizer, resume."""
+    rank, world, device = setup_distributed(cfg)              # torchrun: one process per device
     check_config(cfg)
+    if world > 1 and cfg.batch_size % world:
+        raise ConfigError(f"--batch_size {cfg.batch_size}: does not split into whole groups over {world} ranks")
     train_set, eval_set = load_data(cfg)                       # data errors before the model loads
     grams = load_grams(cfg.grams) if cfg.grams else None
-    out_dir, ckpt, state = prepare_run_folder(cfg, eval_set)   # the first write to the folder
-    print(json.dumps(dataclasses.asdict(cfg)))
+    out_dir, ckpt, state = prepare_run_folder(cfg, eval_set, write=rank == 0)   # the first write to the folder
+    if rank == 0:
+        print(json.dumps(dataclasses.asdict(cfg)))
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -722,7 +786,6 @@ def start_run(cfg: Config, shape_advantages=None) -> Run:
         # in completion_logprobs, is avoided there; this guards the rest.)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-    device = torch.device(cfg.device)
     # float32 master weights; bf16 matmuls through autocast on CUDA (bf16 weights would swallow
     # updates of lr ~1e-6).
     model, tokenizer = rollout.load_model(str(ckpt) if ckpt else cfg.model, device=device, dtype=torch.float32)
@@ -739,39 +802,41 @@ def start_run(cfg: Config, shape_advantages=None) -> Run:
         reference.requires_grad_(False)
     if cfg.grad_checkpointing:
         model.activation_checkpointing_enable()
+    model, policy = distribute(model, cfg, world, device)     # DDP or FSDP2 under torchrun; else as is
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     if ckpt:
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(model, optimizer, ckpt, state)
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
         print(f"resumed from {ckpt} at step {state['step']}", file=sys.stderr)
-    if cfg.wandb_project:
+    if cfg.wandb_project and rank == 0:
         import wandb  # only when asked for
         wandb.init(project=cfg.wandb_project, config=dataclasses.asdict(cfg), resume="allow")
-    return Run(cfg, model, tokenizer, optimizer, train_set, eval_set, out_dir, autocast, reference, shape_advantages,
-               grams, state.get("extra", {}), start_step=state.get("step", 0),
-               last_good=f"{ckpt} (step {state['step']})" if ckpt else None)
+    return Run(cfg, model, policy, tokenizer, optimizer, train_set, eval_set, out_dir, autocast, reference,
+               shape_advantages, grams, state.get("extra", {}), start_step=state.get("step", 0),
+               last_good=f"{ckpt} (step {state['step']})" if ckpt else None, rank=rank, world=world)
 
 
 def log_metrics(run: Run, metrics: dict):
+    if run.rank:
+        return                                 # rank 0 writes for all
     append_jsonl(run.out_dir / "metrics.jsonl", metrics)
     if run.cfg.wandb_project:
         import wandb
         wandb.log(metrics, step=metrics["step"])
 
 
-def log_rollouts(run: Run, step: int, problems, out, texts, rewards, seq_adv, marked):
+def log_rollouts(run: Run, step: int, rows: dict, marked):
     """A few of the step's rollouts to rollouts.jsonl, with the tokens a method marked in [[ ]]."""
-    n = run.cfg.log_rollouts
+    n, texts = run.cfg.log_rollouts, rows["texts"]
     if not n:
         return
     with open(run.out_dir / "rollouts.jsonl", "a") as f:
         for i in range(0, len(texts), max(1, len(texts) // n))[:n]:
-            row = {"step": step, "prompt": problems[out.prompt_index[i]]["problem"],
-                   "answer": problems[out.prompt_index[i]]["answer"], "response": texts[i],
-                   "reward": rewards.view(-1)[i].item(), "advantage": seq_adv[i].item()}
+            row = {"step": step, "prompt": rows["problems"][i]["problem"], "answer": rows["problems"][i]["answer"],
+                   "response": texts[i], "reward": rows["rewards"][i], "advantage": rows["seq_adv"][i]}
             if marked is not None:  # the response with its planning tokens in [[ ]]
-                row["planning"] = mark_tokens(run.tokenizer, out.completion_ids[i], marked[i].tolist())
+                row["planning"] = mark_tokens(run.tokenizer, rows["completion_ids"][i], marked[i].tolist())
             f.write(json.dumps(row) + "\n")
 
 
@@ -784,7 +849,7 @@ def mark_tokens(tokenizer, token_ids: list[int], flags: list[float]) -> str:
     return "".join(pieces)
 
 def plot_run(run: Run):
-    if run.cfg.plot:
+    if run.cfg.plot and run.rank == 0:
         try:
             import plot
             plot.plot_runs([run.out_dir], run.out_dir / "metrics.png")
@@ -811,9 +876,119 @@ def stop_after_step_on_ctrl_c():
         signal.signal(signal.SIGINT, previous_handler)
 
 
+# ----------------------------------------------------------------------------- plumbing: several processes
+# `torchrun --nproc_per_node N train_grpo.py ...` starts N ranks. Each samples, rewards and updates its own
+# block of the step's prompts (whole groups, so group statistics and HICRA's masks stay local); DDP
+# (or FSDP2 with --fsdp) averages the gradients, and each loss is normalised by the counts of the whole
+# step, so N ranks compute the gradient one would. Rank 0 evaluates and writes. A plain `python`
+# launch is rank 0 of 1, and every helper below is then a no-op.
+
+def setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
+    """(rank, world size, device): join torchrun's process group, NCCL on CUDA (one GPU per rank), gloo
+    on the CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    message = checks.device_problem(cfg.device)
+    if message:
+        raise ConfigError(message)
+    if world == 1:
+        if cfg.fsdp:
+            raise ConfigError("--fsdp: shards over several ranks; launch with torchrun --nproc_per_node N (N >= 2)")
+        return 0, 1, torch.device(cfg.device)
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def distribute(model, cfg: Config, world: int, device: torch.device):
+    """(the model the update runs, the full-weight policy the sampler uses). DDP replicates the model
+    and averages gradients; FSDP2 shards every decoder layer and the rest (bf16 compute with float32
+    gradient reduction on CUDA), and the sampler gets a full copy, refreshed after every update."""
+    if world == 1:
+        return model, model
+    if not cfg.fsdp:
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None), model
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    policy = copy.deepcopy(model)
+    precision = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+        if device.type == "cuda" else MixedPrecisionPolicy()
+    for layer in getattr(model, model.base_model_prefix).layers:
+        fully_shard(layer, mp_policy=precision)
+    fully_shard(model, mp_policy=precision)
+    return model, policy
+
+
+def refresh_policy(run: Run):
+    """FSDP: gather the updated shards into the sampler's full copy (once a step, not per token)."""
+    if run.world > 1 and run.cfg.fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        run.policy.load_state_dict(get_model_state_dict(run.model, options=StateDictOptions(full_state_dict=True)))
+
+
+def rank_share(run: Run, items: list) -> list:
+    """This rank's block of the step's prompts."""
+    n = len(items) // run.world
+    return items[run.rank * n:(run.rank + 1) * n]
+
+
+@contextmanager
+def gradient_sync(run: Run, last: bool):
+    """Average gradients across ranks in this backward pass only if it is the mini-batch's last."""
+    if run.world > 1 and isinstance(run.model, DistributedDataParallel):
+        with nullcontext() if last else run.model.no_sync():
+            yield
+    else:
+        if run.world > 1:
+            run.model.set_requires_gradient_sync(last)
+        yield
+
+
+def all_rows(run: Run, x: torch.Tensor) -> torch.Tensor:
+    """A 1-D tensor of this rank's rollouts -> the same for every rank's, in rank order (on the CPU)."""
+    if run.world == 1:
+        return x
+    device = next(run.model.parameters()).device
+    parts = [torch.empty_like(x, device=device) for _ in range(run.world)]
+    dist.all_gather(parts, x.to(device))
+    return torch.cat(parts).cpu()
+
+
+def sum_over_ranks(run: Run, *values: float) -> tuple:
+    if run.world == 1:
+        return values
+    total = torch.tensor(values, dtype=torch.float64, device=next(run.model.parameters()).device)
+    dist.all_reduce(total)
+    return tuple(total.tolist())
+
+
+def max_over_ranks(run: Run, value: int) -> int:
+    if run.world == 1:
+        return value
+    top = torch.tensor([value], device=next(run.model.parameters()).device)
+    dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    return int(top.item())
+
+
+def gather_rows(run: Run, **columns: list) -> dict | None:
+    """Per-rollout lists from every rank, concatenated in rank order, on rank 0 (None elsewhere)."""
+    if run.world == 1:
+        return columns
+    parts = [None] * run.world
+    dist.all_gather_object(parts, columns)
+    return {key: [x for part in parts for x in part[key]] for key in columns} if run.rank == 0 else None
+
+
+def barrier():
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 # ----------------------------------------------------------------------------- plumbing: the run folder
 
-def prepare_run_folder(cfg: Config, eval_set: list[dict]) -> tuple[Path, Path | None, dict]:
+def prepare_run_folder(cfg: Config, eval_set: list[dict], write: bool = True) -> tuple[Path, Path | None, dict]:
     """Check everything about --out_dir and --resume, then (and only then) write to the folder.
 
     A new run writes config.json. A resumed run must have the flags of its config.json but for the
@@ -837,6 +1012,10 @@ def prepare_run_folder(cfg: Config, eval_set: list[dict]) -> tuple[Path, Path | 
         if fixed:
             raise ConfigError("--resume: the run was made with " + ", ".join(
                 f"--{k} {saved.get(k)!r} (now {now[k]!r})" for k in fixed) + "; a run cannot change them")
+    barrier()   # every rank has checked the folder before rank 0 writes to it
+    if not write:
+        barrier()
+        return out_dir, ckpt, state
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / ".write_test").touch()
@@ -858,6 +1037,7 @@ def prepare_run_folder(cfg: Config, eval_set: list[dict]) -> tuple[Path, Path | 
         _truncate_jsonl(out_dir / log, state.get("step", 0))
     # What "held-out" means for this run, for anyone to check against rollouts.jsonl.
     (out_dir / "held_out.jsonl").write_text("".join(json.dumps(p) + "\n" for p in eval_set))
+    barrier()
     return out_dir, ckpt, state
 
 # Flags that may differ when a run is resumed: they change how long it runs, how it is watched or how
@@ -879,12 +1059,17 @@ def find_checkpoint(out_dir: Path) -> tuple[Path | None, dict]:
                 with safe_open(str(file), "pt"):   # checks the header against the file's size
                     pass
             file = state_file
-            return folder, torch.load(state_file, weights_only=False)
+            state = torch.load(state_file, weights_only=False)
+            file = folder / "optimizer"
+            if state.get("fsdp") and not (file / ".metadata").is_file():
+                raise OSError("FSDP's optimizer shards are missing")
+            return folder, state
         except Exception as e:    # whatever a damaged file raises, the answer is the same
             damage = damage or f"{file}: {re.split(r'[.:] ', str(e).splitlines()[0])[0][:120]}"
     if damage:
         raise ConfigError(f"--resume: the checkpoint is damaged ({damage}); nothing was changed")
     return None, {}
+
 
 def healthy(model) -> bool:
     """Finite weights, and finite logits on a few tokens: what a checkpoint must be to go back to."""
@@ -900,21 +1085,47 @@ def save_checkpoint(run: Run, step: int) -> str:
 
     The model is a plain Hugging Face folder (safetensors); trainer_state.pt holds the optimizer,
     the step (which fixes the data position and sampling seeds), the RNG states and the analysis state.
+    Under FSDP each rank's shard of the optimizer state goes to ckpt/optimizer (torch.distributed.checkpoint,
+    which reshards when a run resumes on another number of ranks). Every rank calls this; rank 0 writes.
     """
-    if not healthy(run.model):   # a checkpoint is always one to go back to
+    if not healthy(run.policy):   # a checkpoint is always one to go back to
         raise RuntimeError(f"not saving step {step}: the weights or their outputs are not finite")
     tmp, final, old = run.out_dir / "ckpt.tmp", run.out_dir / "ckpt", run.out_dir / "ckpt.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    run.model.save_pretrained(tmp)
-    run.tokenizer.save_pretrained(tmp)
-    torch.save({"step": step, "optimizer": run.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                "python_rng": random.getstate(), "extra": run.state}, tmp / "trainer_state.pt")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)   # left by a crash after the last rename of a save
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    fsdp = run.world > 1 and run.cfg.fsdp
+    if run.rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        run.policy.save_pretrained(tmp)        # full weights (FSDP: the gathered copy)
+        run.tokenizer.save_pretrained(tmp)
+    barrier()
+    if fsdp:
+        from torch.distributed.checkpoint import save
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+        save({"optimizer": get_optimizer_state_dict(run.model, run.optimizer)}, checkpoint_id=str(tmp / "optimizer"))
+    if run.rank == 0:
+        torch.save({"step": step, "optimizer": None if fsdp else run.optimizer.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(), "extra": run.state,
+                    "fsdp": fsdp, "world": run.world}, tmp / "trainer_state.pt")   # written last: complete
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)   # left by a crash after the last rename of a save
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    barrier()
     return f"{final} (step {step})"
+
+
+def load_optimizer_state(model, optimizer, ckpt: Path, state: dict):
+    """The optimizer state of a checkpoint: whole in trainer_state.pt, or FSDP's shards (resharded by
+    torch.distributed.checkpoint to this run's number of ranks)."""
+    if state.get("fsdp"):
+        from torch.distributed.checkpoint import load
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+        shards = {"optimizer": get_optimizer_state_dict(model, optimizer)}
+        load(shards, checkpoint_id=str(ckpt / "optimizer"))
+        set_optimizer_state_dict(model, optimizer, shards["optimizer"])
+    else:
+        optimizer.load_state_dict(state["optimizer"])
+
 
 def append_jsonl(path: Path, row: dict):
     with open(path, "a") as f:
