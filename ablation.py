@@ -2,6 +2,7 @@
 
     python ablation.py --preset cpu            # offline: SmolLM2-135M on synthetic sums, 2 CPU cores
     python ablation.py --preset gpu            # Qwen2.5-0.5B on MATH levels 3-5, one GPU
+    python ablation.py --preset gpu --gpus 0,1,2,3   # the same runs, four at a time, one per GPU
 
 Five methods, the same seeds, data, budget and settings (only the method differs):
   grpo          train_grpo.py                              the baseline (clip-higher, no KL)
@@ -21,6 +22,7 @@ last step), and it writes
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -72,10 +74,14 @@ def flag_value(args: list[str], flag: str, default: str) -> str:
     return ([value for name, value in zip(args, args[1:]) if name == flag] or [default])[-1]
 
 
-def train_all(preset: dict, out: Path, methods, seeds, extra):
+def train_all(preset: dict, out: Path, methods, seeds, extra, gpus=()):
+    """Every run not finished yet, one after the other; with `gpus`, one run per GPU at a time
+    (CUDA_VISIBLE_DEVICES), the next starting on whichever GPU frees first. The runs are independent,
+    so for seeds and baselines this beats spreading one run over the GPUs."""
     args = preset["train"] + extra
     max_steps = int(flag_value(args, "--max_steps", "200"))
     evaluates = int(flag_value(args, "--eval_every", "25")) > 0
+    todo = []
     for seed in seeds:
         for method in methods:
             folder = run_dir(out, method, seed)
@@ -88,10 +94,26 @@ def train_all(preset: dict, out: Path, methods, seeds, extra):
                        "--out_dir", str(folder), "--plot", "false"]
             if (folder / "metrics.jsonl").exists():
                 command.append("--resume")
-            print(f"[ablation] {folder.name}: {' '.join(command[1:])}", flush=True)
-            t0 = time.time()
-            subprocess.run(command, check=True)
+            todo.append((folder, command))
+    free, running = list(gpus) or [None], {}          # slot -> (process, folder, start time)
+    while todo or running:
+        while todo and free:
+            slot, (folder, command) = free.pop(0), todo.pop(0)
+            env = os.environ | ({"CUDA_VISIBLE_DEVICES": slot} if slot is not None else {})
+            where = f" on GPU {slot}" if slot is not None else ""
+            print(f"[ablation] {folder.name}{where}: {' '.join(command[1:])}", flush=True)
+            running[slot] = (subprocess.Popen(command, env=env), folder, time.time())
+        time.sleep(0.2)
+        for slot, (process, folder, t0) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[slot]
+            if process.returncode:
+                for other, _, _ in running.values():
+                    other.terminate()
+                raise subprocess.CalledProcessError(process.returncode, f"the run in {folder}")
             print(f"[ablation] {folder.name}: {time.time() - t0:.0f} s", flush=True)
+            free.append(slot)
 
 
 def evaluate_all(preset: dict, out: Path, methods, seeds) -> dict:
@@ -145,6 +167,7 @@ def main(argv=None):
     parser.add_argument("--out", default="", help="output folder (default: runs/ablation-<preset>)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
     parser.add_argument("--seeds", default="", help="comma-separated seeds (default: the preset's)")
+    parser.add_argument("--gpus", default="", help="comma-separated GPU ids: one run per GPU at a time (e.g. 0,1,2,3)")
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
     preset = PRESETS[args.preset]
@@ -157,7 +180,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
-    train_all(preset, out, methods, seeds, extra)
+    train_all(preset, out, methods, seeds, extra, [g.strip() for g in args.gpus.split(",") if g.strip()])
     results = evaluate_all(preset, out, methods, seeds)
     import plot
     plot.plot_runs([run_dir(out, m, seeds[0]) for m in methods], out / "ablation.png", labels=methods, smoothing=0.5)

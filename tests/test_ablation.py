@@ -1,5 +1,6 @@
 """ablation.py: when a run counts as finished, and the results table, on hand-written run folders."""
 import json
+import subprocess
 
 import pytest
 
@@ -44,15 +45,25 @@ def test_results_per_method_over_seeds(tmp_path):
     assert "| hicra | 0.700 ± 0.141 | 25.0" in text.replace("25.000 ± 0.000", "25.0")
 
 
-def test_the_ablation_runs_from_another_directory(qwen_dir, tmp_path, monkeypatch):
-    """Two methods, one seed, one step each on a tiny model, launched from a folder that is not the repository."""
+def test_the_ablation_runs_from_another_directory(qwen_dir, tmp_path, monkeypatch, capsys):
+    """Two methods, one seed, one step each on a tiny model, launched from a folder that is not the
+    repository, side by side on two "GPUs" (CUDA_VISIBLE_DEVICES; the runs themselves are on the CPU)."""
     monkeypatch.chdir(tmp_path)
     tiny = ["--model", str(qwen_dir), "--max_steps", "1", "--batch_size", "2", "--group_size", "2",
             "--max_new_tokens", "4", "--eval_every", "1", "--eval_size", "2", "--save_every", "1",
             "--micro_batch_tokens", "200"]
-    ablation.main(["--methods", "grpo,hicra", "--seeds", "0", "--out", "abl", "--", *tiny])
+    ablation.main(["--methods", "grpo,hicra", "--seeds", "0", "--out", "abl", "--gpus", "0,1", "--", *tiny])
+    log = capsys.readouterr().out
+    assert "grpo-s0 on GPU 0:" in log and "hicra-s0 on GPU 1:" in log
     for method in ("grpo", "hicra"):
         rows = [json.loads(l) for l in (tmp_path / "abl" / f"{method}-s0" / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [0, 1]        # one step, then the final evaluation
     assert "| grpo |" in (tmp_path / "abl" / "results.md").read_text()
     assert (tmp_path / "abl" / "ablation.png").stat().st_size > 0
+
+
+def test_a_failing_run_stops_the_ablation(qwen_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(subprocess.CalledProcessError, match=r"the run in abl/(grpo|hicra)-s0"):
+        ablation.main(["--methods", "grpo,hicra", "--seeds", "0", "--out", "abl", "--gpus", "0,1", "--",
+                       "--model", str(qwen_dir), "--lr", "nan"])

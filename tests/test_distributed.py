@@ -1,0 +1,157 @@
+"""Several processes on this CPU (torchrun, gloo): DDP and FSDP2 runs against a one-process run.
+
+The reference is the same command in one plain process: the rollouts must be the same (each rollout's
+random stream is its own), the metrics and the weights equal to float tolerance. A gradient summed
+instead of averaged across ranks (pytorch#162338 was that bug for FSDP2 on gloo) would double the update
+and fail here."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import ROOT, read_metrics
+
+RUN = """
+import sys
+sys.path.insert(0, {root!r})
+import train_grpo, train_hicra
+train_grpo.math_reward = lambda text, gold, strict=False: float(len(text) % 3 == 0)   # a learning signal
+args = sys.argv[1:]
+(train_hicra.main if args[0] == "hicra" else train_grpo.main)(args[1:])
+"""
+
+# HICRA's placebo, two mini-batches, a filter, a per-sequence loss, KL and an entropy bonus: every
+# part of the step that needs the whole step's counts or a rollout's own seed.
+FLAGS = ["--dataset", "synthetic:1", "--num_problems", "40", "--batch_size", "4", "--group_size", "4",
+         "--max_new_tokens", "16", "--lr", "1e-4", "--warmup_steps", "0", "--eval_every", "2", "--eval_size", "4",
+         "--save_every", "1", "--micro_batch_tokens", "200", "--plot", "false", "--mask", "random",
+         "--mini_batches", "2", "--skip_zero_var", "--loss_agg", "seq_mean_token_mean", "--kl_coef", "0.05",
+         "--entropy_coef", "0.01"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def launch(tmp_path, model_dir, out, *extra, ranks=1, method="hicra", check=True):
+    script = tmp_path / "run.py"
+    script.write_text(RUN.format(root=str(ROOT)))
+    args = [method, "--model", str(model_dir), "--out_dir", str(out), *FLAGS, *extra]
+    if ranks == 1:
+        command = [sys.executable, str(script), *args]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
+                   "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{free_port()}", str(script), *args]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def assert_same_run(one, other, steps):
+    a, b = read_metrics(one), read_metrics(other)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(steps + 1))
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for key in ra:
+            assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), key
+    assert any(r.get("loss") for r in a), "the test needs real updates"
+    # The same rollouts, to the character.
+    assert (one / "rollouts.jsonl").read_text() == (other / "rollouts.jsonl").read_text()
+    wa, wb = load_file(str(one / "ckpt" / "model.safetensors")), load_file(str(other / "ckpt" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.allclose(wa[key], wb[key], atol=1e-5), key
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, tiny_tokenizer):
+    """The reference: two steps in one plain process."""
+    from conftest import build_model
+    tmp = tmp_path_factory.mktemp("one")
+    model_dir = tmp / "model"
+    build_model("qwen2", len(tiny_tokenizer)).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    launch(tmp, model_dir, tmp / "run", "--max_steps", "2")
+    return model_dir, tmp / "run"
+
+
+@pytest.mark.parametrize("sharding", [[], ["--fsdp"]], ids=["ddp", "fsdp2"])
+def test_two_ranks_train_exactly_as_one(one_process, tmp_path, sharding):
+    model_dir, reference = one_process
+    launch(tmp_path, model_dir, tmp_path / "run", "--max_steps", "2", *sharding, ranks=2)
+    assert_same_run(reference, tmp_path / "run", 2)
+    # The checkpoint is a Hugging Face folder whatever the sharding.
+    from transformers import AutoModelForCausalLM
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "ckpt").config.model_type == "qwen2"
+    if sharding:
+        assert (tmp_path / "run" / "ckpt" / "optimizer" / ".metadata").is_file()
+
+
+@pytest.mark.parametrize("sharding", [[], ["--fsdp"]], ids=["ddp", "fsdp2"])
+def test_resume_on_two_ranks(one_process, tmp_path, sharding):
+    model_dir, reference = one_process
+    launch(tmp_path, model_dir, tmp_path / "run", "--max_steps", "1", *sharding, ranks=2)
+    launch(tmp_path, model_dir, tmp_path / "run", "--max_steps", "2", "--resume", *sharding, ranks=2)
+    assert_same_run(reference, tmp_path / "run", 2)
+
+
+def test_ddp_checkpoint_resumes_on_one_rank_and_fsdp_refuses_in_one_line(one_process, tmp_path):
+    model_dir, reference = one_process
+    launch(tmp_path, model_dir, tmp_path / "ddp", "--max_steps", "1", ranks=2)
+    launch(tmp_path, model_dir, tmp_path / "ddp", "--max_steps", "2", "--resume")
+    assert_same_run(reference, tmp_path / "ddp", 2)
+    launch(tmp_path, model_dir, tmp_path / "fsdp", "--max_steps", "1", "--fsdp", ranks=2)
+    result = launch(tmp_path, model_dir, tmp_path / "fsdp", "--max_steps", "2", "--resume", "--fsdp", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == \
+        "error: --fsdp: shards over several ranks; launch with torchrun --nproc_per_node N (N >= 2)"
+
+
+def test_prompts_that_do_not_split_into_whole_groups_are_refused(one_process, tmp_path):
+    model_dir, _ = one_process
+    result = launch(tmp_path, model_dir, tmp_path / "run", "--max_steps", "1", "--batch_size", "3", ranks=2,
+                    check=False)
+    assert result.returncode != 0
+    assert "error: --batch_size 3: does not split into whole groups over 2 ranks" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_two_nodes_on_localhost_rendezvous_and_train(one_process, tmp_path):
+    """`torchrun --nnodes 2` twice, as on two machines: one process each, one rendezvous."""
+    model_dir, reference = one_process
+    script = tmp_path / "run.py"
+    script.write_text(RUN.format(root=str(ROOT)))
+    port = free_port()
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "hicra-test",
+               str(script), "hicra", "--model", str(model_dir), "--out_dir", str(tmp_path / "run"), *FLAGS,
+               "--max_steps", "2"]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    nodes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    for node in nodes:
+        _, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    assert_same_run(reference, tmp_path / "run", 2)
+
+
+def test_each_rank_takes_a_block_of_whole_prompts():
+    import train_grpo
+
+    class Fake:
+        world = 2
+
+    shares = []
+    for rank in range(2):
+        Fake.rank = rank
+        shares.append(train_grpo.rank_share(Fake, [10, 11, 12, 13]))
+    assert shares == [[10, 11], [12, 13]]     # prompts, so every rollout of a group is on one rank
