@@ -28,6 +28,11 @@ A method plugs in at one place: `shape_advantages`, called with the per-token ad
 before the loss (HICRA: train_hicra.py). With --grams the paper's planning-token metrics are logged
 too (strategic_grams.planning_metrics), for GRPO runs as for HICRA ones.
 
+Several GPUs: `torchrun --nproc_per_node N train_grpo.py ...` (DDP; --fsdp shards with FSDP2). Each
+rank owns whole groups of the step's prompts (--batch_size stays the global count), and every
+rollout draws from a random stream of its own, so N ranks sample and learn exactly what one would.
+Reading for the algorithm, ignore it: with one process every distributed helper is a no-op.
+
 The file: the config and its checks, the math (advantages, aggregation, the loss), the loop
 (train, grpo_step), data and evaluation, then the speed machinery (teacher-forced log-probs with a
 shared prompt pass, micro-batch planning) and the plumbing (run folder, checkpoints, Ctrl-C, logs).
@@ -906,13 +911,14 @@ def setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
 def distribute(model, cfg: Config, world: int, device: torch.device):
     """(the model the update runs, the full-weight policy the sampler uses). DDP replicates the model
     and averages gradients; FSDP2 shards every decoder layer and the rest (bf16 compute with float32
-    gradient reduction on CUDA), and the sampler gets a full copy, refreshed after every update."""
+    gradient reduction on CUDA), and the sampler gets a full copy (bf16 on CUDA), refreshed after every
+    update: one gather a step rather than one per decoded token."""
     if world == 1:
         return model, model
     if not cfg.fsdp:
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None), model
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    policy = copy.deepcopy(model)
+    policy = copy.deepcopy(model).to(torch.bfloat16 if device.type == "cuda" else torch.float32)   # the sampler's
     precision = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
         if device.type == "cuda" else MixedPrecisionPolicy()
     for layer in getattr(model, model.base_model_prefix).layers:
@@ -1092,9 +1098,12 @@ def save_checkpoint(run: Run, step: int) -> str:
         raise RuntimeError(f"not saving step {step}: the weights or their outputs are not finite")
     tmp, final, old = run.out_dir / "ckpt.tmp", run.out_dir / "ckpt", run.out_dir / "ckpt.old"
     fsdp = run.world > 1 and run.cfg.fsdp
+    if fsdp:   # the float32 master weights, gathered whole on rank 0 (the sampler's copy is bf16 on CUDA)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        weights = get_model_state_dict(run.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if run.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
-        run.policy.save_pretrained(tmp)        # full weights (FSDP: the gathered copy)
+        run.policy.save_pretrained(tmp, state_dict=weights if fsdp else None)
         run.tokenizer.save_pretrained(tmp)
     barrier()
     if fsdp:

@@ -155,3 +155,13 @@ def test_each_rank_takes_a_block_of_whole_prompts():
         Fake.rank = rank
         shares.append(train_grpo.rank_share(Fake, [10, 11, 12, 13]))
     assert shares == [[10, 11], [12, 13]]     # prompts, so every rollout of a group is on one rank
+
+
+def test_fsdp_resumes_on_another_number_of_ranks(one_process, tmp_path):
+    """torch.distributed.checkpoint reshards the optimizer state: 2 ranks, then 3 (6 prompts split both ways)."""
+    model_dir, _ = one_process
+    six = ["--batch_size", "6"]
+    launch(tmp_path, model_dir, tmp_path / "one", "--max_steps", "2", *six)
+    launch(tmp_path, model_dir, tmp_path / "run", "--max_steps", "1", "--fsdp", *six, ranks=2)
+    launch(tmp_path, model_dir, tmp_path / "run", "--max_steps", "2", "--resume", "--fsdp", *six, ranks=3)
+    assert_same_run(tmp_path / "one", tmp_path / "run", 2)
