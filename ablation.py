@@ -3,6 +3,7 @@
     python ablation.py --preset cpu            # offline: SmolLM2-135M on synthetic sums, 2 CPU cores
     python ablation.py --preset gpu            # Qwen2.5-0.5B on MATH levels 3-5, one GPU
     python ablation.py --preset gpu --gpus 0,1,2,3   # the same runs, four at a time, one per GPU
+    python ablation.py --preset gpu --gpus 0,1,2,3 --ranks_per_run 2   # two at a time, each on 2 GPUs (torchrun)
 
 Five methods, the same seeds, data, budget and settings (only the method differs):
   grpo          train_grpo.py                              the baseline (clip-higher, no KL)
@@ -74,10 +75,11 @@ def flag_value(args: list[str], flag: str, default: str) -> str:
     return ([value for name, value in zip(args, args[1:]) if name == flag] or [default])[-1]
 
 
-def train_all(preset: dict, out: Path, methods, seeds, extra, gpus=()):
+def train_all(preset: dict, out: Path, methods, seeds, extra, gpus=(), ranks=1):
     """Every run not finished yet, one after the other; with `gpus`, one run per GPU at a time
     (CUDA_VISIBLE_DEVICES), the next starting on whichever GPU frees first. The runs are independent,
-    so for seeds and baselines this beats spreading one run over the GPUs."""
+    so for seeds and baselines this beats spreading one run over the GPUs. With ranks > 1 each run is
+    launched by torchrun on that many processes (and takes that many of the GPUs)."""
     args = preset["train"] + extra
     max_steps = int(flag_value(args, "--max_steps", "200"))
     evaluates = int(flag_value(args, "--eval_every", "25")) > 0
@@ -89,13 +91,18 @@ def train_all(preset: dict, out: Path, methods, seeds, extra, gpus=()):
                 print(f"[ablation] {folder.name}: done, skipped")
                 continue
             script, *flags = [a.format(entropy_coef=preset["entropy_coef"]) for a in METHODS[method]]
-            command = [sys.executable, str(ROOT / script), *flags, *args, "--seed", str(seed),
+            launcher = [sys.executable] if ranks == 1 else \
+                [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
+            command = [*launcher, str(ROOT / script), *flags, *args, "--seed", str(seed),
                        "--grams", str(STRATEGIC_GRAMS),
                        "--out_dir", str(folder), "--plot", "false"]
             if (folder / "metrics.jsonl").exists():
                 command.append("--resume")
             todo.append((folder, command))
-    free, running = list(gpus) or [None], {}          # slot -> (process, folder, start time)
+    slots = [",".join(gpus[i:i + ranks]) for i in range(0, len(gpus) - ranks + 1, ranks)]   # GPUs of a run
+    if gpus and not slots:
+        sys.exit(f"error: --gpus {','.join(gpus)}: fewer GPUs than --ranks_per_run {ranks}")
+    free, running = slots or [None], {}               # slot -> (process, folder, start time)
     while todo or running:
         while todo and free:
             slot, (folder, command) = free.pop(0), todo.pop(0)
@@ -168,6 +175,8 @@ def main(argv=None):
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
     parser.add_argument("--seeds", default="", help="comma-separated seeds (default: the preset's)")
     parser.add_argument("--gpus", default="", help="comma-separated GPU ids: one run per GPU at a time (e.g. 0,1,2,3)")
+    parser.add_argument("--ranks_per_run", type=int, default=1,
+                        help="launch each run with torchrun on this many processes (GPUs, with --gpus)")
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
     preset = PRESETS[args.preset]
@@ -180,7 +189,10 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
-    train_all(preset, out, methods, seeds, extra, [g.strip() for g in args.gpus.split(",") if g.strip()])
+    if args.ranks_per_run < 1:
+        sys.exit(f"error: --ranks_per_run {args.ranks_per_run}: needs an integer >= 1")
+    train_all(preset, out, methods, seeds, extra, [g.strip() for g in args.gpus.split(",") if g.strip()],
+              args.ranks_per_run)
     results = evaluate_all(preset, out, methods, seeds)
     import plot
     plot.plot_runs([run_dir(out, m, seeds[0]) for m in methods], out / "ablation.png", labels=methods, smoothing=0.5)

@@ -67,3 +67,15 @@ def test_a_failing_run_stops_the_ablation(qwen_dir, tmp_path, monkeypatch):
     with pytest.raises(subprocess.CalledProcessError, match=r"the run in abl/(grpo|hicra)-s0"):
         ablation.main(["--methods", "grpo,hicra", "--seeds", "0", "--out", "abl", "--gpus", "0,1", "--",
                        "--model", str(qwen_dir), "--lr", "nan"])
+
+
+def test_runs_launched_by_torchrun(qwen_dir, tmp_path, monkeypatch):
+    """--ranks_per_run 2: each run is a torchrun of two processes (gloo on this CPU)."""
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--model", str(qwen_dir), "--max_steps", "1", "--batch_size", "2", "--group_size", "2",
+            "--max_new_tokens", "4", "--eval_every", "1", "--eval_size", "2", "--save_every", "1",
+            "--micro_batch_tokens", "200"]
+    ablation.main(["--methods", "grpo", "--seeds", "0", "--out", "abl", "--ranks_per_run", "2", "--", *tiny])
+    rows = [json.loads(l) for l in (tmp_path / "abl" / "grpo-s0" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1]
+    assert (tmp_path / "abl" / "grpo-s0" / "ckpt" / "model.safetensors").exists()
