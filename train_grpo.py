@@ -773,8 +773,8 @@ class Run:
 def start_run(cfg: Config, shape_advantages=None) -> Run:
     """Everything before the first step, in the order that keeps a failure cheap and the folder
     intact: flags, data, gram list, run folder (the first write), then model, optimizer, resume."""
-    rank, world, device = setup_distributed(cfg)              # torchrun: one process per device
     check_config(cfg)
+    rank, world, device = setup_distributed(cfg)              # torchrun: one process per device
     if world > 1 and cfg.batch_size % world:
         raise ConfigError(f"--batch_size {cfg.batch_size}: does not split into whole groups over {world} ranks")
     train_set, eval_set = load_data(cfg)                       # data errors before the model loads
@@ -890,11 +890,8 @@ def stop_after_step_on_ctrl_c():
 
 def setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
     """(rank, world size, device): join torchrun's process group, NCCL on CUDA (one GPU per rank), gloo
-    on the CPU."""
+    on the CPU. The flags, --device among them, were checked by check_config."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    message = checks.device_problem(cfg.device)
-    if message:
-        raise ConfigError(message)
     if world == 1:
         if cfg.fsdp:
             raise ConfigError("--fsdp: shards over several ranks; launch with torchrun --nproc_per_node N (N >= 2)")

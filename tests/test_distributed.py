@@ -4,7 +4,6 @@ The reference is the same command in one plain process: the rollouts must be the
 random stream is its own), the metrics and the weights equal to float tolerance. A gradient summed
 instead of averaged across ranks (pytorch#162338 was that bug for FSDP2 on gloo) would double the update
 and fail here."""
-import json
 import os
 import socket
 import subprocess
