@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Data directory: ../shared/data when it sits beside the project, else data/ (filled by data/prepare.py).
 export HICRA_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 
-.PHONY: setup test test-fast demo ablation bench-deps clean
+.PHONY: setup test test-fast demo ablation bench-deps gpu-wheels gpu-check clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,22 @@ ablation: setup
 # Benchmark-only packages (math-verify for bench/reward.py, TRL for bench/step.py).
 bench-deps: setup
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-bench.txt
+
+# The GPU check (bench/gpu_check.py: CUDA tests, sampler and step benchmarks, one table). A GPU machine
+# without network (torch 2.11, transformers 5.17 in the image here): first, where pip works, `make gpu-wheels`
+# puts the pinned transformers wheel into .whl/; carry .whl with the working tree; there, `make gpu-check`
+# installs it beside the machine's torch (no venv needed) and runs the check.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_SITE   ?= /tmp/hicra-gpu-site
+TRANSFORMERS_PIN := $(shell grep -m1 '^transformers==' requirements.txt)
+
+gpu-wheels: setup
+	$(BIN)/python -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d .whl $(TRANSFORMERS_PIN)
+
+gpu-check:
+	@if ls .whl/*.whl >/dev/null 2>&1; then $(GPU_PYTHON) -m pip install -q --disable-pip-version-check --no-index \
+		--no-deps --no-compile --upgrade --target $(GPU_SITE) .whl/*.whl; fi
+	PYTHONPATH=$(GPU_SITE) PYTHONUNBUFFERED=1 $(GPU_PYTHON) bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

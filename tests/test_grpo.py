@@ -16,7 +16,7 @@ import torch
 
 import train_grpo
 from conftest import build_model, fake_reward, read_metrics, tiny_args
-from train_grpo import aggregate, completion_logprobs, group_advantages, kl_k3, policy_loss
+from train_grpo import aggregate, group_advantages, kl_k3, policy_loss
 
 # ----------------------------------------------------------------------------- advantages
 
@@ -712,7 +712,10 @@ def test_kl_penalty_pulls_towards_the_initial_model(qwen_dir, tmp_path, monkeypa
     assert not same_gradient(grads, without)
 
 
-def test_ppo_epochs_and_mini_batches_recompute_old_logprobs(qwen_dir, tmp_path, monkeypatch, tiny_tokenizer):
+@pytest.mark.parametrize("sampler", ["float32", "bfloat16"])
+def test_ppo_epochs_and_mini_batches_recompute_old_logprobs(qwen_dir, tmp_path, monkeypatch, tiny_tokenizer, sampler):
+    """The old log-probs come from the update's own forward, also when the sampler is a bf16 copy
+    (the CUDA default): then the first update still sees ratio 1 exactly."""
     calls = []
     real_loss = train_grpo.policy_loss
 
@@ -724,7 +727,7 @@ def test_ppo_epochs_and_mini_batches_recompute_old_logprobs(qwen_dir, tmp_path, 
     monkeypatch.setattr(train_grpo, "micro_batches", lambda prompts, lens, budget: [list(range(len(lens)))])
     seen = record_run(monkeypatch, tiny_tokenizer)
     cfg = train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "run", "--ppo_epochs", "2", "--mini_batches", "2",
-                                            *ONE_STEP[:4], *ONE_STEP[6:]))
+                                            "--sampler_dtype", sampler, *ONE_STEP[:4], *ONE_STEP[6:]))
     train_grpo.train(cfg)
     (batch,) = seen["batches"]
     B = len(batch["texts"])
@@ -746,3 +749,21 @@ def test_ppo_epochs_and_mini_batches_recompute_old_logprobs(qwen_dir, tmp_path, 
     assert torch.allclose(calls[0][0], calls[0][1], atol=1e-5)
     for logp, old in calls[1:]:
         assert not torch.allclose(logp, old, atol=1e-4)
+
+
+def test_the_sampler_copy_follows_every_update_and_checkpoints_keep_float32(qwen_dir, tmp_path):
+    """--sampler_dtype bfloat16 (the default on CUDA): the sampler gets a bf16 copy of the float32 master
+    weights, refreshed after every update; checkpoints hold the master weights, not the copy."""
+    from safetensors import safe_open
+    out = tmp_path / "run"
+    policy = train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, out, "--sampler_dtype", "bfloat16",
+                                                                "--max_steps", "2", "--eval_every", "0")))
+    assert [r["updates"] for r in read_metrics(out)] == [2, 2]
+    with safe_open(str(out / "ckpt" / "model.safetensors"), "pt") as f:
+        saved = {name: f.get_tensor(name) for name in f.keys()}
+    assert {w.dtype for w in saved.values()} == {torch.float32}
+    assert any(not torch.equal(w, w.to(torch.bfloat16).float()) for w in saved.values()), "not the bf16 copy"
+    for name, copied in policy.named_parameters():
+        assert copied.dtype == torch.bfloat16 and torch.equal(copied, saved[name].to(torch.bfloat16)), name
+    initial = build_model("qwen2", len(train_grpo.rollout.load_model(str(qwen_dir))[1]))
+    assert not all(torch.equal(p, saved[n]) for n, p in initial.named_parameters()), "the run must have trained"

@@ -23,9 +23,9 @@ def prompts_for(tokenizer):
 def hf_generate(model, tokenizer, prompt_ids, max_new_tokens, eos):
     """Greedy continuation by transformers' generate on the same left-padded batch."""
     P = max(len(p) for p in prompt_ids)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (P - len(p)) + p for p in prompt_ids])
-    attention = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompt_ids])
+    pad, device = tokenizer.pad_token_id, next(model.parameters()).device
+    input_ids = torch.tensor([[pad] * (P - len(p)) + p for p in prompt_ids], device=device)
+    attention = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
     out = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
                          do_sample=False, eos_token_id=eos, pad_token_id=pad)
     result = []
@@ -294,20 +294,73 @@ def test_prompt_styles(tiny_tokenizer):
         rollout.format_prompt(tiny_tokenizer, "x", "fancy")
 
 
-@pytest.mark.slow
-def test_compiled_decode_step_gives_the_same_samples(tiny_tokenizer):
-    """compile=True (torch.compile of the decode step, meant for CUDA) changes nothing but speed."""
-    model = build_model("llama", len(tiny_tokenizer))
-    tokenizer = rollout.prepare_tokenizer(tiny_tokenizer, model)
+def graph_vs_eager(model, tokenizer, monkeypatch, device="cpu"):
+    """Sample the same rollouts eagerly and through DecodeGraphs (small buckets, so that rows finish
+    across several batch buckets and the keys cross several length buckets); returns both and the
+    (rows, keys) shapes the graphs ran."""
+    monkeypatch.setattr(rollout, "KEY_BUCKET", 16)
+    shapes = []
+    capture = rollout.DecodeGraphs._capture
+    monkeypatch.setattr(rollout.DecodeGraphs, "_capture",
+                        lambda self, rows, keys: shapes.append((rows, keys)) or capture(self, rows, keys))
     ids = prompts_for(tokenizer)
-    free = rollout.sample(model, ids, 30, seed=0, n=2)
-    eos = torch.bincount(torch.tensor(sum(free.completion_ids, []))).topk(4).indices.tolist()
-    eager = rollout.sample(model, ids, 30, seed=0, n=2, eos_token_id=eos)
-    compiled = rollout.sample(model, ids, 30, seed=0, n=2, eos_token_id=eos, compile=True)
-    assert compiled.completion_ids == eager.completion_ids
-    assert len({len(c) for c in eager.completion_ids}) > 1, "rows should finish at different steps"
-    for a, b in zip(eager.logprobs, compiled.logprobs):
-        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
+    kwargs = dict(n=3, row_seeds=list(range(9)), pad_token_id=tokenizer.pad_token_id)
+    free = rollout.sample(model, ids, 40, **kwargs)
+    eos = torch.bincount(torch.tensor(sum(free.completion_ids, []))).topk(2).indices.tolist()
+    eager = rollout.sample(model, ids, 40, eos_token_id=eos, **kwargs)
+    graphed = rollout.sample(model, ids, 40, eos_token_id=eos, graphs=True, **kwargs)
+    return eager, graphed, shapes
+
+
+def test_graph_decode_gives_the_eager_samples(tiny, monkeypatch):
+    """graphs=True (fixed-shape steps; captured as CUDA graphs on a GPU, run eagerly here) changes
+    nothing but speed: the same tokens, the same log-probs and entropies."""
+    model, tokenizer = tiny
+    eager, graphed, shapes = graph_vs_eager(model, tokenizer, monkeypatch)
+    assert graphed.completion_ids == eager.completion_ids and graphed.finished == eager.finished
+    for a, b in zip(eager.logprobs + eager.entropies, graphed.logprobs + graphed.entropies):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+    lengths = sorted(len(c) for c in eager.completion_ids)
+    assert lengths[0] < lengths[-1] and not all(eager.finished), "rows must finish at different steps"
+    assert len({rows for rows, _ in shapes}) > 1 and len({keys for _, keys in shapes}) > 1, shapes
+
+
+def bf16_agreement(model, tokenizer) -> dict:
+    """Sample with the trainer's bf16 copy of a float32 `model` (train_grpo.distribute), then teacher-force
+    the same tokens through the float32 model under bf16 autocast, as the update does: the absolute
+    differences of the per-token log-probs (nats)."""
+    import train_grpo
+    device = next(model.parameters()).device
+    _, policy = train_grpo.distribute(model, train_grpo.Config(sampler_dtype="bfloat16"), 1, device)
+    assert policy is not model and {p.dtype for p in policy.parameters()} == {torch.bfloat16}
+    ids = prompts_for(tokenizer)
+    out = rollout.sample(policy, ids, 40, n=4, row_seeds=list(range(12)), pad_token_id=tokenizer.pad_token_id)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        reference, _ = train_grpo.completion_logprobs(model, [ids[k] for k in out.prompt_index], out.completion_ids,
+                                                      tokenizer.pad_token_id, with_entropy=False)      # [B, T]
+    diffs = torch.cat([(reference[i, :len(lp)].float().cpu() - torch.tensor(lp)).abs()
+                       for i, lp in enumerate(out.logprobs)])
+    return {"mean_abs": diffs.mean().item(), "max_abs": diffs.max().item(), "tokens": len(diffs)}
+
+
+def test_bf16_sampler_logprobs_agree_with_the_update_forward(tiny):
+    """The bf16 sampler's log-probs are close to, not equal to, the update's (on the CPU here; the same
+    check runs on CUDA in test_cuda.py). On-policy the loss never uses them; PPO's old log-probs come
+    from the update's own forward (train_grpo.teacher_forced_logprobs)."""
+    model, tokenizer = tiny
+    stats = bf16_agreement(model, tokenizer)
+    assert stats["tokens"] > 100 and 0 < stats["mean_abs"] < 0.02 and stats["max_abs"] < 0.5, stats
+
+
+def test_decode_reads_each_cached_key_once_per_query_group():
+    """One query per row: the query heads that share a key/value head attend as a group, which must
+    equal SDPA's own grouped-query attention (the path prefill takes)."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 8, 1, 16), torch.randn(3, 2, 11, 16), torch.randn(3, 2, 11, 16)
+    mask = torch.rand(3, 1, 1, 11) > 0.3
+    mask[..., 0] = True
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    assert torch.allclose(rollout._attend(q, k, v, mask, 16 ** -0.5), expected, atol=1e-6)
 
 
 def test_row_seeds_make_each_sequence_independent_of_its_batch(tiny):
@@ -326,3 +379,31 @@ def test_row_seeds_make_each_sequence_independent_of_its_batch(tiny):
     assert other.completion_ids != alone.completion_ids
     with pytest.raises(ValueError, match="row_seeds: 3 seeds for 2 sequences"):
         rollout.sample(model, [b], 120, row_seeds=[1, 2, 3], **kwargs)
+
+
+# ----------------------------------------------------------------------------- random models of real shapes
+
+@pytest.mark.parametrize("name, billions", [("qwen2.5-0.5b", 0.49), ("qwen2.5-1.5b", 1.54), ("qwen2.5-3b", 3.09)])
+def test_shipped_configs_have_the_published_sizes(name, billions):
+    """configs/ holds Qwen2.5's shapes (for the GPU check's random models): their parameter counts
+    are the model cards' (0.49B, 1.54B, 3.09B)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(ROOT / "configs" / name))
+    assert sum(p.numel() for p in model.parameters()) / 1e9 == pytest.approx(billions, abs=0.005)
+
+
+def test_random_model_of_a_config(tmp_path):
+    from transformers import Qwen2Config
+    Qwen2Config(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=256).save_pretrained(tmp_path)
+    model, tokenizer = rollout.load_model(f"random:{tmp_path}")
+    again, _ = rollout.load_model(f"random:{tmp_path}")
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters())), "seeded"
+    assert len(tokenizer) == 1000 and tokenizer.eos_token_id in tokenizer.stop_token_ids
+    ids = rollout.encode_problems(tokenizer, [{"problem": "What is 2 + 3?"}], "chat")
+    assert tokenizer.decode(ids[0]).startswith("<|im_start|>user\nWhat is 2 + 3?")
+    out = rollout.sample(model, ids, 16, seed=0, n=2, pad_token_id=tokenizer.pad_token_id)
+    assert all(isinstance(t, str) for t in tokenizer.batch_decode(out.completion_ids))
+    with pytest.raises(rollout.ModelLoadError, match="no config.json"):
+        rollout.load_model(f"random:{tmp_path / 'missing'}")
