@@ -41,18 +41,24 @@ bench-deps: setup
 # The GPU check (bench/gpu_check.py: CUDA tests, sampler and step benchmarks, one table). A GPU machine
 # without network (torch 2.11, transformers 5.17 in the image here): first, where pip works, `make gpu-wheels`
 # puts the pinned transformers wheel into .whl/; carry .whl with the working tree; there, `make gpu-check`
-# installs it beside the machine's torch (no venv needed) and runs the check.
+# installs it beside the machine's torch (no venv needed), checks that it imports, and runs the check. If it
+# does not import (the image's tokenizers or huggingface_hub too old for it), the check runs on the image's
+# transformers and its table says so.
 GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 GPU_SITE   ?= /tmp/hicra-gpu-site
 TRANSFORMERS_PIN := $(shell grep -m1 '^transformers==' requirements.txt)
 
 gpu-wheels: setup
 	$(BIN)/python -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d .whl $(TRANSFORMERS_PIN)
+	@echo "carry .whl to the GPU machine; $(TRANSFORMERS_PIN) needs:"; \
+	unzip -p .whl/transformers-*.whl '*/METADATA' | grep '^Requires-Dist' | grep -v extra || true
 
 gpu-check:
-	@if ls .whl/*.whl >/dev/null 2>&1; then $(GPU_PYTHON) -m pip install -q --disable-pip-version-check --no-index \
-		--no-deps --no-compile --upgrade --target $(GPU_SITE) .whl/*.whl; fi
-	PYTHONPATH=$(GPU_SITE) PYTHONUNBUFFERED=1 $(GPU_PYTHON) bench/gpu_check.py
+	@site=; if ls .whl/*.whl >/dev/null 2>&1 && $(GPU_PYTHON) -m pip install -q --disable-pip-version-check \
+		--no-index --no-deps --no-compile --upgrade --target $(GPU_SITE) .whl/*.whl; then \
+		if PYTHONPATH=$(GPU_SITE) $(GPU_PYTHON) -c 'import transformers' 2>/dev/null; then site=$(GPU_SITE); \
+		else echo "warning: the carried wheel does not import here; using the installed transformers"; fi; fi; \
+	PYTHONPATH=$$site$${PYTHONPATH:+:$$PYTHONPATH} PYTHONUNBUFFERED=1 $(GPU_PYTHON) bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

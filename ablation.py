@@ -5,13 +5,16 @@
     python ablation.py --preset gpu --gpus 0,1,2,3   # the same runs, four at a time, one per GPU
     python ablation.py --preset gpu --gpus 0,1,2,3 --ranks_per_run 2   # two at a time, each on 2 GPUs (torchrun)
 
-Five methods, the same seeds, data, budget and settings (only the method differs):
-  grpo          train_grpo.py                              the baseline (clip-higher, no KL)
-  hicra         train_hicra.py --mask strategic            A + alpha|A| on Strategic Gram tokens
-  placebo       train_hicra.py --mask random               the same amplification on random spans
-  entropy_reg   train_grpo.py --entropy_coef C             GRPO plus a token-entropy bonus
-  high_entropy  train_hicra.py --mask entropy              amplification on the top-30% entropy tokens
-Every run logs the planning-token metrics (all get --grams), so curves compare side by side.
+Six methods, the same seeds, data, budget and settings (only the method differs):
+  grpo           train_grpo.py                              the baseline (clip-higher, no KL)
+  hicra          train_hicra.py --mask strategic            A + alpha|A| on Strategic Gram tokens
+  placebo_grams  train_hicra.py --mask random_grams         the paper's placebo: a random n-gram list
+  placebo        train_hicra.py --mask random               random spans, exactly as many tokens as the grams
+  entropy_reg    train_grpo.py --entropy_coef C             GRPO plus a token-entropy bonus
+  high_entropy   train_hicra.py --mask entropy              amplification on the top-30% entropy tokens
+Every run logs the planning-token metrics with the paper's list (all get --grams), so curves compare
+side by side. The paper's placebo list of each seed, <out>/placebo_grams-s<seed>.txt, is drawn once
+from the base model's own responses to training problems (strategic_grams.placebo_grams).
 
 Each run is a subprocess writing to <out>/<method>-s<seed>; a finished run is skipped and an
 interrupted one resumed, so re-running the command picks up where it stopped. Then, per run,
@@ -33,6 +36,7 @@ from pathlib import Path
 METHODS = {
     "grpo": ["train_grpo.py"],
     "hicra": ["train_hicra.py", "--mask", "strategic"],
+    "placebo_grams": ["train_hicra.py", "--mask", "random_grams", "--placebo_grams", "{placebo_grams}"],
     "placebo": ["train_hicra.py", "--mask", "random"],
     "entropy_reg": ["train_grpo.py", "--entropy_coef", "{entropy_coef}"],
     "high_entropy": ["train_hicra.py", "--mask", "entropy"],
@@ -47,11 +51,12 @@ PRESETS = {
                        "--eval_size", "32", "--save_every", "6"],
                 seeds=[0, 1], entropy_coef=0.01, eval=None),
     # Sized for one 80 GB GPU (not run yet; cost estimate in the README): the paper's G = 8, lr 1e-6,
-    # responses up to 2048 tokens.
+    # responses up to 2048 tokens, strict \boxed{} rewards, and 4 mini-batches a step, so that the ratio
+    # moves and clip-higher acts (the paper's baseline is "GRPO with clip-higher").
     "gpu": dict(train=["--model", "Qwen/Qwen2.5-0.5B", "--dataset", "math:train_level3to5", "--batch_size", "32",
                        "--group_size", "8", "--max_new_tokens", "2048", "--lr", "1e-6", "--max_steps", "300",
                        "--eval_every", "50", "--save_every", "25", "--micro_batch_tokens", "32768",
-                       "--grad_checkpointing"],
+                       "--grad_checkpointing", "--mini_batches", "4", "--strict_box", "true"],
                 seeds=[0, 1, 2], entropy_coef=0.001,
                 eval=["--benchmarks", "math500,amc23,aime24", "--protocol", "paper", "--max_new_tokens", "2048"]),
 }
@@ -90,7 +95,11 @@ def train_all(preset: dict, out: Path, methods, seeds, extra, gpus=(), ranks=1):
             if finished(folder, max_steps, evaluates):
                 print(f"[ablation] {folder.name}: done, skipped")
                 continue
-            script, *flags = [a.format(entropy_coef=preset["entropy_coef"]) for a in METHODS[method]]
+            placebo = out / f"placebo_grams-s{seed}.txt"
+            if method == "placebo_grams":
+                make_placebo_list(args, seed, placebo)
+            script, *flags = [a.format(entropy_coef=preset["entropy_coef"], placebo_grams=placebo)
+                              for a in METHODS[method]]
             launcher = [sys.executable] if ranks == 1 else \
                 [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
             command = [*launcher, str(ROOT / script), *flags, *args, "--seed", str(seed),
@@ -121,6 +130,32 @@ def train_all(preset: dict, out: Path, methods, seeds, extra, gpus=(), ranks=1):
                 raise subprocess.CalledProcessError(process.returncode, f"the run in {folder}")
             print(f"[ablation] {folder.name}: {time.time() - t0:.0f} s", flush=True)
             free.append(slot)
+
+
+def make_placebo_list(train_args: list[str], seed: int, path: Path, prompts: int = 64, samples: int = 4):
+    """The paper's placebo list for one seed, once: random n-grams of the base model's own responses to
+    training problems that mark as much of them as the real list (strategic_grams.placebo_grams)."""
+    if path.exists():
+        return
+    import rollout
+    import strategic_grams
+    import train_grpo
+    import train_hicra
+    cfg = train_grpo.parse_config([*train_args, "--seed", str(seed), "--grams", str(STRATEGIC_GRAMS)],
+                                  train_hicra.HicraConfig, train_hicra.CHECKS)
+    problems = train_grpo.load_data(cfg)[0][:prompts]
+    model, tokenizer = rollout.load_model(cfg.model, device=cfg.device)
+    out = rollout.sample(model, rollout.encode_problems(tokenizer, problems, train_grpo.prompt_style(cfg), cfg.instruction),
+                         cfg.max_new_tokens, temperature=cfg.temperature, eos_token_id=tokenizer.stop_token_ids,
+                         seed=seed, n=samples, pad_token_id=tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+    real = strategic_grams.load_grams(cfg.grams)
+    picked = strategic_grams.placebo_grams(texts, real, seed=seed)
+    share = lambda grams: sum(b - a for t in texts for a, b in strategic_grams.gram_spans(t, grams)) / sum(map(len, texts))  # noqa: E731
+    strategic_grams.save_gram_list(path, picked, [
+        f"The paper's placebo list for seed {seed}: random n-grams of {len(texts)} responses of {cfg.model} to training problems",
+        f"{len(picked)} grams mark {share(picked):.2%} of those responses' characters; the real list marks {share(real):.2%}"])
+    print(f"[ablation] {path.name}: {len(picked)} grams", flush=True)
 
 
 def evaluate_all(preset: dict, out: Path, methods, seeds) -> dict:

@@ -16,8 +16,9 @@ Metrics per benchmark, over n problems with K samples each (c of them correct):
           sample of the winning group was graded right.
 
 Benchmarks map to data sets: `gsm8k` -> `gsm8k:test` (the bare name would be the train split), the
-others to their only split. `--protocol paper` means temperature 0.6, strict \\boxed{} grading and
-32 samples on AIME24/25, 4 on AMC23, 1 elsewhere; a flag given explicitly wins over it.
+others to their only split. `--protocol paper` means DeepSeek-R1's sampling as the paper uses it,
+temperature 0.6 and top-p 0.95, strict \\boxed{} grading and 32 samples on AIME24/25, 4 on AMC23, 1
+elsewhere; a flag given explicitly wins over it.
 Temperature 0 is greedy: every sample would be the same, so K is capped at 1.
 
 Output in --out_dir: `<benchmark>.jsonl` (one line per sample: id, sample index, extracted answer,
@@ -242,10 +243,10 @@ def parse_args(argv=None):
     p.add_argument("--model", default="smollm2-135m", help="HF folder, Hub id, smollm2-135m, or a run/ckpt folder")
     p.add_argument("--benchmarks", default=PAPER_BENCHMARKS, help="comma-separated: " + ",".join(BENCHMARKS))
     p.add_argument("--protocol", choices=["paper"], default=None,
-                   help="paper: temperature 0.6, strict boxes, 32 samples on AIME, 4 on AMC23, else 1")
+                   help="paper: temperature 0.6, top-p 0.95, strict boxes, 32 samples on AIME, 4 on AMC23, else 1")
     p.add_argument("--samples", type=int, default=None, help="samples per problem K (default 1, or the protocol's)")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default 0.6)")
-    p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument("--top_p", type=float, default=None, help="default 1, or 0.95 under --protocol paper")
     p.add_argument("--max_new_tokens", type=int, default=4096 if cuda else 1024)
     p.add_argument("--prompt_style", choices=["chat", "plain"], default=None,
                    help="default: the run's, else chat for instruct models, plain for base models")
@@ -260,10 +261,12 @@ def parse_args(argv=None):
     p.add_argument("--cuda_graphs", action="store_true", help="decode through captured CUDA graphs (rollout.DecodeGraphs)")
     args = p.parse_args(argv)
     paper = args.protocol == "paper"
-    for flag, value in (("samples", args.samples), ("temperature", args.temperature), ("strict", args.strict)):
+    for flag, value in (("samples", args.samples), ("temperature", args.temperature), ("top_p", args.top_p),
+                        ("strict", args.strict)):
         if paper and value is not None:
             print(f"--protocol paper: --{flag} {value} overrides the protocol", file=sys.stderr)
     args.temperature = 0.6 if args.temperature is None else args.temperature
+    args.top_p = (0.95 if paper else 1.0) if args.top_p is None else args.top_p
     args.strict = paper if args.strict is None else args.strict
     message = checks.problem(vars(args), CHECKS) or checks.device_problem(args.device)
     if message:

@@ -167,8 +167,8 @@ def random_model(folder: str, device: torch.device, dtype: torch.dtype):
     if not (Path(folder) / "config.json").is_file():
         raise ModelLoadError(f"--model random:{folder}: no config.json in {folder}")
     config = AutoConfig.from_pretrained(folder)
-    torch.manual_seed(0)
-    with torch.device(device):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.device(device):
+        torch.manual_seed(0)   # the same weights every time, without touching the caller's random state
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     tokenizer = byte_tokenizer(config.vocab_size)
     prepare_tokenizer(tokenizer, model)
@@ -329,7 +329,8 @@ def _attend(q, k, v, key_mask, scale):
 
 
 def _forward(model, input_ids, positions, cache_k, cache_v, columns, key_mask):
-    """Run the decoder on `input_ids` [B, T], writing their keys/values into cache columns `columns` [T].
+    """Run the decoder on `input_ids` [B, T], writing their keys/values into cache columns `columns` (a
+    slice; DecodeGraphs passes a [T] tensor of column indices, which a captured graph reads at replay).
 
     cache_k / cache_v hold one [B, Hkv, L, D] tensor per layer; attention reads their first
     S = key_mask.shape[-1] columns, and key_mask [B, 1, T, S] says which of those each query may attend
@@ -349,10 +350,12 @@ def _forward(model, input_ids, positions, cache_k, cache_v, columns, key_mask):
         if hasattr(attn, "q_norm"):                                          # Qwen3: per-head RMSNorm
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        # The column index is a tensor, so a captured graph replays the write at whichever column the
-        # step is at. (.to is a no-op unless autocast computes in another dtype than the weights.)
-        cache_k[i].index_copy_(2, columns, k.to(cache_k[i].dtype))
-        cache_v[i].index_copy_(2, columns, v.to(cache_v[i].dtype))
+        if isinstance(columns, slice):
+            cache_k[i][:, :, columns] = k
+            cache_v[i][:, :, columns] = v
+        else:   # .to: a no-op unless autocast computes in another dtype than the weights
+            cache_k[i].index_copy_(2, columns, k.to(cache_k[i].dtype))
+            cache_v[i].index_copy_(2, columns, v.to(cache_v[i].dtype))
         out = _attend(q, cache_k[i][:, :, :S], cache_v[i][:, :, :S], key_mask, attn.scaling)  # [B, Hq, T, D]
         x = x + attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))           # [B, T, C]
         x = x + layer.mlp(layer.post_attention_layernorm(x))                 # [B, T, C]
@@ -441,24 +444,30 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
     prompt_v = [torch.empty_like(c) for c in prompt_k]
     causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()                   # [P, P]
     mask = (causal[None] & key_valid[:, None, :P]) | torch.eye(P, dtype=torch.bool, device=device)
-    hidden = _forward(model, ids, positions, prompt_k, prompt_v, columns[:P], mask[:, None])  # [Bp, P, C]
+    hidden = _forward(model, ids, positions, prompt_k, prompt_v, slice(0, P), mask[:, None])  # [Bp, P, C]
     logits = model.lm_head(hidden[:, -1]).float()                                        # [Bp, V]
 
-    # The cache, allocated once for all B = Bp x n rows: per layer [B, Hkv, P + max_new_tokens, D].
-    # Each prompt's keys/values are copied to its n rows (not recomputed). Rows that finish are
-    # compacted to the front, so the rows still running are always cache[:b]. Zeros, not empty
-    # memory: graph-captured steps read masked columns past the current one, and a masked NaN still
-    # poisons attention (0 x NaN).
+    # The cache, allocated once for all B = Bp x n rows: per layer [B, Hkv, P + max_new_tokens, D]
+    # (zeroed: see DecodeGraphs). Each prompt's keys/values are copied to its n rows (not recomputed).
+    # Rows that finish are compacted to the front, so the rows still running are always cache[:b].
     cache_k = [torch.zeros(B, kv_heads, L, head_dim, dtype=dtype, device=device) for _ in prompt_k]
     cache_v = [torch.zeros_like(c) for c in cache_k]
     for full, prompt in zip(cache_k + cache_v, prompt_k + prompt_v):
         full.view(num_prompts, n, *full.shape[1:])[:, :, :, :P].copy_(prompt[:, None])
     del prompt_k, prompt_v
     logits, key_valid, pad = (t.repeat_interleave(n, dim=0) for t in (logits, key_valid, pad))
-    step_graphs = DecodeGraphs(model, cache_k, cache_v, capture=device.type == "cuda") if graphs else None
 
+    def eager_step(next_ids, position, column: int, key_valid):
+        """The decoder on the b running rows, attending to the columns written so far -> logits [b, V]."""
+        b = len(next_ids)
+        hidden = _forward(model, next_ids[:, None], position, [c[:b] for c in cache_k], [c[:b] for c in cache_v],
+                          slice(column, column + 1), key_valid[:, None, None, :column + 1])    # [b, 1, C]
+        return model.lm_head(hidden[:, -1]).float()                                          # [b, V]
+
+    # graphs: the same step replayed from captured graphs of fixed shapes; its logits are a buffer
+    # that the next step overwrites, read before then.
+    decode = DecodeGraphs(model, cache_k, cache_v, capture=device.type == "cuda").step if graphs else eager_step
     rows = torch.arange(B, device=device)           # which sequence each cache row holds
-    live_k, live_v = cache_k, cache_v               # the running rows' part of the cache: cache[:b]
     tokens = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)            # [B, N]
     logps = torch.empty(B, max_new_tokens, dtype=torch.float32, device=device)          # [B, N]
     entropies = torch.empty(B, max_new_tokens, dtype=torch.float32, device=device)      # [B, N]
@@ -485,16 +494,10 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
             keep = (~done).nonzero().squeeze(-1)                                          # [b']
             for c in cache_k + cache_v:
                 c[:len(keep)] = c[keep]
-            live_k, live_v = [c[:len(keep)] for c in cache_k], [c[:len(keep)] for c in cache_v]
             rows, next_ids, key_valid, pad, done = (t[keep] for t in (rows, next_ids, key_valid, pad, done))
         column = P + step                                   # where this step's token is written
         position = (column - pad)[:, None]                                                # [b, 1]
-        if step_graphs is None:   # the decoder on the running rows, attending to the columns written so far
-            hidden = _forward(model, next_ids[:, None], position, live_k, live_v, columns[column:column + 1],
-                              key_valid[:, None, None, :column + 1])                      # [b, 1, C]
-            logits = model.lm_head(hidden[:, -1]).float()                                 # [b, V]
-        else:                     # the same step, replayed from a captured graph of a fixed shape
-            logits = step_graphs.step(next_ids, position, column, key_valid)              # [b, V]
+        logits = decode(next_ids, position, column, key_valid)                           # [b, V]
 
     lengths_list = lengths.tolist()
     tokens_list, logps_list, entropies_list = tokens.tolist(), logps.tolist(), entropies.tolist()
@@ -532,16 +535,23 @@ class DecodeGraphs:
       - the running rows are padded up to a bucket (B, then halvings as rows finish); the padding
         rows compute garbage into cache rows no sequence uses, and rows never mix;
       - attention reads the first `key_bucket`-multiple of columns that holds the current one, masked
-        past it, instead of exactly column + 1 keys;
+        past it, instead of exactly column + 1 keys. Those columns must hold finite numbers, which is
+        why `sample` zeroes the cache: a masked key still enters attention as 0 x value, and 0 x NaN
+        is NaN;
       - inputs (ids, positions, the column, the key mask) are copied into static buffers the graph
         reads, and the logits land in a static buffer, which the caller reads before the next step.
-    Graphs live for one `sample` call (the cache they point at is that call's); their temporaries
-    share one memory pool. With capture=False (the CPU) the same fixed-shape steps run eagerly.
+    Graphs live for one `sample` call (the cache they point at is that call's), so each call captures
+    again (about a dozen graphs for 1,024 tokens; each capture synchronises and empties PyTorch's
+    cache of free memory); their temporaries share one memory pool. With capture=False (the CPU) the
+    same fixed-shape steps run eagerly.
     """
 
     def __init__(self, model, cache_k, cache_v, capture: bool):
-        self.model, self.cache_k, self.cache_v, self.capture = model, cache_k, cache_v, capture
         B, L, device = cache_k[0].shape[0], cache_k[0].shape[2], cache_k[0].device
+        if capture and torch.is_autocast_enabled(device.type):
+            # autocast's cast weights would be captured in the graph's pool and freed at its exit
+            raise ValueError("graphs=True: sample with weights of the dtype to compute in, not under autocast")
+        self.model, self.cache_k, self.cache_v, self.capture = model, cache_k, cache_v, capture
         self.batch_buckets = sorted({B} | {2 ** k for k in range(B.bit_length()) if 2 ** k < B})
         self.key_bucket, self.length = KEY_BUCKET, L
         self.ids = torch.zeros(B, 1, dtype=torch.long, device=device)                   # [B, 1]
@@ -555,30 +565,30 @@ class DecodeGraphs:
     def step(self, next_ids, positions, column: int, key_valid):
         """One decode step for b running rows: ids [b], positions [b, 1], key_valid [b, L] -> logits [b, V]."""
         b = len(next_ids)
-        rows = next(size for size in self.batch_buckets if size >= b)
+        bucket = next(size for size in self.batch_buckets if size >= b)
         keys = min(self.length, -(-(column + 1) // self.key_bucket) * self.key_bucket)
         self.ids[:b, 0] = next_ids
         self.positions[:b] = positions
         self.column.fill_(column)
         self.key_mask[:b, 0, 0] = key_valid & (self.columns <= column)
-        if (rows, keys) not in self.graphs:
-            self.graphs[(rows, keys)] = self._capture(rows, keys)
-        self.graphs[(rows, keys)]()
+        if (bucket, keys) not in self.graphs:
+            self.graphs[(bucket, keys)] = self._capture(bucket, keys)
+        self.graphs[(bucket, keys)]()
         return self.logits[:b]
 
-    def _step_fn(self, rows: int, keys: int):
-        """The fixed-shape step for `rows` cache rows reading `keys` key columns (views of the buffers)."""
-        model, ids, positions = self.model, self.ids[:rows], self.positions[:rows]
-        cache_k, cache_v = [c[:rows] for c in self.cache_k], [c[:rows] for c in self.cache_v]
-        key_mask, logits = self.key_mask[:rows, :, :, :keys], self.logits[:rows]
+    def _step_fn(self, bucket: int, keys: int):
+        """The fixed-shape step for the first `bucket` cache rows reading `keys` key columns (views of the buffers)."""
+        model, ids, positions = self.model, self.ids[:bucket], self.positions[:bucket]
+        cache_k, cache_v = [c[:bucket] for c in self.cache_k], [c[:bucket] for c in self.cache_v]
+        key_mask, logits = self.key_mask[:bucket, :, :, :keys], self.logits[:bucket]
 
         def run():
-            hidden = _forward(model, ids, positions, cache_k, cache_v, self.column, key_mask)   # [rows, 1, C]
-            logits.copy_(model.lm_head(hidden[:, -1]))                                       # [rows, V]
+            hidden = _forward(model, ids, positions, cache_k, cache_v, self.column, key_mask)   # [bucket, 1, C]
+            logits.copy_(model.lm_head(hidden[:, -1]))                                       # [bucket, V]
         return run
 
-    def _capture(self, rows: int, keys: int):
-        run = self._step_fn(rows, keys)
+    def _capture(self, bucket: int, keys: int):
+        run = self._step_fn(bucket, keys)
         if not self.capture:
             return run
         # Warm up on a side stream first (library handles, kernel choices), as capture requires. The

@@ -1,6 +1,6 @@
 """Strategic Grams: which tokens of a response are planning tokens, and the paper's metrics over them.
 
-    grams = load_grams("data/strategic_grams.txt")
+    grams = load_grams("paper")                      # the paper's list (or "mined", or a file)
     planning_mask(tokenizer, token_ids, grams)       # one flag per token: inside a Strategic Gram?
     semantic_entropy(texts, grams)                   # entropy of the grams' frequencies (nats)
     planning_metrics(...)                            # per step: planning vs execution tokens
@@ -41,6 +41,7 @@ import importlib.util
 import itertools
 import json
 import math
+import random
 import re
 import sys
 import time
@@ -51,31 +52,46 @@ import torch
 
 import checks
 from checks import at_least, fraction, number
-from data import STRATEGIC_GRAMS
+from data import GRAM_LISTS, STRATEGIC_GRAMS
 
 # ----------------------------------------------------------------------------- loading
 
+# Typographic apostrophes and quotes read as the plain ones, in grams and in responses alike, so that
+# "let’s" matches "let's". One character for one, so text positions do not move.
+QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"'})
+
+
 def normalise_gram(gram: str) -> str:
-    """Lower-case, whitespace runs to one space, stripped: the canonical form of a gram."""
-    return " ".join(gram.lower().split())
+    """Lower-case, plain quotes, whitespace runs to one space, stripped: the canonical form of a gram."""
+    return " ".join(gram.lower().translate(QUOTES).split())
 
 
 def load_grams(path) -> list[str]:
-    """Read a gram list: one gram per line, `#` comments and blank lines skipped, anything
-    after the first tab ignored (doc frequency, cluster). Lower-cased, de-duplicated,
-    longest first (ties alphabetical)."""
-    path = Path(path)
+    """Read a gram list: `paper` or `mined` (data.GRAM_LISTS) or a file. One gram per line, either
+    plain text or a JSON string (a line starting with a double quote: what keeps a gram such as
+    "## step" from reading as a comment); `#` comments and blank lines skipped; anything after a
+    plain gram's first tab ignored (doc frequency, cluster). Normalised (normalise_gram),
+    de-duplicated, longest first (ties alphabetical)."""
+    path = Path(GRAM_LISTS.get(str(path), path))
     if not path.is_file():
-        raise FileNotFoundError(f"strategic gram list not found: {path}")
+        raise FileNotFoundError(f"strategic gram list not found: {path} (or name one of: {', '.join(GRAM_LISTS)})")
     grams = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        gram = normalise_gram(line.split("\t", 1)[0])
-        if gram and not gram.startswith("#"):
-            grams.add(gram)
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith('"'):
+            try:
+                gram, _ = json.JSONDecoder().raw_decode(line)
+            except ValueError:
+                raise ValueError(f"{path}:{lineno}: not a JSON string: {line[:60]}") from None
+        elif line.lstrip().startswith("#"):
+            continue
+        else:
+            gram = line.split("\t", 1)[0]
+        if normalise_gram(gram):
+            grams.add(normalise_gram(gram))
     return sorted(grams, key=lambda g: (-len(g), g))
 
 
-DEFAULT_GRAMS = STRATEGIC_GRAMS   # data/strategic_grams.txt
+DEFAULT_GRAMS = STRATEGIC_GRAMS   # the paper's list, data/paper_strategic_grams.txt
 
 # ----------------------------------------------------------------------------- matching
 
@@ -131,6 +147,7 @@ def _prepare(text: str, grams):
     character's position (it does unless the text holds a character like 'İ' that lowers
     to two), else fall back to IGNORECASE on the original text."""
     plain, ignorecase = _compiled(tuple(grams))
+    text = text.translate(QUOTES)
     if plain is None:
         return None, text
     lowered = text.lower()
@@ -521,6 +538,37 @@ def mine(docs, encode, k=200, min_docs=5, top_frac=0.2, seed=0, n_min=3, n_max=5
     return rows, stats
 
 
+def placebo_grams(docs, grams, seed: int = 0, min_docs: int = 2) -> list[str]:
+    """The paper's placebo list: random word n-grams in place of the Strategic Grams, matched like them.
+
+    Candidates are the word n-grams of `docs` (responses like those the method will see; words as in
+    mining) found in at least `min_docs` of them, with none that contains a real gram or lies inside
+    one. Drawn in a seeded random order, each with a length (in words) drawn from the real list's mix
+    of lengths, they are added until they mark as many characters of `docs` as the real list does:
+    the same expected share of planning tokens on such responses, at random places of the text."""
+    grams = sorted({normalise_gram(g) for g in grams})   # the same list in any order draws the same
+    target = sum(b - a for d in docs for a, b in gram_spans(d, grams))
+    counts = Counter(g for d in docs for g in doc_ngrams(d, 1, max(len(g.split()) for g in grams)))
+    real = set(grams)
+    pools = {}
+    for gram, df in sorted(counts.items()):
+        if df >= min_docs and not any(f" {r} " in f" {gram} " or f" {gram} " in f" {r} " for r in real):
+            pools.setdefault(len(gram.split()), []).append(gram)
+    rng = random.Random(seed)
+    for pool in pools.values():
+        rng.shuffle(pool)
+    lengths = [len(g.split()) for g in grams]
+    picked, marked = [], 0
+    while marked < target and any(pools.values()):
+        n = rng.choice(lengths)
+        if not pools.get(n):
+            continue
+        gram = pools[n].pop()
+        picked.append(gram)
+        marked = sum(b - a for d in docs for a, b in gram_spans(d, picked))
+    return picked
+
+
 def read_corpus(paths, field="solution", filter_field=None, filter_min=None, max_docs=None):
     """Document strings from JSON Lines files; rows failing the filter are skipped."""
     docs = []
@@ -584,6 +632,11 @@ def cmd_mine(args):
         sys.exit(f"error: {message}")
     if args.n_max < args.n_min:
         sys.exit(f"error: --n_max {args.n_max}: needs an integer >= --n_min {args.n_min}")
+    if (args.corpus is None) == (args.run is None):
+        sys.exit("error: give --corpus or --run (one of them)")
+    if args.run is not None:   # a run's own successful responses
+        args.corpus, args.field = [str(Path(args.run) / "rollouts.jsonl")], "response"
+        args.filter_field, args.filter_min = "reward", 1.0
     if (args.filter_field is None) != (args.filter_min is None):
         sys.exit("error: --filter_field and --filter_min go together")
     torch.set_num_threads(args.threads) if args.threads else None
@@ -611,6 +664,27 @@ def cmd_mine(args):
     print(f"wrote {len(rows)} grams to {args.out}", file=sys.stderr)
 
 
+def cmd_placebo(args):
+    docs = read_corpus(args.corpus, args.field, max_docs=args.max_docs)
+    if not docs:
+        sys.exit("error: the corpus holds no documents")
+    grams = load_grams(args.grams)
+    picked = placebo_grams(docs, grams, seed=args.seed)
+    share = lambda gs: sum(b - a for d in docs for a, b in gram_spans(d, gs)) / sum(map(len, docs))  # noqa: E731
+    header = [f"Placebo Strategic Grams (random word n-grams), by: python strategic_grams.py {' '.join(sys.argv[1:])}",
+              f"{len(picked)} grams mark {share(picked):.2%} of the corpus's characters; the real list "
+              f"({args.grams}, {len(grams)} grams) marks {share(grams):.2%}"]
+    save_gram_list(args.out, picked, header)
+    print(header[1], file=sys.stderr)
+
+
+def save_gram_list(path, grams, header_lines):
+    """A gram list load_grams reads back exactly: `#` header lines, then one JSON string a line."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("".join(f"# {h}\n" for h in header_lines) + "".join(json.dumps(g) + "\n" for g in grams),
+                          encoding="utf-8")
+
+
 def cmd_mask(args):
     from transformers import AutoTokenizer
 
@@ -635,7 +709,11 @@ def main(argv=None):
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("mine", help="mine Strategic Grams from a JSON Lines corpus of correct solutions",
                        description="Mine Strategic Grams (paper section 2.1) from correct solutions.")
-    m.add_argument("--corpus", nargs="+", required=True, help="JSON Lines file(s)")
+    m.add_argument("--corpus", nargs="+", default=None, help="JSON Lines file(s)")
+    m.add_argument("--run", default=None,
+                   help="a training run folder: mine its correct rollouts (RUN/rollouts.jsonl, field response, "
+                        "reward >= 1), as the paper mined successful model responses; train with "
+                        "--log_rollouts at least batch_size x group_size to log every rollout")
     m.add_argument("--field", default="solution", help="field holding the solution text (default: solution)")
     m.add_argument("--filter_field", default=None, help="keep only rows whose numeric field ...")
     m.add_argument("--filter_min", type=float, default=None, help="... is at least this (e.g. reward 1)")
@@ -654,6 +732,17 @@ def main(argv=None):
     m.add_argument("--device", default="cpu")
     m.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     m.set_defaults(func=cmd_mine)
+    pl = sub.add_parser("placebo", help="draw the paper's placebo: random n-grams matched like the real list",
+                        description="Draw random word n-grams from a corpus of responses that mark as many "
+                                    "characters of it as the real gram list does (the paper's placebo HICRA: "
+                                    "train_hicra.py --grams THE_OUTPUT).")
+    pl.add_argument("--corpus", nargs="+", required=True, help="JSON Lines file(s) of responses")
+    pl.add_argument("--field", default="response", help="field holding the text (default: response)")
+    pl.add_argument("--grams", default="paper", help="the real list: paper, mined or a file (default: paper)")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--max_docs", type=int, default=None, help="read at most this many documents")
+    pl.add_argument("--out", required=True, help="output gram list (one JSON string a line)")
+    pl.set_defaults(func=cmd_placebo)
     k = sub.add_parser("mask", help="show the planning tokens of a text",
                        description="Print a text with its planning tokens in [brackets].")
     k.add_argument("--text", required=True)

@@ -89,7 +89,7 @@ class Config:
     num_problems: int = 0                   # 0 = all problems (synthetic: 2000 generated)
     prompt_style: str = ""                  # chat | plain; default: chat for instruct models
     instruction: str = rollout.BOXED_INSTRUCTION
-    strict_box: bool = False                # reward only \boxed{} answers (the paper's protocol)
+    strict_box: bool = True                 # reward only \boxed{} answers, as the paper's training and evaluation do
     out_dir: str = "runs/grpo"
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     seed: int = 0
@@ -113,7 +113,7 @@ class Config:
     loss_agg: str = "token_mean"            # token_mean | seq_mean_token_mean | dr_grpo
     kl_coef: float = 0.0                    # k3 KL to the initial model; 0 = no reference model
     entropy_coef: float = 0.0               # entropy bonus (the paper's entropy baseline)
-    grams: str = ""                         # Strategic Gram list: log planning-token metrics (as HICRA does)
+    grams: str = ""                         # Strategic Grams (paper | mined | a file): log planning-token metrics
     # optimisation
     lr: float = 1e-6
     weight_decay: float = 0.0
@@ -131,9 +131,9 @@ class Config:
     eval_dataset: str = ""                  # default: problems of the training source held out of training
     eval_size: int = 128
     eval_temperature: float = 0.0
-    save_every: int = 50
+    save_every: int = 50                    # 0 = only at the end; -1 = never but on Ctrl-C (benchmarks)
     resume: bool = False
-    log_rollouts: int = 4                   # rollouts per step written to rollouts.jsonl
+    log_rollouts: int = 4                   # rollouts per step to rollouts.jsonl (>= batch x G: all, for mining)
     plot: bool = True                       # write metrics.png at the end
     wandb_project: str = ""                 # log to Weights & Biases too (if installed)
     preset: str = ""                        # cpu_demo: a small offline run that finishes in minutes
@@ -144,7 +144,7 @@ PRESETS = {
     # see data/README.md): about a minute a step on 2 CPU cores, most of it the update.
     "cpu_demo": dict(model="smollm2-135m", dataset="synthetic:1", num_problems=512, batch_size=8,
                      group_size=8, max_new_tokens=48, lr=1e-5, warmup_steps=0, max_steps=6, eval_every=3,
-                     eval_size=32, save_every=3, micro_batch_tokens=8192,
+                     eval_size=32, save_every=3, micro_batch_tokens=8192, strict_box=False,
                      instruction="Give the result as a sentence of the form 'The answer is N.'"),
 }
 
@@ -204,7 +204,7 @@ CHECKS = [
     ("eval_every", at_least(0), "an integer >= 0 (0 = never)"),
     ("eval_size", at_least(1), "an integer >= 1 (to skip evaluation: --eval_every 0)"),
     ("eval_temperature", non_negative, "a number >= 0 (0 = greedy)"),
-    ("save_every", at_least(0), "an integer >= 0 (0 = only at the end)"),
+    ("save_every", at_least(-1), "an integer >= -1 (0 = only at the end, -1 = only on Ctrl-C)"),
     ("log_rollouts", at_least(0), "an integer >= 0"),
 ]
 
@@ -311,7 +311,8 @@ def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
                 raise RuntimeError(f"{what}: stopping (try a lower --lr); {where}")
             done = step + 1
             stop["requested"] = bool(max_over_ranks(run, int(stop["requested"])))   # all ranks stop together
-            if stop["requested"] or done == cfg.max_steps or (cfg.save_every and done % cfg.save_every == 0):
+            scheduled = done == cfg.max_steps or (cfg.save_every > 0 and done % cfg.save_every == 0)
+            if stop["requested"] or (scheduled and cfg.save_every >= 0):
                 last_good = save_checkpoint(run, done)
             if stop["requested"]:
                 print(f"saved a checkpoint at step {done}; continue with --resume", file=sys.stderr)
@@ -960,7 +961,7 @@ def refresh_policy(run: Run):
         run.policy.load_state_dict(get_model_state_dict(run.model, options=StateDictOptions(full_state_dict=True)))
         return
     with torch.no_grad():
-        for copied, master in zip(run.policy.parameters(), bare(run.model).parameters()):
+        for copied, master in zip(run.policy.parameters(), bare(run.model).parameters(), strict=True):
             copied.copy_(master)
 
 
@@ -968,6 +969,7 @@ def phase_peak(device: torch.device) -> float | None:
     """GiB of CUDA memory allocated at the peak since the last call (None off CUDA); the count restarts."""
     if device.type != "cuda":
         return None
+    torch.cuda.synchronize(device)   # the phase's kernels are done: its seconds and its memory are its own
     peak = torch.cuda.max_memory_allocated(device) / 2**30
     torch.cuda.reset_peak_memory_stats(device)
     return peak
@@ -1137,14 +1139,17 @@ def save_checkpoint(run: Run, step: int) -> str:
         raise RuntimeError(f"not saving step {step}: the weights or their outputs are not finite")
     tmp, final, old = run.out_dir / "ckpt.tmp", run.out_dir / "ckpt", run.out_dir / "ckpt.old"
     fsdp = run.world > 1 and run.cfg.fsdp
-    # The float32 master weights, not the sampler's bf16 copy (FSDP: gathered whole on rank 0).
-    weights = bare(run.model).state_dict()
-    if fsdp:
+    if fsdp:   # the float32 master weights, gathered whole on rank 0 (the sampler's copy is bf16 on CUDA)
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
         weights = get_model_state_dict(run.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if run.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
-        run.policy.save_pretrained(tmp, state_dict=weights)
+        if fsdp:
+            run.policy.save_pretrained(tmp, state_dict=weights)
+            config = json.loads((tmp / "config.json").read_text())   # it names the copy's dtype, not the weights'
+            (tmp / "config.json").write_text(json.dumps(config | {"dtype": "float32"}, indent=2))
+        else:   # the float32 master weights, not the sampler's bf16 copy
+            bare(run.model).save_pretrained(tmp)
         run.tokenizer.save_pretrained(tmp)
     barrier()
     if fsdp:
@@ -1194,14 +1199,18 @@ def _step_of(line: str) -> int | None:
     except (ValueError, TypeError, KeyError):
         return None
 
-def load_grams(path: str) -> list[str]:
-    """strategic_grams.load_grams, with its failures as one line naming --grams."""
+def load_grams(path: str, flag: str = "--grams") -> list[str]:
+    """strategic_grams.load_grams, with its failures as one line naming the flag."""
     try:
         grams = strategic_grams.load_grams(path)
     except UnicodeDecodeError as e:
-        raise ConfigError(f"--grams {path}: not UTF-8 text (byte {e.start})") from None
+        raise ConfigError(f"{flag} {path}: not UTF-8 text (byte {e.start})") from None
+    except ValueError as e:   # a line that opens a JSON string and does not close it
+        raise ConfigError(f"{flag} {e}") from None
+    except FileNotFoundError as e:
+        raise ConfigError(f"{flag}: {e}") from None
     if not grams:
-        raise ConfigError(f"--grams {path}: holds no grams (only comments or blank lines)")
+        raise ConfigError(f"{flag} {path}: holds no grams (only comments or blank lines)")
     return grams
 
 def fit_context(problems: list[dict], cfg: Config, tokenizer, context: int | None, what: str) -> list[dict]:

@@ -7,7 +7,7 @@ Hierarchy-Aware Credit Assignment (Wang et al., arXiv 2509.03646). GRPO spreads 
 over every token of a response, and most tokens are low-level execution (arithmetic,
 substitutions). HICRA finds the planning tokens of a response, the ones inside a Strategic Gram
 ("let's try a different approach", "but the problem says", "wait"), and amplifies their
-advantage before the loss:
+advantage before the loss (the grams: the paper's published list, data/paper_strategic_grams.txt):
 
     A_hicra = A + alpha * |A|   on planning tokens        (alpha = 0.2 in every paper experiment)
     A_hicra = A                 on execution tokens
@@ -17,14 +17,18 @@ A = 0 stays 0. The mask carries no gradient, nothing is renormalised afterwards,
 clipped surrogate consumes the result. Everything else is train_grpo.py, unchanged.
 
 `--mask` picks which tokens are amplified, for the paper's ablations:
-  strategic  tokens inside Strategic Grams (HICRA)
-  random     the placebo: random spans of the same responses marking exactly as many tokens
-             as the Strategic Grams would (per response), so only *which* tokens differs
-  entropy    the top `entropy_top_frac` (30%) highest-entropy tokens of each response
+  strategic     tokens inside Strategic Grams (HICRA)
+  random_grams  the paper's placebo: tokens inside the n-grams of a random list (--placebo_grams, made by
+                `strategic_grams.py placebo`), which marks as much of such responses as the real list
+  random        a stricter placebo: random spans of the same responses marking exactly as many tokens
+                as the Strategic Grams would (per response), so only *which* tokens differs
+  entropy       the top `entropy_top_frac` (30%) highest-entropy tokens of each response
+The planning-token metrics always use --grams, whatever the mask.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import sys
@@ -38,15 +42,16 @@ from checks import fraction, non_negative
 from data import DataError
 from rollout import ModelLoadError
 
-MASKS = ("strategic", "random", "entropy")
+MASKS = ("strategic", "random_grams", "random", "entropy")
 
 
 @dataclass
 class HicraConfig(train_grpo.Config):
     out_dir: str = "runs/hicra"
-    grams: str = str(strategic_grams.DEFAULT_GRAMS)   # one gram a line
+    grams: str = "paper"                      # the paper's published list; "mined" (data/README.md) or a file
     alpha: float = 0.2                        # the paper's value
-    mask: str = "strategic"                   # strategic | random (placebo) | entropy
+    mask: str = "strategic"                   # strategic | random_grams (the paper's placebo) | random | entropy
+    placebo_grams: str = ""                   # --mask random_grams: the random list (strategic_grams.py placebo)
     entropy_top_frac: float = 0.3             # --mask entropy: fraction of each response amplified
 
 
@@ -89,6 +94,8 @@ def shape_advantages(advantages, completion_ids, entropy, tokenizer, grams, cfg,
     lengths, width = [len(c) for c in completion_ids], advantages.shape[1]
     if cfg.mask == "entropy":
         mask = entropy_mask(entropy, lengths, cfg.entropy_top_frac)                          # [B, T]
+    elif cfg.mask == "random_grams":
+        mask = strategic_grams.planning_masks(tokenizer, completion_ids, placebo_list(cfg.placebo_grams), width)
     else:
         mask = strategic_grams.planning_masks(tokenizer, completion_ids, grams, width)       # [B, T]
         if cfg.mask == "random":   # as many tokens per response as the grams mark, elsewhere
@@ -96,6 +103,11 @@ def shape_advantages(advantages, completion_ids, entropy, tokenizer, grams, cfg,
             mask = random_span_mask(lengths, counts, row_seeds)
             mask = torch.nn.functional.pad(mask, (0, width - mask.shape[1]))                 # [B, T]
     return hicra_advantages(advantages, mask, cfg.alpha), mask
+
+
+@functools.cache
+def placebo_list(path: str) -> list[str]:
+    return train_grpo.load_grams(path, "--placebo_grams")
 
 
 CHECKS = train_grpo.CHECKS + [
@@ -111,7 +123,11 @@ def main(argv=None):
         if cfg.mask not in MASKS:
             raise train_grpo.ConfigError(f"--mask {cfg.mask!r}: choose from {', '.join(MASKS)}")
         if not cfg.grams:
-            raise train_grpo.ConfigError("--grams: HICRA needs a Strategic Gram list (data/strategic_grams.txt)")
+            raise train_grpo.ConfigError("--grams: HICRA needs a Strategic Gram list (paper, mined or a file)")
+        if cfg.mask == "random_grams":
+            if not cfg.placebo_grams:
+                raise train_grpo.ConfigError("--mask random_grams: needs --placebo_grams FILE (strategic_grams.py placebo)")
+            placebo_list(cfg.placebo_grams)   # a missing or empty list fails now, in one line
         train_grpo.train(cfg, shape_advantages=shape_advantages, name=f"hicra ({cfg.mask})")
     except (train_grpo.ConfigError, DataError, ModelLoadError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")

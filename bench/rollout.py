@@ -19,6 +19,7 @@ so a reader can check that all did the same amount of work.
     python3 bench/rollout.py --skip_cpu --max_new_tokens 1024 --rounds 1     # the GPU part (make gpu-check)
 """
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -167,6 +168,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="torch CPU threads (default: all cores; fewer if other work shares the CPU)")
     parser.add_argument("--skip_cpu", action="store_true", help="run only the CUDA section")
+    parser.add_argument("--json", default=None, help="write the CUDA section's results to this file")
     parser.add_argument("--samplers", default="sample,generate",
                         help="samplers of the CPU section, from " + ", ".join(RUNNERS) + " (generate is the baseline)")
     args = parser.parse_args(argv)
@@ -176,7 +178,10 @@ def main(argv=None):
         bench_cpu(args)
     if torch.cuda.is_available():
         print(f"\nGPU: {torch.cuda.get_device_name()}, floor computed at --peak_gbps {args.peak_gbps:.0f}")
-        bench_random_model(qwen25_05b_config(), "cuda", (64, 256), args.max_new_tokens, args.rounds, args.peak_gbps)
+        results = bench_random_model(qwen25_05b_config(), "cuda", (64, 256), args.max_new_tokens, args.rounds,
+                                     args.peak_gbps)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
     else:
         print("\nno CUDA GPU: random Qwen2.5-0.5B-config section not run")
 

@@ -33,7 +33,10 @@ from pathlib import Path
 from .synthetic import stream
 
 REPO = Path(__file__).resolve().parent.parent
-STRATEGIC_GRAMS = REPO / "data" / "strategic_grams.txt"   # the default gram list (data/README.md)
+# Strategic Gram lists by name (data/README.md): the paper's published list (the default) and the one
+# mined here from MATH reference solutions.
+GRAM_LISTS = {"paper": REPO / "data" / "paper_strategic_grams.txt", "mined": REPO / "data" / "strategic_grams.txt"}
+STRATEGIC_GRAMS = GRAM_LISTS["paper"]   # the default gram list
 DEFAULT_SPLITS = ("train", "test")  # what a bare name means when its folder has several splits
 REQUIRED = ("problem", "answer")
 

@@ -11,6 +11,8 @@ Difficulty levels (answers are exact strings: "8", "-2", "17/12"):
   4  mixed operations (order of operations),    What is 4 + 3 × 5?  /  What is (9 - 2) × 6?
      or x on both sides                         Solve for x: 5x - 7 = 2x + 8.
   5  fraction arithmetic, reduced answer        What is 2/3 ÷ 4/5? Give the answer as a fraction in lowest terms.
+  6  two-step word problems, one-digit numbers  Mia has 5 apples. She buys 3 more, then gives 2 away.
+                                                How many apples does Mia have now?
 
 Operators are written + - × ÷ so that '/' only ever appears inside a fraction.
 The same (n, difficulty, seed) always gives the same problems.
@@ -23,7 +25,7 @@ import json
 import random
 from fractions import Fraction
 
-LEVELS = (1, 2, 3, 4, 5)
+LEVELS = (1, 2, 3, 4, 5, 6)
 
 
 def _signed(k):
@@ -90,11 +92,40 @@ def _level5(rng):
     return (f"What is {f} {op} {g}? Give the answer as a fraction in lowest terms.", value)
 
 
-_MAKERS = {1: _level1, 2: _level2, 3: _level3, 4: _level4, 5: _level5}
+NAMES = [("Mia", "She", "her"), ("Tom", "He", "his"), ("Ana", "She", "her"), ("Sam", "He", "his"),
+         ("Lea", "She", "her"), ("Ben", "He", "his")]
+ITEMS = ["apples", "pencils", "marbles", "stickers", "books", "coins", "cookies", "stamps"]
+
+
+def _level6(rng):
+    """Two operations on one-digit numbers, in words: the answer needs an intermediate result."""
+    (name, he, his), item = rng.choice(NAMES), rng.choice(ITEMS)
+    kind = rng.randrange(4)
+    if kind == 0:
+        a, b = rng.randint(2, 9), rng.randint(1, 9)
+        c = rng.randint(1, a + b - 1)
+        return (f"{name} has {a} {item}. {he} gets {b} more, then gives {c} away. "
+                f"How many {item} does {name} have now?", a + b - c)
+    if kind == 1:
+        a, b = rng.randint(2, 5), rng.randint(2, 5)
+        c = rng.randint(1, a * b - 1)
+        return (f"{name} buys {a} bags with {b} {item} in each bag. {he} loses {c} of them. "
+                f"How many {item} does {name} have left?", a * b - c)
+    if kind == 2:
+        a, b, c = rng.randint(1, 9), rng.randint(1, 9), rng.randint(1, 9)
+        return (f"{name} has {a} {item} in one box and {b} in another. {he} finds {c} more. "
+                f"How many {item} does {name} have in all?", a + b + c)
+    a, b = rng.randint(2, 9), rng.randint(1, 9)
+    c = rng.randint(1, a - 1)
+    return (f"{name} has {a} {item} and gives {c} to a friend. Then {name} gets {b} more from {his} mother. "
+            f"How many {item} does {name} have now?", a - c + b)
+
+
+_MAKERS = {1: _level1, 2: _level2, 3: _level3, 4: _level4, 5: _level5, 6: _level6}
 
 
 def stream(difficulty=1, seed=0):
-    """Endless problems of one difficulty (1..5) as dicts: id, problem, answer, difficulty, source.
+    """Endless problems of one difficulty (1..6) as dicts: id, problem, answer, difficulty, source.
 
     Problems are drawn independently, so the easy levels repeat (level 1 has only 81 distinct sums);
     data.load_problems filters the stream when it needs distinct problems or must avoid some."""
@@ -121,7 +152,7 @@ def generate(n, difficulty=1, seed=0):
 def main():
     p = argparse.ArgumentParser(description="Print seeded synthetic arithmetic problems as JSON Lines.")
     p.add_argument("--n", type=int, default=10, help="number of problems")
-    p.add_argument("--difficulty", type=int, default=1, choices=LEVELS, help="1 (easiest) .. 5")
+    p.add_argument("--difficulty", type=int, default=1, choices=LEVELS, help="1 (easiest) .. 5, 6: two-step words")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     for row in generate(args.n, args.difficulty, args.seed):

@@ -31,10 +31,11 @@ def test_step_section_reports_seconds_per_phase(tmp_path):
                               "--group_size", "2", "--max_new_tokens", "8", "--cuda_graphs", "false"], 2, tmp_path, 300)
     table = {what: value for _, what, value in rows}
     assert list(table) == ["tiny --device cpu --batch_size 2 --group_size 2 --max_new_tokens 8 --cuda_graphs false: "
-                           + s for s in ("step 1 seconds", "peak GiB", "response tokens")], table
+                           + s for s in ("step 1 seconds", "step 1 peak GiB", "responses")], table
     assert all(f"{phase} " in next(iter(table.values())) for phase in gpu_check.PHASES)
     assert list(table.values())[1] == "not logged"        # peak memory is CUDA's
     assert (tmp_path / "step_tiny.log").read_text().startswith(sys.executable)
+    assert "--save_every -1" in (tmp_path / "step_tiny.log").read_text()   # no checkpoint to write
 
 
 def test_step_section_reports_a_run_that_fails(tmp_path):

@@ -151,8 +151,10 @@ def test_cli_errors_are_one_line(model_dir, data_dir, tmp_path):
 
 def test_paper_protocol_and_run_folder(tmp_path, model_dir):
     args = ev.parse_args(["--protocol", "paper"])
-    assert args.temperature == 0.6 and args.strict is True
-    assert ev.parse_args([]).strict is False
+    assert args.temperature == 0.6 and args.top_p == 0.95 and args.strict is True
+    plain = ev.parse_args([])
+    assert plain.strict is False and plain.top_p == 1.0 and plain.temperature == 0.6
+    assert ev.parse_args(["--protocol", "paper", "--top_p", "1"]).top_p == 1.0   # a flag given wins
     run = tmp_path / "run"
     (run / "ckpt").mkdir(parents=True)
     for f in model_dir.iterdir():

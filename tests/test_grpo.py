@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import train_grpo
+from rollout import checkpoints as rollout_checkpoints
 from conftest import build_model, fake_reward, read_metrics, tiny_args
 from train_grpo import aggregate, group_advantages, kl_k3, policy_loss
 
@@ -312,7 +313,8 @@ def test_resume_is_exact_and_checkpoint_round_trips(qwen_dir, tmp_path, monkeypa
     assert [r["step"] for r in a if "eval_accuracy" in r] == [0, 2, 4] and set(a[4]) == {"step", "eval_accuracy"}
 
 
-def test_ctrl_c_saves_and_resumes(qwen_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("save_every", ["0", "-1"])   # -1: never saves, but for Ctrl-C
+def test_ctrl_c_saves_and_resumes(qwen_dir, tmp_path, monkeypatch, save_every):
     monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
     real_step = train_grpo.grpo_step
 
@@ -324,12 +326,18 @@ def test_ctrl_c_saves_and_resumes(qwen_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_grpo, "grpo_step", step_then_interrupt)
     out = tmp_path / "run"
-    train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, out, "--max_steps", "4", "--save_every", "0")))
+    train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, out, "--max_steps", "4", "--save_every", save_every)))
     assert torch.load(out / "ckpt" / "trainer_state.pt", weights_only=False)["step"] == 1
     assert [r["step"] for r in read_metrics(out)] == [0]          # stopped: no final evaluation
     monkeypatch.setattr(train_grpo, "grpo_step", real_step)
     train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, out, "--max_steps", "3", "--resume")))
     assert [r["step"] for r in read_metrics(out)] == [0, 1, 2, 3]
+
+
+def test_save_every_minus_one_writes_no_checkpoint(qwen_dir, tmp_path):
+    out = tmp_path / "run"
+    train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, out, "--max_steps", "2", "--save_every", "-1")))
+    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2] and not rollout_checkpoints(out)
 
 
 def test_non_finite_updates_are_skipped_then_stop(qwen_dir, tmp_path, monkeypatch):
@@ -359,7 +367,7 @@ BAD_FLAGS = [   # (flags, what the one-line error must say)
     (["--num_problems", "-1"], "--num_problems -1: needs an integer >= 0"),
     (["--micro_batch_tokens", "0"], "--micro_batch_tokens 0: needs"),
     (["--logprob_chunk", "-3"], "--logprob_chunk -3: needs"),
-    (["--save_every", "-1"], "--save_every -1: needs"),
+    (["--save_every", "-2"], "--save_every -2: needs"),
     (["--eval_every", "-1"], "--eval_every -1: needs"),
     (["--kl_coef", "-0.1"], "--kl_coef -0.1: needs a number >= 0"),
     (["--entropy_coef", "-1"], "--entropy_coef -1.0: needs a number >= 0"),
@@ -751,10 +759,11 @@ def test_ppo_epochs_and_mini_batches_recompute_old_logprobs(qwen_dir, tmp_path, 
         assert not torch.allclose(logp, old, atol=1e-4)
 
 
-def test_the_sampler_copy_follows_every_update_and_checkpoints_keep_float32(qwen_dir, tmp_path):
+def test_the_sampler_copy_follows_every_update_and_checkpoints_keep_float32(qwen_dir, tmp_path, monkeypatch):
     """--sampler_dtype bfloat16 (the default on CUDA): the sampler gets a bf16 copy of the float32 master
     weights, refreshed after every update; checkpoints hold the master weights, not the copy."""
     from safetensors import safe_open
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
     out = tmp_path / "run"
     policy = train_grpo.train(train_grpo.parse_config(tiny_args(qwen_dir, out, "--sampler_dtype", "bfloat16",
                                                                 "--max_steps", "2", "--eval_every", "0")))
@@ -762,6 +771,7 @@ def test_the_sampler_copy_follows_every_update_and_checkpoints_keep_float32(qwen
     with safe_open(str(out / "ckpt" / "model.safetensors"), "pt") as f:
         saved = {name: f.get_tensor(name) for name in f.keys()}
     assert {w.dtype for w in saved.values()} == {torch.float32}
+    assert json.loads((out / "ckpt" / "config.json").read_text())["dtype"] == "float32"
     assert any(not torch.equal(w, w.to(torch.bfloat16).float()) for w in saved.values()), "not the bf16 copy"
     for name, copied in policy.named_parameters():
         assert copied.dtype == torch.bfloat16 and torch.equal(copied, saved[name].to(torch.bfloat16)), name

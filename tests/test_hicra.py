@@ -166,7 +166,7 @@ def test_train_hicra_cli_two_steps(qwen_dir, tmp_path, monkeypatch):
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]      # 2: the final evaluation
     config = json.loads((out / "config.json").read_text())
-    assert config["alpha"] == 0.2 and config["mask"] == "entropy" and config["grams"].endswith("strategic_grams.txt")
+    assert config["alpha"] == 0.2 and config["mask"] == "entropy" and config["grams"] == "paper"
     assert (out / "ckpt" / "model.safetensors").exists()
 
 
@@ -195,7 +195,40 @@ def test_an_empty_gram_list_is_refused_rather_than_running_plain_grpo(qwen_dir, 
 def test_bad_mask_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as info:
         train_hicra.main(["--mask", "magic", "--out_dir", str(tmp_path / "x")])
-    assert str(info.value.code) == "error: --mask 'magic': choose from strategic, random, entropy"
+    assert str(info.value.code) == "error: --mask 'magic': choose from strategic, random_grams, random, entropy"
+    with pytest.raises(SystemExit) as info:
+        train_hicra.main(["--mask", "random_grams", "--out_dir", str(tmp_path / "x")])
+    assert str(info.value.code) == "error: --mask random_grams: needs --placebo_grams FILE (strategic_grams.py placebo)"
+    with pytest.raises(SystemExit) as info:
+        train_hicra.main(["--mask", "random_grams", "--placebo_grams", str(tmp_path / "none.txt"), "--out_dir",
+                          str(tmp_path / "x")])
+    assert str(info.value.code).startswith("error: --placebo_grams: strategic gram list not found")
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_papers_placebo_amplifies_the_tokens_of_its_random_list(qwen_dir, tmp_path, monkeypatch):
+    """--mask random_grams marks what the placebo list matches; the metrics keep --grams (the real list)."""
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    words = grams_the_model_writes(qwen_dir, tmp_path).read_text().split()
+    real, placebo = tmp_path / "real.txt", tmp_path / "placebo.txt"
+    real.write_text("\n".join(words[::2]))
+    placebo.write_text("\n".join(words[1::2]))
+    seen = []
+
+    def capture(advantages, completion_ids, entropy, tokenizer, grams, cfg, row_seeds):
+        shaped, mask = train_hicra.shape_advantages(advantages, completion_ids, entropy, tokenizer, grams, cfg, row_seeds)
+        expected = strategic_grams.planning_masks(tokenizer, completion_ids, strategic_grams.load_grams(placebo),
+                                                  advantages.shape[1])
+        seen.append((expected, mask.clone(), grams))
+        return shaped, mask
+
+    cfg = train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "run", "--max_steps", "2", "--eval_every", "0",
+                                            "--mask", "random_grams", "--placebo_grams", str(placebo),
+                                            "--grams", str(real)), train_hicra.HicraConfig)
+    train_grpo.train(cfg, shape_advantages=capture)
+    assert len(seen) == 2 and any(expected.sum() > 0 for expected, _, _ in seen), "the test needs marked tokens"
+    for expected, mask, grams in seen:
+        assert torch.equal(expected, mask) and sorted(grams) == sorted(words[::2])
 
 
 RERUN = """

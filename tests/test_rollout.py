@@ -294,7 +294,7 @@ def test_prompt_styles(tiny_tokenizer):
         rollout.format_prompt(tiny_tokenizer, "x", "fancy")
 
 
-def graph_vs_eager(model, tokenizer, monkeypatch, device="cpu"):
+def graph_vs_eager(model, tokenizer, monkeypatch):
     """Sample the same rollouts eagerly and through DecodeGraphs (small buckets, so that rows finish
     across several batch buckets and the keys cross several length buckets); returns both and the
     (rows, keys) shapes the graphs ran."""

@@ -4,6 +4,7 @@ semantic entropy, n-gram extraction, k-means and mining with planted phrases.
 Expected planning masks are built independently of the code under test: the test names the
 character spans by hand, and token character spans come from the fast tokenizer's own
 `offset_mapping` (a token whose bytes split a multi-byte character maps to that character)."""
+import json
 import math
 import random
 from collections import Counter
@@ -140,10 +141,54 @@ def test_load_grams(tmp_path):
         sg.load_grams(tmp_path / "nope.txt")
 
 
-def test_default_list_loads_and_matches():
-    grams = sg.load_grams(sg.DEFAULT_GRAMS)
-    assert len(grams) > 20 and "wait" in grams and grams == sorted(grams, key=lambda g: (-len(g), g))
-    assert sg.gram_spans("Wait, let me verify this.", grams)
+def test_default_list_is_the_papers_with_every_entry_kept():
+    """The default is the list published with the paper (249 entries): every one survives loading as
+    printed, also those a plain-text reader would mangle ("## step" reads like a comment)."""
+    import json
+    printed = [json.loads(line) for line in sg.DEFAULT_GRAMS.read_text().splitlines() if line.startswith('"')]
+    grams = sg.load_grams("paper")
+    assert len(printed) == 249 and sorted(grams) == sorted(printed) and sg.load_grams(sg.DEFAULT_GRAMS) == grams
+    assert {"## step", "hmm,", "wait, no", "so", "but", "let's", "alternatively"} <= set(grams)
+    assert grams == sorted(grams, key=lambda g: (-len(g), g))
+    mined = sg.load_grams("mined")
+    assert len(mined) > 500 and "## step" not in mined
+
+
+# (gram, response, the text each must mark in it): the paper's entries with punctuation, markup and
+# one word, written against responses as models write them.
+PAPER_ENTRIES = [
+    ("## step", "## Step 1: Find x\nWe have", ["## Step"]),
+    ("## step", "### Step 2: Check", ["## Step"]),
+    ("hmm,", "Hmm, that fails. Hmm let me see.", ["Hmm,"]),                 # the comma is part of it
+    ("wait, no", "Wait, no, that is wrong. Wait no.", ["Wait, no"]),
+    ("so", "So x = 2, also y = 3, so the sum is 5.", ["So", "so"]),         # not inside "also"
+    ("but", "But wait: butter is not a word here, but this is.", ["But", "but"]),
+    ("let's", "Let’s see. Let's try.", ["Let’s", "Let's"]),                # a typographic apostrophe too
+    ("alternatively", "Alternatively, factor it.", ["Alternatively"]),
+    ("does this make sense?", "Does this make sense? Yes.", ["Does this make sense?"]),
+    ("if that doesn't work, we can", "If that doesn’t work, we can square both sides.",
+     ["If that doesn’t work, we can"]),
+]
+
+
+@pytest.mark.parametrize("gram, text, marked", PAPER_ENTRIES)
+def test_paper_entries_match_as_printed(gram, text, marked):
+    grams = sg.load_grams("paper")
+    assert gram in grams
+    assert [text[a:b] for a, b in sg.gram_spans(text, [gram])] == marked
+    found = [text[a:b] for a, b in sg.gram_spans(text, grams)]      # the whole list marks at least these
+    assert all(any(m in f for f in found) for m in marked), found
+
+
+def test_curly_quotes_in_a_gram_list_match_plain_ones(tmp_path):
+    f = tmp_path / "grams.txt"
+    f.write_text('let’s check\n"“quoted” step"\n"## heading"\n# a comment\n', encoding="utf-8")
+    grams = sg.load_grams(f)
+    assert grams == ['"quoted" step', "let's check", "## heading"]
+    assert sg.count_grams("Let's check. Let’s check. A “quoted” step.", grams) == {"let's check": 2, '"quoted" step': 1}
+    f.write_text('"unclosed\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"grams.txt:1: not a JSON string"):
+        sg.load_grams(f)
 
 
 def test_doc_ngrams_punctuation_latex_numbers():
@@ -223,6 +268,53 @@ def test_mine_oracle_encoder_keeps_exactly_the_planted_clusters():
     for r in rows:
         phrase = PLANTED[_family(r["gram"])]
         assert r["cluster_df"] == sum(phrase in d.lower() for d in docs) >= r["doc_freq"]
+
+
+def test_mine_a_runs_correct_rollouts(tmp_path, monkeypatch):
+    """`mine --run RUN` mines the run's own correct responses (rollouts.jsonl, reward >= 1), as the paper
+    mined successful model responses: phrases planted only in wrong responses never come out."""
+    docs = _synthetic_corpus()
+    wrong = [d.replace("let's try a different approach", "we guess the value") for d in docs]
+    lines = [{"step": i // 8, "response": d, "reward": 1.0} for i, d in enumerate(docs)] + \
+            [{"step": i // 8, "response": "We guess the value again. " + d, "reward": 0.0} for i, d in enumerate(wrong)]
+    (tmp_path / "rollouts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    families = len(PLANTED) + len(TOPICAL)
+    seen = []
+
+    def encoder(texts, batch_size=256, progress=False):
+        seen.extend(texts)
+        return torch.nn.functional.one_hot(torch.tensor([_family(t) for t in texts]), families).float()
+
+    monkeypatch.setattr(sg, "load_encoder", lambda name, device: encoder)
+    out = tmp_path / "mined.txt"
+    sg.main(["mine", "--run", str(tmp_path), "--out", str(out), "--k", str(families), "--min_docs", "3",
+             "--top_frac", str(1 / 3)])
+    mined = sg.load_grams(out)
+    assert set(PLANTED) <= set(mined) and "we guess the value" not in seen
+    with pytest.raises(SystemExit, match="--corpus or --run"):
+        sg.main(["mine", "--out", str(out)])
+
+
+def test_placebo_grams_mark_as_much_text_at_random(tmp_path):
+    """The paper's placebo list: random n-grams of the responses, none overlapping a real gram, with the
+    real list's lengths, marking as many characters of the corpus as the real list does."""
+    docs = _synthetic_corpus()
+    real = PLANTED + ["but", "it follows"]
+    marked = lambda grams: sum(b - a for d in docs for a, b in sg.gram_spans(d, grams))  # noqa: E731
+    picked = sg.placebo_grams(docs, real, seed=0)
+    assert picked == sg.placebo_grams(docs, real, seed=0) != sg.placebo_grams(docs, real, seed=1)
+    assert {len(g.split()) for g in picked} <= {len(g.split()) for g in real}
+    for g in picked:
+        assert not any(f" {r} " in f" {g} " or f" {g} " in f" {r} " for r in real), g
+        assert sum(g in sg.doc_ngrams(d, 1, 5) for d in docs) >= 2      # in at least two responses
+    last = marked(picked) - marked(picked[:-1])
+    assert marked(picked[:-1]) < marked(real) <= marked(picked) <= marked(real) + last
+    out = tmp_path / "placebo.txt"
+    (tmp_path / "responses.jsonl").write_text("".join(json.dumps({"response": d}) + "\n" for d in docs))
+    (tmp_path / "real.txt").write_text("\n".join(real))
+    sg.main(["placebo", "--corpus", str(tmp_path / "responses.jsonl"), "--grams", str(tmp_path / "real.txt"),
+             "--out", str(out)])
+    assert sorted(sg.load_grams(out)) == sorted(picked)
 
 
 def test_mine_minilm_recovers_planted_phrases():
