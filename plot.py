@@ -1,6 +1,7 @@
 """Pictures from metrics files: the curves of one or more runs, side by side.
 
     python plot.py runs/grpo runs/hicra --out compare.png --smooth 0.6
+    python plot.py runs/grpo runs/hicra --phases --out phases.png   # the paper's two-phase reading
 
 Reads <run>/metrics.jsonl (one JSON object per step, written by train_grpo.py / train_hicra.py)
 and draws one panel per quantity, each run a labelled line. Panels whose metrics no run logged
@@ -53,6 +54,51 @@ def smooth(values: list[float], weight: float) -> list[float]:
     return out
 
 
+def finite_points(rows: list[dict], key: str) -> tuple[list[tuple], int]:
+    """(step, value) of every row that logged `key` with a finite value, and how many it had that were not."""
+    points = [(row["step"], row[key]) for row in rows if key in row]
+    finite = [(x, y) for x, y in points if isinstance(y, (int, float)) and math.isfinite(y)]
+    return finite, len(points) - len(finite)
+
+
+def plot_phases(run_dirs, out_path, labels=None, smoothing: float = 0.0):
+    """The paper's two-phase reading, one column per run: relative perplexity of execution against
+    planning tokens (phase 1: execution consolidates, its perplexity falls first and furthest), and
+    semantic entropy (diversity of the Strategic Grams used) against token entropy (phase 2: strategic
+    diversity rises while token entropy falls). Returns {run label: [metrics drawn]}."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [(label, read_metrics(d)) for label, d in zip(labels or [Path(d).name for d in run_dirs], run_dirs)]
+    fig, axes = plt.subplots(2, len(runs), figsize=(4 * len(runs), 6.4), squeeze=False, sharex="col")
+    drawn = {}
+    for column, (label, rows) in enumerate(runs):
+        top, bottom = axes[0, column], axes[1, column]
+        right = bottom.twinx()
+        for ax, key, style, color in ((top, "rel_ppl_execution", "-", "C0"), (top, "rel_ppl_planning", "--", "C1"),
+                                      (bottom, "semantic_entropy", "-", "C2"), (right, "entropy", ":", "C3")):
+            points, _ = finite_points(rows, key)
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, smooth(list(values), smoothing), style, color=color, label=key)
+                drawn.setdefault(label, []).append(key)
+        top.set_title(label)
+        top.set_ylabel("relative perplexity")
+        bottom.set_ylabel("semantic entropy (nats)")
+        right.set_ylabel("token entropy (nats)")
+        bottom.set_xlabel("step")
+        for ax in (top, bottom, right):
+            if ax.get_lines():
+                ax.legend(fontsize=7, loc="upper right" if ax is right else "upper left")
+        top.grid(alpha=0.3)
+        bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return drawn
+
+
 def plot_runs(run_dirs, out_path, labels=None, smoothing: float = 0.0):
     """Write one figure with a panel per tracked quantity; returns {panel title: [line labels]}.
 
@@ -73,10 +119,8 @@ def plot_runs(run_dirs, out_path, labels=None, smoothing: float = 0.0):
     for ax, (title, series) in zip(axes.flat, panels):
         for r, (label, rows) in enumerate(runs):
             for key, style in series:
-                points = [(row["step"], row[key]) for row in rows if key in row]
-                finite = [(x, y) for x, y in points if isinstance(y, (int, float)) and math.isfinite(y)]
-                left_out += len(points) - len(finite)
-                points = finite
+                points, dropped = finite_points(rows, key)
+                left_out += dropped
                 if not points:
                     continue
                 steps, values = zip(*points)
@@ -104,6 +148,9 @@ def main(argv=None):
     parser.add_argument("--out", default="runs.png", help="output PNG")
     parser.add_argument("--labels", default="", help="comma-separated labels (default: folder names)")
     parser.add_argument("--smooth", type=float, default=0.0, help="EMA weight in [0, 1)")
+    parser.add_argument("--phases", action="store_true",
+                        help="the paper's two phases instead, a column per run: relative perplexity of execution "
+                             "vs planning tokens, semantic vs token entropy")
     args = parser.parse_args(argv)
     message = checks.problem(vars(args), [("smooth", lambda x: checks.number(x) and 0 <= x < 1, "a number in [0, 1)")])
     if message:
@@ -112,7 +159,7 @@ def main(argv=None):
     if labels and len(labels) != len(args.runs):
         sys.exit(f"error: --labels has {len(labels)} names for {len(args.runs)} runs")
     try:
-        drawn = plot_runs(args.runs, args.out, labels, args.smooth)
+        drawn = (plot_phases if args.phases else plot_runs)(args.runs, args.out, labels, args.smooth)
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
     print(f"wrote {args.out} ({', '.join(drawn)})")

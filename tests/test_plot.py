@@ -99,3 +99,15 @@ def test_empty_and_half_written_metrics_files(tmp_path):
     assert png_size(tmp_path / "x.png")[0] > 0
     with pytest.raises(SystemExit, match=r"^error: --smooth 1.0: needs a number in \[0, 1\)$"):
         plot.main([str(run), "--out", str(tmp_path / "x.png"), "--smooth", "1"])
+
+
+def test_two_phase_figure_has_a_column_per_run(tmp_path):
+    grpo = write_run(tmp_path / "grpo", 5, with_grams=False)
+    hicra = write_run(tmp_path / "hicra", 5)
+    out = tmp_path / "phases.png"
+    drawn = plot.plot_phases([grpo, hicra], out, labels=["GRPO", "HICRA"])
+    assert drawn == {"GRPO": ["entropy"],   # no gram list: token entropy only
+                     "HICRA": ["rel_ppl_execution", "rel_ppl_planning", "semantic_entropy", "entropy"]}
+    assert png_size(out) == (800, 640)    # 2 columns x 2 rows of 4 x 3.2 inches at 100 dpi
+    plot.main([str(hicra), "--phases", "--out", str(tmp_path / "cli.png")])
+    assert png_size(tmp_path / "cli.png") == (400, 640)
