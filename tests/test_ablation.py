@@ -41,8 +41,9 @@ def test_results_per_method_over_seeds(tmp_path):
     assert got["held-out accuracy (step 0)"] == [0.25, 0.25]
     assert got["held-out accuracy (final)"] == [0.5, 0.75]
     text = ablation.table(results, [0, 1])
-    # mean 0.7, sample standard deviation of (0.6, 0.8) = 0.1414
-    assert "| hicra | 0.700 ± 0.141 | 25.0" in text.replace("25.000 ± 0.000", "25.0")
+    # mean 0.7; 95% t-interval half-width: t(0.975, 1 df) = 12.706 x sd 0.1414 / sqrt(2) = 1.2706
+    assert "| hicra | 0.700 ± 1.271 | 25.0" in text.replace("25.000 ± 0.000", "25.0")
+    assert ablation.interval([1.0, 2.0, 3.0]) == pytest.approx((2.0, 4.303 * 1.0 / 3 ** 0.5))
 
 
 def test_the_ablation_runs_from_another_directory(qwen_dir, tmp_path, monkeypatch, capsys):
