@@ -151,6 +151,9 @@ def make_placebo_list(train_args: list[str], seed: int, path: Path, prompts: int
     texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
     real = strategic_grams.load_grams(cfg.grams)
     picked = strategic_grams.placebo_grams(texts, real, seed=seed)
+    if not picked:
+        sys.exit(f"error: placebo_grams: the gram list marks nothing in {len(texts)} responses of {cfg.model}, so the "
+                 f"paper's placebo would be empty; leave it out of --methods")
     share = lambda grams: sum(b - a for t in texts for a, b in strategic_grams.gram_spans(t, grams)) / sum(map(len, texts))  # noqa: E731
     strategic_grams.save_gram_list(path, picked, [
         f"The paper's placebo list for seed {seed}: random n-grams of {len(texts)} responses of {cfg.model} to training problems",

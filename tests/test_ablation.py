@@ -80,3 +80,25 @@ def test_runs_launched_by_torchrun(qwen_dir, tmp_path, monkeypatch):
     rows = [json.loads(l) for l in (tmp_path / "abl" / "grpo-s0" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1]
     assert (tmp_path / "abl" / "grpo-s0" / "ckpt" / "model.safetensors").exists()
+
+
+def test_the_papers_placebo_list_is_drawn_from_the_base_models_responses(qwen_dir, tmp_path, monkeypatch):
+    """make_placebo_list samples the base model on training problems and hands those responses, with the
+    real list, to strategic_grams.placebo_grams; its list is written once and read back whole."""
+    import strategic_grams
+    seen = {}
+
+    def fake_placebo(texts, grams, seed):
+        seen.update(texts=texts, grams=grams, seed=seed)
+        return ["first random", "gram"]
+
+    monkeypatch.setattr(strategic_grams, "placebo_grams", fake_placebo)
+    path = tmp_path / "placebo_grams-s3.txt"
+    args = ["--model", str(qwen_dir), "--dataset", "synthetic:1", "--max_new_tokens", "6", "--eval_size", "4"]
+    ablation.make_placebo_list(args, 3, path, prompts=5, samples=2)
+    assert len(seen["texts"]) == 10 and seen["seed"] == 3 and seen["grams"] == strategic_grams.load_grams("paper")
+    assert strategic_grams.load_grams(path) == ["first random", "gram"]
+    monkeypatch.setattr(strategic_grams, "placebo_grams", lambda texts, grams, seed: [])
+    ablation.make_placebo_list(args, 3, path)                   # written once: not drawn again
+    with pytest.raises(SystemExit, match="would be empty"):
+        ablation.make_placebo_list(args, 4, tmp_path / "placebo_grams-s4.txt", prompts=5, samples=2)
