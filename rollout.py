@@ -353,9 +353,9 @@ def _forward(model, input_ids, positions, cache_k, cache_v, columns, key_mask):
         if isinstance(columns, slice):
             cache_k[i][:, :, columns] = k
             cache_v[i][:, :, columns] = v
-        else:   # .to: a no-op unless autocast computes in another dtype than the weights
-            cache_k[i].index_copy_(2, columns, k.to(cache_k[i].dtype))
-            cache_v[i].index_copy_(2, columns, v.to(cache_v[i].dtype))
+        else:   # DecodeGraphs, which refuses autocast: k and v are in the cache's dtype
+            cache_k[i].index_copy_(2, columns, k)
+            cache_v[i].index_copy_(2, columns, v)
         out = _attend(q, cache_k[i][:, :, :S], cache_v[i][:, :, :S], key_mask, attn.scaling)  # [B, Hq, T, D]
         x = x + attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))           # [B, T, C]
         x = x + layer.mlp(layer.post_attention_layernorm(x))                 # [B, T, C]

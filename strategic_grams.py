@@ -538,6 +538,11 @@ def mine(docs, encode, k=200, min_docs=5, top_frac=0.2, seed=0, n_min=3, n_max=5
     return rows, stats
 
 
+def marked_characters(texts, grams) -> int:
+    """How many characters of `texts` lie inside an occurrence of one of the grams."""
+    return sum(b - a for text in texts for a, b in gram_spans(text, grams))
+
+
 def placebo_grams(docs, grams, seed: int = 0, min_docs: int = 2) -> list[str]:
     """The paper's placebo list: random word n-grams in place of the Strategic Grams, matched like them.
 
@@ -547,12 +552,11 @@ def placebo_grams(docs, grams, seed: int = 0, min_docs: int = 2) -> list[str]:
     of lengths, they are added until they mark as many characters of `docs` as the real list does:
     the same expected share of planning tokens on such responses, at random places of the text."""
     grams = sorted({normalise_gram(g) for g in grams})   # the same list in any order draws the same
-    target = sum(b - a for d in docs for a, b in gram_spans(d, grams))
+    target = marked_characters(docs, grams)
     counts = Counter(g for d in docs for g in doc_ngrams(d, 1, max(len(g.split()) for g in grams)))
-    real = set(grams)
     pools = {}
     for gram, df in sorted(counts.items()):
-        if df >= min_docs and not any(f" {r} " in f" {gram} " or f" {gram} " in f" {r} " for r in real):
+        if df >= min_docs and not any(f" {r} " in f" {gram} " or f" {gram} " in f" {r} " for r in grams):
             pools.setdefault(len(gram.split()), []).append(gram)
     rng = random.Random(seed)
     for pool in pools.values():
@@ -565,7 +569,7 @@ def placebo_grams(docs, grams, seed: int = 0, min_docs: int = 2) -> list[str]:
             continue
         gram = pools[n].pop()
         picked.append(gram)
-        marked = sum(b - a for d in docs for a, b in gram_spans(d, picked))
+        marked = marked_characters(docs, picked)
     return picked
 
 
@@ -670,7 +674,7 @@ def cmd_placebo(args):
         sys.exit("error: the corpus holds no documents")
     grams = load_grams(args.grams)
     picked = placebo_grams(docs, grams, seed=args.seed)
-    share = lambda gs: sum(b - a for d in docs for a, b in gram_spans(d, gs)) / sum(map(len, docs))  # noqa: E731
+    share = lambda gs: marked_characters(docs, gs) / sum(map(len, docs))  # noqa: E731
     header = [f"Placebo Strategic Grams (random word n-grams), by: python strategic_grams.py {' '.join(sys.argv[1:])}",
               f"{len(picked)} grams mark {share(picked):.2%} of the corpus's characters; the real list "
               f"({args.grams}, {len(grams)} grams) marks {share(grams):.2%}"]
