@@ -46,10 +46,11 @@ sys.path.insert(0, str(ROOT))
 from data import STRATEGIC_GRAMS  # noqa: E402
 
 PRESETS = {
-    # 65 minutes on 2 CPU cores (measured; results in the README): small steps, two seeds.
-    "cpu": dict(train=["--preset", "cpu_demo", "--batch_size", "4", "--max_steps", "12", "--eval_every", "6",
-                       "--eval_size", "32", "--save_every", "6"],
-                seeds=[0, 1], entropy_coef=0.01, eval=None),
+    # Sums solved step by step (train_grpo's cpu_ablation preset): small steps, three seeds; every rollout
+    # of a run is logged, so `strategic_grams.py mine --run` can mine the policy's own successful responses.
+    "cpu": dict(train=["--preset", "cpu_ablation", "--batch_size", "4", "--max_steps", "12", "--eval_every", "6",
+                       "--eval_size", "32", "--save_every", "6", "--log_rollouts", "32"],
+                seeds=[0, 1, 2], entropy_coef=0.01, eval=None),
     # Sized for one 80 GB GPU (not run yet; cost estimate in the README): the paper's G = 8, lr 1e-6,
     # responses up to 2048 tokens, strict \boxed{} rewards, and 4 mini-batches a step, so that the ratio
     # moves and clip-higher acts (the paper's baseline is "GRPO with clip-higher").

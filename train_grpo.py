@@ -147,6 +147,11 @@ PRESETS = {
                      eval_size=32, save_every=3, micro_batch_tokens=8192, strict_box=False,
                      instruction="Give the result as a sentence of the form 'The answer is N.'"),
 }
+# The CPU ablation's task (bench/cpu_task.py, data/README.md): the same sums, solved in words first, so that
+# correct responses carry reasoning connectives ("So,", "to find", "start by") for HICRA to mark rather than
+# only the answer sentence; sampled at T=0.7 because at T=1 the 135M model mostly writes unrelated text.
+STEP_BY_STEP = "Solve it step by step, then end with a sentence of the form 'The answer is N.'"
+PRESETS["cpu_ablation"] = dict(PRESETS["cpu_demo"], max_new_tokens=64, temperature=0.7, instruction=STEP_BY_STEP)
 
 
 def parse_config(argv=None, config_class=Config, checks_table=None) -> Config:

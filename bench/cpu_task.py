@@ -25,10 +25,9 @@ import rollout  # noqa: E402
 import strategic_grams  # noqa: E402
 from data import load_problems  # noqa: E402
 from reward import math_reward  # noqa: E402
-from train_grpo import PRESETS, mark_tokens  # noqa: E402
+from train_grpo import PRESETS, STEP_BY_STEP as STEPS, mark_tokens  # noqa: E402
 
 SENTENCE = PRESETS["cpu_demo"]["instruction"]
-STEPS = "Solve it step by step, then end with a sentence of the form 'The answer is N.'"
 
 
 def easy_gsm8k(n: int, seed: int) -> list[dict]:
@@ -43,13 +42,15 @@ CANDIDATES = {   # name: (problems(n, seed), instruction)
     "products and equations, step by step": (lambda n, s: load_problems("synthetic:3", n=n, seed=s), STEPS),
     "two-step word problems": (lambda n, s: load_problems("synthetic:6", n=n, seed=s), SENTENCE),
     "two-step word problems, step by step": (lambda n, s: load_problems("synthetic:6", n=n, seed=s), STEPS),
+    "three one-digit numbers (level 7)": (lambda n, s: load_problems("synthetic:7", n=n, seed=s), SENTENCE),
+    "three one-digit numbers, step by step": (lambda n, s: load_problems("synthetic:7", n=n, seed=s), STEPS),
     "GSM8K, two calculations at most, step by step": (easy_gsm8k, STEPS),
 }
 
 
-def measure(model, tokenizer, problems, instruction, samples, max_new_tokens, grams, seed):
+def measure(model, tokenizer, problems, instruction, samples, max_new_tokens, grams, seed, temperature=1.0):
     prompts = rollout.encode_problems(tokenizer, problems, "chat", instruction)
-    out = rollout.sample(model, prompts, max_new_tokens, temperature=1.0, eos_token_id=tokenizer.stop_token_ids,
+    out = rollout.sample(model, prompts, max_new_tokens, temperature=temperature, eos_token_id=tokenizer.stop_token_ids,
                          seed=seed, n=samples, pad_token_id=tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
     rewards = [math_reward(t, problems[k]["answer"]) for t, k in zip(texts, out.prompt_index)]
@@ -79,6 +80,7 @@ def main(argv=None):
     parser.add_argument("--problems", type=int, default=32)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--max_new_tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (GRPO trains at 1.0)")
     parser.add_argument("--candidates", default="", help="comma-separated numbers (1-based) of CANDIDATES; default all")
     parser.add_argument("--seed", type=int, default=1234, help="problem seed (not the training default 0)")
     args = parser.parse_args(argv)
@@ -86,7 +88,7 @@ def main(argv=None):
     model, tokenizer = rollout.load_model(args.model)
     grams = strategic_grams.load_grams("paper")
     chosen = [int(c) for c in args.candidates.split(",")] if args.candidates else range(1, len(CANDIDATES) + 1)
-    print(f"model {args.model}; {args.problems} problems x {args.samples} samples at T=1; up to "
+    print(f"model {args.model}; {args.problems} problems x {args.samples} samples at T={args.temperature:g}; up to "
           f"{args.max_new_tokens} new tokens; the paper's {len(grams)} grams\n")
     print("| candidate | reward | signal | length | correct | with a gram | planning tokens | grams matched most |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
@@ -95,7 +97,7 @@ def main(argv=None):
         name = list(CANDIDATES)[number - 1]
         make, instruction = CANDIDATES[name]
         r = measure(model, tokenizer, make(args.problems, args.seed), instruction, args.samples, args.max_new_tokens,
-                    grams, args.seed)
+                    grams, args.seed, args.temperature)
         print(f"| {name} | {r['reward']:.3f} | {r['signal']:.2f} | {r['length']:.0f} | {r['right']} | "
               f"{r['with_gram']:.2f} | {r['planning_share']:.3f} | {r['top']} |", flush=True)
         examples.append((name, r["example"]))

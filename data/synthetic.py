@@ -13,6 +13,8 @@ Difficulty levels (answers are exact strings: "8", "-2", "17/12"):
   5  fraction arithmetic, reduced answer        What is 2/3 ÷ 4/5? Give the answer as a fraction in lowest terms.
   6  two-step word problems, one-digit numbers  Mia has 5 apples. She buys 3 more, then gives 2 away.
                                                 How many apples does Mia have now?
+  7  three one-digit numbers, two operations    What is 7 + 5 - 3?
+     (+ or -, never below zero on the way)
 
 Operators are written + - × ÷ so that '/' only ever appears inside a fraction.
 The same (n, difficulty, seed) always gives the same problems.
@@ -25,7 +27,7 @@ import json
 import random
 from fractions import Fraction
 
-LEVELS = (1, 2, 3, 4, 5, 6)
+LEVELS = (1, 2, 3, 4, 5, 6, 7)
 
 
 def _signed(k):
@@ -121,11 +123,23 @@ def _level6(rng):
             f"How many {item} does {name} have now?", a - c + b)
 
 
-_MAKERS = {1: _level1, 2: _level2, 3: _level3, 4: _level4, 5: _level5, 6: _level6}
+def _level7(rng):
+    """Level 1 with one more step: a running total the model must carry (the CPU ablation's task)."""
+    a, b, c = rng.randint(1, 9), rng.randint(1, 9), rng.randint(1, 9)
+    first, second = rng.choice("+-"), rng.choice("+-")
+    if first == "-" and b > a:
+        a, b = b, a
+    middle = a + b if first == "+" else a - b
+    if second == "-" and c > middle:
+        second = "+"
+    return f"What is {a} {first} {b} {second} {c}?", middle + c if second == "+" else middle - c
+
+
+_MAKERS = {1: _level1, 2: _level2, 3: _level3, 4: _level4, 5: _level5, 6: _level6, 7: _level7}
 
 
 def stream(difficulty=1, seed=0):
-    """Endless problems of one difficulty (1..6) as dicts: id, problem, answer, difficulty, source.
+    """Endless problems of one difficulty (1..7) as dicts: id, problem, answer, difficulty, source.
 
     Problems are drawn independently, so the easy levels repeat (level 1 has only 81 distinct sums);
     data.load_problems filters the stream when it needs distinct problems or must avoid some."""
@@ -152,7 +166,7 @@ def generate(n, difficulty=1, seed=0):
 def main():
     p = argparse.ArgumentParser(description="Print seeded synthetic arithmetic problems as JSON Lines.")
     p.add_argument("--n", type=int, default=10, help="number of problems")
-    p.add_argument("--difficulty", type=int, default=1, choices=LEVELS, help="1 (easiest) .. 5, 6: two-step words")
+    p.add_argument("--difficulty", type=int, default=1, choices=LEVELS, help="1 (easiest) .. 5, 6: two-step words, 7: three-number sums")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     for row in generate(args.n, args.difficulty, args.seed):

@@ -199,7 +199,7 @@ def _check(problem, answer):
     return sides[0] == sides[1]
 
 
-@pytest.mark.parametrize("difficulty", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("difficulty", [1, 2, 3, 4, 5, 7])
 def test_synthetic_answers_are_right(difficulty):
     rows = generate(300, difficulty, seed=11)
     assert len({r["id"] for r in rows}) == 300
@@ -208,6 +208,11 @@ def test_synthetic_answers_are_right(difficulty):
         assert _check(r["problem"], r["answer"]), r
     if difficulty == 1:  # the easy end: two single-digit addends
         assert all(re.fullmatch(r"What is [1-9] \+ [1-9]\?", r["problem"]) for r in rows)
+    if difficulty == 7:  # three one-digit numbers, and the running total never goes below zero
+        for r in rows:
+            a, first, b, second, c = re.fullmatch(r"What is ([1-9]) ([+-]) ([1-9]) ([+-]) ([1-9])\?", r["problem"]).groups()
+            assert _value(f"{a} {first} {b}") >= 0 and int(r["answer"]) >= 0
+        assert {r["problem"][10] + r["problem"][14] for r in rows} == {"++", "+-", "-+", "--"}
 
 
 def test_check_catches_wrong_answers():

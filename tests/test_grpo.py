@@ -232,8 +232,8 @@ def assert_disjoint(train, held_out, eval_size):
     assert not held & {same_problem(p["problem"]) for p in train}
 
 
-@pytest.mark.parametrize("flags", [["--preset", "cpu_demo"]] + [
-    ["--dataset", f"synthetic:{level}", "--num_problems", "600", "--eval_size", "48"] for level in range(1, 6)])
+@pytest.mark.parametrize("flags", [["--preset", "cpu_demo"], ["--preset", "cpu_ablation"]] + [
+    ["--dataset", f"synthetic:{level}", "--num_problems", "600", "--eval_size", "48"] for level in range(1, 8)])
 def test_held_out_problems_never_appear_in_training(flags):
     cfg = train_grpo.parse_config(flags)
     train, held_out = train_grpo.load_data(cfg)

@@ -1,0 +1,348 @@
+"""Error analysis of a training run: are its failures planning errors or execution errors?
+
+    python analyze.py errors runs/hicra --judge_url http://localhost:8000/v1 --judge_model Qwen/Qwen2.5-7B-Instruct
+    python analyze.py errors runs/hicra --judge local:smollm2-135m      # offline: proves the plumbing only
+
+The paper's mechanism rests on this analysis: a judge model reads failed responses and labels each failure
+a planning error (a wrong plan, a missed case, a wrong approach) or an execution error (a slip in arithmetic
+or algebra under a sound plan); over RL training planning errors fall far more than execution errors.
+
+What it does:
+  1. reads the failed rollouts (reward 0) the run logged to RUN/rollouts.jsonl (`--log_rollouts` sets how
+     many a step; ablation.py's CPU preset logs them all);
+  2. splits the run's steps into `--buckets` equal spans and draws `--per_bucket` failures from each, with
+     `--seed` (the same call draws the same rollouts);
+  3. asks the judge for one JSON object {"label": "planning" | "execution" | "other", "reason": "..."};
+  4. appends each verdict to RUN/errors.jsonl as it arrives, so a second call (after Ctrl-C, a crash, or
+     with a larger --per_bucket) judges only what is missing; a reply that holds no such object is kept
+     with label "unparsed" and the reply itself (never a guess); a request that still fails after its
+     retries is left out of the file, reported, and asked again by the next call;
+  5. writes RUN/errors_summary.json (per step bucket: counts and fractions of each label) and
+     RUN/errors.png (the fractions over training).
+
+The judge is any OpenAI-compatible chat-completions endpoint (a local vLLM or llama.cpp server, a hosted
+API; key from the environment variable --key_env), spoken to with the standard library's urllib: a
+timeout per request, retries with exponential backoff on 429, 5xx and network errors, and at most
+--max_in_flight requests at once. `--judge local:MODEL` runs the judge through this project's own sampler.
+"""
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+LABELS = ("planning", "execution", "other")
+UNPARSED = "unparsed"   # the judge replied, but not with one of LABELS in a JSON object
+
+JUDGE_PROMPT = """You are grading why a solution to a math problem is wrong. Its final answer is known to be wrong.
+
+Labels:
+- planning: a strategic error. The plan is wrong: a wrong approach, a missed case, a wrong way to set up the problem, or giving up on a sound idea.
+- execution: a procedural error. The plan is sound, but a step is carried out wrongly: an arithmetic or algebra slip, a miscopied number, a wrong final step of a right method.
+- other: neither, for example no real attempt, text unrelated to the problem, or an answer cut off before any plan.
+
+Problem:
+{problem}
+
+Correct answer: {answer}
+
+Solution to grade:
+{response}
+
+Reply with one JSON object and nothing else: {{"label": "planning" | "execution" | "other", "reason": "<one sentence>"}}"""
+
+
+# ----------------------------------------------------------------------------- which rollouts to judge
+
+def rollout_id(row: dict) -> str:
+    """A stable name for one logged rollout: the same row gets the same id on every call."""
+    key = json.dumps([row["step"], row["prompt"], row["response"]], ensure_ascii=False)
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def failed_rollouts(run_dir: Path) -> list[dict]:
+    """The run's logged rollouts with reward 0, each with its id (a rollout logged twice counts once)."""
+    path = run_dir / "rollouts.jsonl"
+    if not path.is_file():
+        sys.exit(f"error: {path}: no such file (train with --log_rollouts > 0 to log rollouts)")
+    rows, seen = [], set()
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                failed = float(row["reward"]) == 0.0
+                row = {"step": int(row["step"]), "prompt": row["prompt"], "answer": row["answer"],
+                       "response": row["response"]}
+            except (ValueError, KeyError, TypeError) as e:
+                sys.exit(f"error: {path}:{number}: not a rollout row ({type(e).__name__}: {e})")
+            if failed and rollout_id(row) not in seen:
+                seen.add(rollout_id(row))
+                rows.append({"id": rollout_id(row), **row})
+    return rows
+
+
+def step_buckets(last_step: int, buckets: int) -> list[tuple[int, int]]:
+    """Steps 0..last_step in `buckets` spans of equal width (first, last), fewer if there are fewer steps."""
+    width = math.ceil((last_step + 1) / buckets)
+    return [(lo, min(lo + width - 1, last_step)) for lo in range(0, last_step + 1, width)]
+
+
+def bucket_of(step: int, spans: list[tuple[int, int]]) -> int:
+    return next(i for i, (lo, hi) in enumerate(spans) if lo <= step <= hi)
+
+
+def choose(rows: list[dict], spans, per_bucket: int, seed: int) -> list[dict]:
+    """Up to per_bucket rows of each span, drawn with the seed. Growing per_bucket keeps the earlier draw:
+    the order within a span is one fixed shuffle, and the first per_bucket of it are taken."""
+    chosen = []
+    for b in range(len(spans)):
+        in_span = sorted((r for r in rows if bucket_of(r["step"], spans) == b), key=lambda r: r["id"])
+        random.Random(f"errors:{seed}:{b}").shuffle(in_span)
+        chosen += [{**r, "bucket": b} for r in in_span[:per_bucket]]
+    return chosen
+
+
+# ----------------------------------------------------------------------------- the judge's reply
+
+def parse_verdict(reply: str) -> dict | None:
+    """The first JSON object in the reply with a known label: {"label", "reason"}; None if there is none.
+    Code fences and text around the object are fine; a missing reason becomes ""."""
+    decoder = json.JSONDecoder()
+    start = reply.find("{")
+    while start != -1:
+        try:
+            obj, _ = decoder.raw_decode(reply, start)
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and str(obj.get("label", "")).strip().lower() in LABELS:
+            return {"label": obj["label"].strip().lower(), "reason": str(obj.get("reason", "")).strip()}
+        start = reply.find("{", start + 1)
+    return None
+
+
+def verdict_row(row: dict, reply: str) -> dict:
+    """What errors.jsonl keeps for one judged rollout."""
+    verdict = parse_verdict(reply)
+    out = {k: row[k] for k in ("id", "step", "prompt", "answer", "response")}
+    if verdict is None:
+        return {**out, "label": UNPARSED, "reason": "", "reply": reply}
+    return {**out, **verdict}
+
+
+# ----------------------------------------------------------------------------- judges
+
+class JudgeError(RuntimeError):
+    """A request that failed for good (after its retries, or with an error a retry cannot mend)."""
+
+
+def chat_completion(url: str, model: str, prompt: str, key: str = "", timeout: float = 60.0, retries: int = 4,
+                    backoff: float = 1.0, max_tokens: int = 256) -> str:
+    """One chat-completions request; the reply's text. Retries 429, 5xx and network errors with exponential
+    backoff (or the server's Retry-After, up to 60 s); raises JudgeError when that is spent."""
+    endpoint = url.rstrip("/") + ("" if url.rstrip("/").endswith("/chat/completions") else "/chat/completions")
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}],
+                       "temperature": 0, "max_tokens": max_tokens}).encode()
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    for attempt in range(retries + 1):
+        wait = backoff * 2 ** attempt
+        try:
+            request = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                answer = json.loads(response.read())
+            return answer["choices"][0]["message"]["content"] or ""
+        except urllib.error.HTTPError as e:
+            if e.code != 429 and e.code < 500:   # a bad request, a wrong key: asking again cannot help
+                raise JudgeError(f"HTTP {e.code} from {endpoint}: {e.read()[:200]!r}") from e
+            error = f"HTTP {e.code}"
+            retry_after = e.headers.get("Retry-After", "")
+            if retry_after.replace(".", "", 1).isdigit():
+                wait = min(float(retry_after), 60.0)
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:   # refused, reset, timed out
+            error = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+        except (ValueError, KeyError, IndexError, TypeError) as e:   # a body that is not a chat completion
+            raise JudgeError(f"not a chat-completions reply from {endpoint}: {type(e).__name__}: {e}") from e
+        if attempt < retries:
+            time.sleep(wait)
+    raise JudgeError(f"{error} from {endpoint}, {retries + 1} tries")
+
+
+def http_judge(url: str, model: str, key: str, timeout: float, retries: int, max_in_flight: int, backoff: float = 1.0):
+    """judge(prompts) -> yields (index, reply text or JudgeError) as the replies come, at most
+    max_in_flight requests at once."""
+    def judge(prompts):
+        pool = ThreadPoolExecutor(max_workers=max_in_flight)
+        try:
+            futures = {pool.submit(chat_completion, url, model, p, key, timeout, retries, backoff): i
+                       for i, p in enumerate(prompts)}
+            for future in as_completed(futures):
+                try:
+                    yield futures[future], future.result()
+                except JudgeError as e:
+                    yield futures[future], e
+        finally:   # on Ctrl-C, drop the requests not yet sent rather than wait for them
+            pool.shutdown(wait=False, cancel_futures=True)
+    return judge
+
+
+def local_judge(model_name: str, max_new_tokens: int = 128, batch: int = 8):
+    """The judge as this project's own greedy sampler on a local model (rollout.load_model's names)."""
+    import rollout
+    model, tokenizer = rollout.load_model(model_name)
+
+    context = getattr(model.config, "max_position_embeddings", None) or math.inf
+
+    def judge(prompts):
+        ids = rollout.encode_prompts(tokenizer, [rollout.format_prompt(tokenizer, p, "chat", "") for p in prompts])
+        fits = [i for i, p in enumerate(ids) if len(p) + max_new_tokens <= context]
+        for i in sorted(set(range(len(prompts))) - set(fits)):
+            yield i, JudgeError(f"the judge prompt ({len(ids[i])} tokens) and its reply ({max_new_tokens}) exceed "
+                                f"{model_name}'s context of {context} tokens")
+        for first in range(0, len(fits), batch):
+            chunk = fits[first:first + batch]
+            out = rollout.sample(model, [ids[i] for i in chunk], max_new_tokens, temperature=0.0,
+                                 eos_token_id=tokenizer.stop_token_ids, pad_token_id=tokenizer.pad_token_id)
+            yield from zip(chunk, tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True))
+    return judge
+
+
+# ----------------------------------------------------------------------------- the analysis
+
+def read_verdicts(path: Path) -> dict[str, dict]:
+    """errors.jsonl as {id: row}; a line cut short by a crash is skipped (its rollout is judged again)."""
+    verdicts = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+                verdicts[row["id"]] = row
+            except (ValueError, KeyError, TypeError):
+                continue
+    return verdicts
+
+
+def summarise(verdicts: list[dict], spans, available: list[int]) -> dict:
+    """Per step bucket: how many failures there were, how many were judged, counts of each label and the
+    fractions among the judged ones that got a label (unparsed replies counted apart)."""
+    buckets = []
+    for b, (lo, hi) in enumerate(spans):
+        rows = [v for v in verdicts if bucket_of(v["step"], spans) == b]
+        counts = {label: sum(v["label"] == label for v in rows) for label in (*LABELS, UNPARSED)}
+        labelled = sum(counts[label] for label in LABELS)
+        buckets.append({"steps": [lo, hi], "failed": available[b], "judged": len(rows), "counts": counts,
+                        "fractions": {label: counts[label] / labelled if labelled else None for label in LABELS}})
+    return {"buckets": buckets}
+
+
+def plot_summary(summary: dict, path: Path, title: str):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        print(f"no figure ({e})", file=sys.stderr)
+        return
+    middles = [(b["steps"][0] + b["steps"][1]) / 2 for b in summary["buckets"]]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label in LABELS:
+        values = [b["fractions"][label] for b in summary["buckets"]]
+        ax.plot(middles, [math.nan if v is None else v for v in values], marker="o", label=label)
+    ax.set(xlabel="training step (middle of the bucket)", ylabel="share of judged failures", ylim=(0, 1), title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def errors(run_dir: Path, judge, judge_name: str, buckets: int = 4, per_bucket: int = 25, seed: int = 0) -> dict:
+    """The whole analysis of one run (see the module docstring); returns the summary."""
+    rows = failed_rollouts(run_dir)
+    if not rows:
+        sys.exit(f"error: {run_dir / 'rollouts.jsonl'}: no failed rollouts (reward 0) to judge")
+    spans = step_buckets(max(r["step"] for r in rows), buckets)
+    out_path = run_dir / "errors.jsonl"
+    done = read_verdicts(out_path)
+    chosen = choose(rows, spans, per_bucket, seed)
+    todo = [r for r in chosen if r["id"] not in done]
+    print(f"[errors] {len(rows)} failed rollouts, steps {spans[0][0]}-{spans[-1][1]} in {len(spans)} buckets; "
+          f"{len(chosen)} chosen, {len(chosen) - len(todo)} already judged, asking {judge_name} about {len(todo)}",
+          flush=True)
+    prompts = [JUDGE_PROMPT.format(problem=r["prompt"], answer=r["answer"], response=r["response"]) for r in todo]
+    failures = 0
+    if out_path.is_file() and not out_path.read_bytes().endswith(b"\n"):   # a last line cut short by a crash
+        text = out_path.read_bytes()
+        out_path.write_bytes(text[:text.rfind(b"\n") + 1])
+    with open(out_path, "a") as f:
+        for i, reply in judge(prompts):
+            if isinstance(reply, Exception):   # left out, so the next call asks again
+                failures += 1
+                print(f"[errors] {todo[i]['id']}: {reply}", file=sys.stderr, flush=True)
+                continue
+            row = verdict_row(todo[i], reply)
+            done[row["id"]] = row
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+    judged = [done[r["id"]] for r in chosen if r["id"] in done]
+    available = [sum(bucket_of(r["step"], spans) == b for r in rows) for b in range(len(spans))]
+    summary = {"run": str(run_dir), "judge": judge_name, "seed": seed, "per_bucket": per_bucket,
+               "not_judged": failures, **summarise(judged, spans, available)}
+    (run_dir / "errors_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot_summary(summary, run_dir / "errors.png", f"{run_dir.name}: failures judged by {judge_name}")
+    for b in summary["buckets"]:
+        shares = ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in b["fractions"].items())
+        print(f"[errors] steps {b['steps'][0]}-{b['steps'][1]}: {b['judged']} judged of {b['failed']} failed; "
+              f"{shares}; unparsed {b['counts'][UNPARSED]}")
+    if failures:
+        print(f"[errors] {failures} requests failed after their retries; run the same command again to ask again",
+              file=sys.stderr)
+    return summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("errors", help="label a run's failed rollouts planning / execution / other with a judge")
+    p.add_argument("run_dir", help="a training run folder with rollouts.jsonl")
+    p.add_argument("--judge_url", default="", help="an OpenAI-compatible API base, e.g. http://localhost:8000/v1")
+    p.add_argument("--judge_model", default="", help="the model name the endpoint serves")
+    p.add_argument("--judge", default="", help="local:MODEL: judge with this project's sampler instead (offline)")
+    p.add_argument("--key_env", default="OPENAI_API_KEY", help="environment variable holding the API key (if any)")
+    p.add_argument("--buckets", type=int, default=4, help="spans of training steps")
+    p.add_argument("--per_bucket", type=int, default=25, help="failed rollouts judged per span")
+    p.add_argument("--seed", type=int, default=0, help="which failures are drawn")
+    p.add_argument("--max_in_flight", type=int, default=4, help="requests at once")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    p.add_argument("--retries", type=int, default=4, help="retries per request on 429, 5xx and network errors")
+    args = parser.parse_args(argv)
+    for flag in ("buckets", "per_bucket", "max_in_flight"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} {getattr(args, flag)}: needs an integer >= 1")
+    if args.timeout <= 0 or args.retries < 0:
+        parser.error(f"--timeout {args.timeout} / --retries {args.retries}: need a timeout > 0 and retries >= 0")
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        parser.error(f"{run_dir}: no such run folder")
+    if args.judge:
+        if not args.judge.startswith("local:") or args.judge_url:
+            parser.error(f"--judge {args.judge!r}: expected local:MODEL, and not together with --judge_url")
+        judge, name = local_judge(args.judge.removeprefix("local:")), args.judge
+    elif args.judge_url and args.judge_model:
+        judge = http_judge(args.judge_url, args.judge_model, os.environ.get(args.key_env, ""), args.timeout,
+                           args.retries, args.max_in_flight)
+        name = args.judge_model
+    else:
+        parser.error("give --judge_url and --judge_model (an OpenAI-compatible endpoint), or --judge local:MODEL")
+    errors(run_dir, judge, name, args.buckets, args.per_bucket, args.seed)
+
+
+if __name__ == "__main__":
+    main()

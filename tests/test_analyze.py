@@ -1,0 +1,247 @@
+"""analyze.py errors: a real HTTP server on the loopback address, speaking chat completions, answers by a
+rule written here; the labels, the summary, the resume and each failure mode are checked against it."""
+
+import json
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+import analyze
+
+
+class FakeJudge:
+    """What the server does, keyed by a word in the response under judgement:
+    SLIP -> execution, bare JSON          PLAN -> planning, in a ```json fence
+    CHAT -> other, with text around it    GARBAGE -> no JSON at all
+    SLOW -> the first request waits past the client's timeout, then execution
+    BUSY -> the first request gets 429, then planning
+    DOWN -> 500 while `down` is set, then execution"""
+
+    def __init__(self):
+        self.requests, self.down, self.lock = [], True, threading.Lock()
+        self.in_flight = self.most_in_flight = 0
+        self.seen = {}
+
+    def reply(self, prompt: str):
+        """(status, content or None); the response under judgement is the last block of the prompt."""
+        response = prompt.split("Solution to grade:\n")[1]
+        tag = next(t for t in ("SLIP", "PLAN", "CHAT", "GARBAGE", "SLOW", "BUSY", "DOWN") if t in response)
+        with self.lock:
+            self.seen[tag] = self.seen.get(tag, 0) + 1
+            first = self.seen[tag] == 1
+        if tag == "SLOW" and first:
+            time.sleep(1.5)
+        if tag == "BUSY" and first:
+            return 429, None
+        if tag == "DOWN" and self.down:
+            return 500, None
+        return 200, {
+            "SLIP": '{"label": "execution", "reason": "7 + 5 is 12, not 13."}',
+            "PLAN": '```json\n{"label": "planning", "reason": "It multiplies instead of adding."}\n```',
+            "CHAT": 'Sure. {"label": "Other", "reason": "No attempt."} Hope that helps!',
+            "GARBAGE": "I would call this a planning error.",
+            "SLOW": '{"label": "execution", "reason": "slow"}',
+            "BUSY": '{"label": "planning", "reason": "busy"}',
+            "DOWN": '{"label": "execution", "reason": "back up"}',
+        }[tag]
+
+
+@pytest.fixture
+def server():
+    fake = FakeJudge()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with fake.lock:
+                fake.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                fake.in_flight += 1
+                fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
+            try:
+                time.sleep(0.05)   # long enough for requests to overlap
+                status, content = fake.reply(body["messages"][0]["content"])
+                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}
+                                     if content is not None else {"error": "try later"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):   # the client gave up on a slow request
+                pass
+            finally:
+                with fake.lock:
+                    fake.in_flight -= 1
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    fake.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    yield fake
+    httpd.shutdown()
+    httpd.server_close()
+
+
+# step, tag, reward: two spans of steps (0-3, 4-7) once the run's last step is 7
+ROLLOUTS = [(0, "SLIP", 0), (0, "PLAN", 0), (1, "CHAT", 0), (1, "right", 1), (2, "GARBAGE", 0), (3, "SLOW", 0),
+            (4, "BUSY", 0), (5, "SLIP again", 0), (6, "DOWN", 0), (7, "right", 1), (7, "PLAN again", 0)]
+
+
+def write_run(folder, rows=ROLLOUTS):
+    folder.mkdir(exist_ok=True)
+    with open(folder / "rollouts.jsonl", "w") as f:
+        for step, tag, reward in rows:
+            f.write(json.dumps({"step": step, "prompt": f"What is {step} + 5?", "answer": str(step + 5),
+                                "response": f"Response {tag} at step {step}.", "reward": float(reward),
+                                "advantage": 0.0}) + "\n")
+    return folder
+
+
+def judge_of(server, in_flight=3):
+    return analyze.http_judge(server.url, "judge-7b", "secret", timeout=0.5, retries=2, max_in_flight=in_flight,
+                              backoff=0.01)
+
+
+def labels(folder):
+    return {row["response"].split()[1]: row["label"] for row in map(json.loads, (folder / "errors.jsonl").read_text().splitlines())}
+
+
+def test_labels_summary_and_each_failure_mode(server, tmp_path):
+    run = write_run(tmp_path / "run")
+    summary = analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10)
+    assert labels(run) == {"SLIP": "execution", "PLAN": "planning", "CHAT": "other", "GARBAGE": "unparsed",
+                           "SLOW": "execution", "BUSY": "planning"}   # DOWN failed for good: left out
+    rows = {row["response"].split()[1]: row for row in map(json.loads, (run / "errors.jsonl").read_text().splitlines())}
+    assert rows["GARBAGE"]["reply"] == "I would call this a planning error."   # kept as it came, no guess
+    assert rows["PLAN"]["reason"] == "It multiplies instead of adding."
+    assert server.seen["SLOW"] == 2 and server.seen["BUSY"] == 2 and server.seen["DOWN"] == 3   # 1 + 2 retries
+    assert server.most_in_flight <= 3
+    first = server.requests[0]
+    assert first["path"] == "/v1/chat/completions" and first["auth"] == "Bearer secret"
+    assert first["body"]["model"] == "judge-7b" and first["body"]["temperature"] == 0
+    # By hand: steps 0-3 hold SLIP, PLAN, CHAT, GARBAGE, SLOW (execution 2, planning 1, other 1, unparsed 1);
+    # steps 4-7 hold BUSY, SLIP again, DOWN (not judged), PLAN again.
+    assert summary == json.loads((run / "errors_summary.json").read_text())
+    early, late = summary["buckets"]
+    assert early["steps"] == [0, 3] and late["steps"] == [4, 7]
+    assert early["failed"] == 5 and early["judged"] == 5 and late["failed"] == 4 and late["judged"] == 3
+    assert early["counts"] == {"planning": 1, "execution": 2, "other": 1, "unparsed": 1}
+    assert early["fractions"] == {"planning": 0.25, "execution": 0.5, "other": 0.25}
+    assert late["counts"] == {"planning": 2, "execution": 1, "other": 0, "unparsed": 0}
+    assert late["fractions"] == pytest.approx({"planning": 2 / 3, "execution": 1 / 3, "other": 0.0})
+    assert summary["not_judged"] == 1
+    assert (run / "errors.png").is_file()
+
+
+def test_a_second_call_judges_only_what_is_missing(server, tmp_path):
+    run = write_run(tmp_path / "run")
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10)
+    before = len(server.requests)
+    server.down = False
+    summary = analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10)
+    assert [r["body"]["messages"][0]["content"].count("Response DOWN") for r in server.requests[before:]] == [1]
+    assert labels(run)["DOWN"] == "execution" and summary["buckets"][1]["judged"] == 4
+    assert len((run / "errors.jsonl").read_text().splitlines()) == 9
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10)   # nothing left: no request
+    assert len(server.requests) == before + 1
+
+
+def test_a_line_cut_short_by_a_crash_is_judged_again(server, tmp_path):
+    run = write_run(tmp_path / "run", [(0, "SLIP", 0), (1, "PLAN", 0)])
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10)
+    lines = (run / "errors.jsonl").read_text().splitlines()
+    (run / "errors.jsonl").write_text(lines[0] + "\n" + lines[1][:20])
+    before = len(server.requests)
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10)
+    assert len(server.requests) == before + 1
+    assert sorted(labels(run).values()) == ["execution", "planning"]
+
+
+def test_bounded_in_flight(server, tmp_path):
+    run = write_run(tmp_path / "run", [(s, "SLIP", 0) for s in range(12)])
+    analyze.errors(run, judge_of(server, in_flight=2), "judge-7b", buckets=1, per_bucket=12)
+    assert len(server.requests) == 12 and server.most_in_flight == 2
+
+
+def test_a_request_that_cannot_succeed_is_not_retried(tmp_path):
+    class Refuse(BaseHTTPRequestHandler):
+        calls = 0
+
+        def do_POST(self):
+            Refuse.calls += 1
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(analyze.JudgeError, match="HTTP 401"):
+            analyze.chat_completion(f"http://127.0.0.1:{httpd.server_address[1]}/v1", "m", "hi", retries=3, backoff=0.01)
+        assert Refuse.calls == 1
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_parse_verdict():
+    assert analyze.parse_verdict('{"label": "planning", "reason": "r"}') == {"label": "planning", "reason": "r"}
+    assert analyze.parse_verdict('```json\n{"label": "EXECUTION"}\n```') == {"label": "execution", "reason": ""}
+    # the first object with a known label wins; braces in the text before it do not confuse the reader
+    assert analyze.parse_verdict('x = {1, 2}; {"label": "maybe"} then {"label": "other", "reason": "{b}"}') == \
+        {"label": "other", "reason": "{b}"}
+    for reply in ("planning", '{"label": planning}', '{"reason": "r"}', "", '["planning"]'):
+        assert analyze.parse_verdict(reply) is None
+
+
+def test_buckets_and_the_draw():
+    assert analyze.step_buckets(7, 2) == [(0, 3), (4, 7)]
+    assert analyze.step_buckets(9, 4) == [(0, 2), (3, 5), (6, 8), (9, 9)]
+    assert analyze.step_buckets(1, 4) == [(0, 0), (1, 1)]
+    rows = [{"id": f"{i:04d}", "step": i % 10} for i in range(200)]
+    spans = analyze.step_buckets(9, 2)
+    small, large = analyze.choose(rows, spans, 5, seed=0), analyze.choose(rows, spans, 8, seed=0)
+    assert [r["bucket"] for r in small] == [0] * 5 + [1] * 5
+    assert all(r["step"] <= 4 for r in small[:5]) and all(r["step"] >= 5 for r in small[5:])
+    assert {r["id"] for r in small} <= {r["id"] for r in large}   # a larger draw keeps the smaller one
+    assert analyze.choose(rows[::-1], spans, 5, seed=0) == small   # the file's order does not matter
+    assert analyze.choose(rows, spans, 5, seed=1) != small
+
+
+def test_bad_run_folders(tmp_path):
+    with pytest.raises(SystemExit, match="rollouts.jsonl: no such file"):
+        analyze.failed_rollouts(tmp_path)
+    (tmp_path / "rollouts.jsonl").write_text('{"step": 0, "prompt": "p", "answer": "1", "response": "r", '
+                                             '"reward": 0.0}\n{"step": 1}\n')
+    with pytest.raises(SystemExit, match=r"rollouts.jsonl:2: not a rollout row"):
+        analyze.failed_rollouts(tmp_path)
+    write_run(tmp_path, [(0, "right", 1)])
+    with pytest.raises(SystemExit, match="no failed rollouts"):
+        analyze.errors(tmp_path, None, "judge", buckets=1, per_bucket=1)
+    with pytest.raises(SystemExit):
+        analyze.main(["errors", str(tmp_path)])   # neither an endpoint nor a local judge
+
+
+def test_local_judge_runs_offline(tiny_model_dir, tmp_path):
+    """The plumbing end to end with the project's own sampler (a random model: its replies are unparsed). The
+    tiny model's context is stretched to fit the judge prompt; a response too long for it is left out."""
+    model_dir = tmp_path / "judge"
+    shutil.copytree(tiny_model_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 1024}))
+    run = write_run(tmp_path / "run", [(0, "SLIP", 0), (0, "PLAN", 0), (1, "CHAT", 0), (1, "GARBAGE" * 200, 0)])
+    analyze.main(["errors", str(run), "--judge", f"local:{model_dir}", "--buckets", "2", "--per_bucket", "2"])
+    rows = [json.loads(line) for line in (run / "errors.jsonl").read_text().splitlines()]
+    summary = json.loads((run / "errors_summary.json").read_text())
+    assert sorted(r["response"].split()[1] for r in rows) == ["CHAT", "PLAN", "SLIP"]
+    assert {r["label"] for r in rows} <= {*analyze.LABELS, analyze.UNPARSED}
+    assert [b["judged"] for b in summary["buckets"]] == [2, 1] and summary["not_judged"] == 1
+    assert summary["judge"] == f"local:{model_dir}"
