@@ -4,8 +4,8 @@ than the answer format (issue 16; README "The ablation on the CPU").
 
     python bench/cpu_task.py --problems 32 --samples 4
 
-For each candidate (problems x instruction), `samples` answers per problem at temperature 1 (what GRPO
-sees while training), graded by reward.math_reward, and:
+For each candidate (problems x instruction), `samples` answers per problem at `--temperature` (1 by default,
+the paper's training temperature; the chosen CPU task trains at 0.7), graded by reward.math_reward, and:
   reward    the mean reward; `signal` the share of problems whose answers are neither all right nor all
             wrong (groups GRPO learns from), `length` the mean response length in tokens;
   grams     over the correct responses: the share holding at least one of the paper's Strategic Grams,
