@@ -13,27 +13,28 @@ What it does:
   2. splits the run's steps into `--buckets` equal spans and draws `--per_bucket` failures from each, with
      `--seed` (the same call draws the same rollouts);
   3. asks the judge for one JSON object {"label": "planning" | "execution" | "other", "reason": "..."};
-  4. appends each verdict to RUN/errors.jsonl as it arrives, so a second call (after Ctrl-C, a crash, or
-     with a larger --per_bucket) judges only what is missing; a reply that holds no such object is kept
-     with label "unparsed" and the reply itself (never a guess); a request that still fails after its
-     retries is left out of the file, reported, and asked again by the next call;
+  4. appends each verdict, with the judge's name, to RUN/errors.jsonl as it arrives, so a second call with
+     the same judge (after Ctrl-C, a crash, or with a larger --per_bucket) judges only what is missing; a
+     reply that holds no such object is kept with label "unparsed" and the reply itself (never a guess); a
+     request that still fails after its retries is left out of the file, reported, and asked again by the
+     next call, which is also what the exit status 1 says;
   5. writes RUN/errors_summary.json (per step bucket: counts and fractions of each label) and
      RUN/errors.png (the fractions over training).
 
 The judge is any OpenAI-compatible chat-completions endpoint (a local vLLM or llama.cpp server, a hosted
 API; key from the environment variable --key_env), spoken to with the standard library's urllib: a
-timeout per request, retries with exponential backoff on 429, 5xx and network errors, and at most
---max_in_flight requests at once. `--judge local:MODEL` runs the judge through this project's own sampler.
+timeout per request, retries with exponential backoff on 429, 5xx and network errors (other 4xx, such as a
+wrong key, stop the analysis at once), and at most --max_in_flight requests at once. `--judge local:MODEL` runs the judge through this project's own sampler.
 """
 
 import argparse
 import hashlib
+import http.client
 import json
 import math
 import os
-import random
 import sys
-import time
+import threading
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -62,18 +63,17 @@ Reply with one JSON object and nothing else: {{"label": "planning" | "execution"
 
 # ----------------------------------------------------------------------------- which rollouts to judge
 
-def rollout_id(row: dict) -> str:
-    """A stable name for one logged rollout: the same row gets the same id on every call."""
-    key = json.dumps([row["step"], row["prompt"], row["response"]], ensure_ascii=False)
-    return hashlib.sha1(key.encode()).hexdigest()[:16]
+def digest(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def failed_rollouts(run_dir: Path) -> list[dict]:
-    """The run's logged rollouts with reward 0, each with its id (a rollout logged twice counts once)."""
+    """The run's logged rollouts with reward 0, each with a stable id: its step, prompt and response, and
+    which occurrence of those it is (two rollouts may give the same response to the same prompt)."""
     path = run_dir / "rollouts.jsonl"
     if not path.is_file():
         sys.exit(f"error: {path}: no such file (train with --log_rollouts > 0 to log rollouts)")
-    rows, seen = [], set()
+    rows, seen = [], {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -84,17 +84,22 @@ def failed_rollouts(run_dir: Path) -> list[dict]:
                 row = {"step": int(row["step"]), "prompt": row["prompt"], "answer": row["answer"],
                        "response": row["response"]}
             except (ValueError, KeyError, TypeError) as e:
+                if not line.endswith("\n"):   # the last line of a run that is writing it, or crashed doing so
+                    break
                 sys.exit(f"error: {path}:{number}: not a rollout row ({type(e).__name__}: {e})")
-            if failed and rollout_id(row) not in seen:
-                seen.add(rollout_id(row))
-                rows.append({"id": rollout_id(row), **row})
+            key = (row["step"], row["prompt"], row["response"])
+            seen[key] = seen.get(key, -1) + 1
+            if failed:
+                rows.append({"id": digest(*key, seen[key]), **row})
     return rows
 
 
 def step_buckets(last_step: int, buckets: int) -> list[tuple[int, int]]:
-    """Steps 0..last_step in `buckets` spans of equal width (first, last), fewer if there are fewer steps."""
-    width = math.ceil((last_step + 1) / buckets)
-    return [(lo, min(lo + width - 1, last_step)) for lo in range(0, last_step + 1, width)]
+    """Steps 0..last_step in `buckets` spans (first, last) whose lengths differ by at most one step; fewer
+    spans when there are fewer steps."""
+    steps = last_step + 1
+    edges = sorted({b * steps // buckets for b in range(buckets)} | {steps})
+    return [(lo, hi - 1) for lo, hi in zip(edges, edges[1:])]
 
 
 def bucket_of(step: int, spans: list[tuple[int, int]]) -> int:
@@ -102,12 +107,12 @@ def bucket_of(step: int, spans: list[tuple[int, int]]) -> int:
 
 
 def choose(rows: list[dict], spans, per_bucket: int, seed: int) -> list[dict]:
-    """Up to per_bucket rows of each span, drawn with the seed. Growing per_bucket keeps the earlier draw:
-    the order within a span is one fixed shuffle, and the first per_bucket of it are taken."""
+    """Up to per_bucket rows of each span, drawn with the seed: each row's place in the draw is a hash of
+    (seed, its id), so a larger per_bucket keeps the earlier draw, and a run that has gone on since moves
+    only the rows near the spans' new edges."""
     chosen = []
     for b in range(len(spans)):
-        in_span = sorted((r for r in rows if bucket_of(r["step"], spans) == b), key=lambda r: r["id"])
-        random.Random(f"errors:{seed}:{b}").shuffle(in_span)
+        in_span = sorted((r for r in rows if bucket_of(r["step"], spans) == b), key=lambda r: digest(seed, r["id"]))
         chosen += [{**r, "bucket": b} for r in in_span[:per_bucket]]
     return chosen
 
@@ -130,10 +135,10 @@ def parse_verdict(reply: str) -> dict | None:
     return None
 
 
-def verdict_row(row: dict, reply: str) -> dict:
+def verdict_row(row: dict, reply: str, judge_name: str) -> dict:
     """What errors.jsonl keeps for one judged rollout."""
     verdict = parse_verdict(reply)
-    out = {k: row[k] for k in ("id", "step", "prompt", "answer", "response")}
+    out = {"judge": judge_name, **{k: row[k] for k in ("id", "step", "prompt", "answer", "response")}}
     if verdict is None:
         return {**out, "label": UNPARSED, "reason": "", "reply": reply}
     return {**out, **verdict}
@@ -142,54 +147,71 @@ def verdict_row(row: dict, reply: str) -> dict:
 # ----------------------------------------------------------------------------- judges
 
 class JudgeError(RuntimeError):
-    """A request that failed for good (after its retries, or with an error a retry cannot mend)."""
+    """A request that failed for good: its retries are spent (`final` False: the next call asks again), or
+    asking again cannot help (`final` True: a wrong key, URL or model, a prompt too long for the judge)."""
+
+    def __init__(self, message: str, final: bool = False):
+        super().__init__(message)
+        self.final = final
 
 
 def chat_completion(url: str, model: str, prompt: str, key: str = "", timeout: float = 60.0, retries: int = 4,
-                    backoff: float = 1.0, max_tokens: int = 256) -> str:
+                    backoff: float = 1.0, max_tokens: int = 256, stop: threading.Event | None = None) -> str:
     """One chat-completions request; the reply's text. Retries 429, 5xx and network errors with exponential
-    backoff (or the server's Retry-After, up to 60 s); raises JudgeError when that is spent."""
+    backoff (or the server's Retry-After, up to 60 s); raises JudgeError when that is spent, at once on other
+    4xx, and when `stop` is set (Ctrl-C, or another request's final error)."""
     endpoint = url.rstrip("/") + ("" if url.rstrip("/").endswith("/chat/completions") else "/chat/completions")
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}],
                        "temperature": 0, "max_tokens": max_tokens}).encode()
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    stop = stop or threading.Event()
     for attempt in range(retries + 1):
+        if stop.is_set():
+            raise JudgeError("not asked: the analysis is stopping")
         wait = backoff * 2 ** attempt
         try:
             request = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 answer = json.loads(response.read())
-            return answer["choices"][0]["message"]["content"] or ""
-        except urllib.error.HTTPError as e:
+            content = answer["choices"][0]["message"]["content"]
+            if not isinstance(content, str):
+                raise TypeError(f"message content is {type(content).__name__}, not text")
+            return content
+        except urllib.error.HTTPError as e:   # before OSError: HTTPError is one
             if e.code != 429 and e.code < 500:   # a bad request, a wrong key: asking again cannot help
-                raise JudgeError(f"HTTP {e.code} from {endpoint}: {e.read()[:200]!r}") from e
+                raise JudgeError(f"HTTP {e.code} from {endpoint}: {e.read()[:200]!r}", final=True) from e
             error = f"HTTP {e.code}"
             retry_after = e.headers.get("Retry-After", "")
             if retry_after.replace(".", "", 1).isdigit():
                 wait = min(float(retry_after), 60.0)
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:   # refused, reset, timed out
+        except (OSError, http.client.HTTPException) as e:   # refused, reset, timed out, cut short
             error = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
         except (ValueError, KeyError, IndexError, TypeError) as e:   # a body that is not a chat completion
             raise JudgeError(f"not a chat-completions reply from {endpoint}: {type(e).__name__}: {e}") from e
         if attempt < retries:
-            time.sleep(wait)
+            stop.wait(wait)
     raise JudgeError(f"{error} from {endpoint}, {retries + 1} tries")
 
 
 def http_judge(url: str, model: str, key: str, timeout: float, retries: int, max_in_flight: int, backoff: float = 1.0):
     """judge(prompts) -> yields (index, reply text or JudgeError) as the replies come, at most
-    max_in_flight requests at once."""
+    max_in_flight requests at once. A final error (a wrong key, say) stops the requests not yet made."""
     def judge(prompts):
+        stop = threading.Event()
         pool = ThreadPoolExecutor(max_workers=max_in_flight)
         try:
-            futures = {pool.submit(chat_completion, url, model, p, key, timeout, retries, backoff): i
+            futures = {pool.submit(chat_completion, url, model, p, key, timeout, retries, backoff, stop=stop): i
                        for i, p in enumerate(prompts)}
             for future in as_completed(futures):
                 try:
                     yield futures[future], future.result()
-                except JudgeError as e:
-                    yield futures[future], e
-        finally:   # on Ctrl-C, drop the requests not yet sent rather than wait for them
+                except Exception as e:   # noqa: BLE001 - whatever a request raised, it is that rollout's failure
+                    error = e if isinstance(e, JudgeError) else JudgeError(f"{type(e).__name__}: {e}")
+                    if error.final:
+                        stop.set()
+                    yield futures[future], error
+        finally:   # on Ctrl-C: no new requests, no more retries; those in flight end within their timeout
+            stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
     return judge
 
@@ -206,7 +228,7 @@ def local_judge(model_name: str, max_new_tokens: int = 128, batch: int = 8):
         fits = [i for i, p in enumerate(ids) if len(p) + max_new_tokens <= context]
         for i in sorted(set(range(len(prompts))) - set(fits)):
             yield i, JudgeError(f"the judge prompt ({len(ids[i])} tokens) and its reply ({max_new_tokens}) exceed "
-                                f"{model_name}'s context of {context} tokens")
+                                f"{model_name}'s context of {context} tokens", final=True)
         for first in range(0, len(fits), batch):
             chunk = fits[first:first + batch]
             out = rollout.sample(model, [ids[i] for i in chunk], max_new_tokens, temperature=0.0,
@@ -217,17 +239,16 @@ def local_judge(model_name: str, max_new_tokens: int = 128, batch: int = 8):
 
 # ----------------------------------------------------------------------------- the analysis
 
-def read_verdicts(path: Path) -> dict[str, dict]:
-    """errors.jsonl as {id: row}; a line cut short by a crash is skipped (its rollout is judged again)."""
-    verdicts = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-                verdicts[row["id"]] = row
-            except (ValueError, KeyError, TypeError):
-                continue
-    return verdicts
+def read_verdicts(path: Path, judge_name: str) -> dict[str, dict]:
+    """This judge's rows of errors.jsonl as {id: row} (another judge's verdicts stay in the file, unused).
+    A last line cut short by a crash is removed first, so its rollout is judged again."""
+    if not path.is_file():
+        return {}
+    text = path.read_bytes()
+    if text and not text.endswith(b"\n"):
+        path.write_bytes(text[:text.rfind(b"\n") + 1])
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {row["id"]: row for row in rows if row.get("judge") == judge_name}
 
 
 def summarise(verdicts: list[dict], spans, available: list[int]) -> dict:
@@ -270,31 +291,28 @@ def errors(run_dir: Path, judge, judge_name: str, buckets: int = 4, per_bucket: 
         sys.exit(f"error: {run_dir / 'rollouts.jsonl'}: no failed rollouts (reward 0) to judge")
     spans = step_buckets(max(r["step"] for r in rows), buckets)
     out_path = run_dir / "errors.jsonl"
-    done = read_verdicts(out_path)
+    done = read_verdicts(out_path, judge_name)
     chosen = choose(rows, spans, per_bucket, seed)
     todo = [r for r in chosen if r["id"] not in done]
     print(f"[errors] {len(rows)} failed rollouts, steps {spans[0][0]}-{spans[-1][1]} in {len(spans)} buckets; "
           f"{len(chosen)} chosen, {len(chosen) - len(todo)} already judged, asking {judge_name} about {len(todo)}",
           flush=True)
     prompts = [JUDGE_PROMPT.format(problem=r["prompt"], answer=r["answer"], response=r["response"]) for r in todo]
-    failures = 0
-    if out_path.is_file() and not out_path.read_bytes().endswith(b"\n"):   # a last line cut short by a crash
-        text = out_path.read_bytes()
-        out_path.write_bytes(text[:text.rfind(b"\n") + 1])
+    failures = []
     with open(out_path, "a") as f:
         for i, reply in judge(prompts):
-            if isinstance(reply, Exception):   # left out, so the next call asks again
-                failures += 1
+            if isinstance(reply, Exception):   # left out of the file, so the next call asks again
+                failures.append(reply)
                 print(f"[errors] {todo[i]['id']}: {reply}", file=sys.stderr, flush=True)
                 continue
-            row = verdict_row(todo[i], reply)
+            row = verdict_row(todo[i], reply, judge_name)
             done[row["id"]] = row
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
     judged = [done[r["id"]] for r in chosen if r["id"] in done]
     available = [sum(bucket_of(r["step"], spans) == b for r in rows) for b in range(len(spans))]
     summary = {"run": str(run_dir), "judge": judge_name, "seed": seed, "per_bucket": per_bucket,
-               "not_judged": failures, **summarise(judged, spans, available)}
+               "not_judged": len(failures), **summarise(judged, spans, available)}
     (run_dir / "errors_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot_summary(summary, run_dir / "errors.png", f"{run_dir.name}: failures judged by {judge_name}")
     for b in summary["buckets"]:
@@ -302,8 +320,9 @@ def errors(run_dir: Path, judge, judge_name: str, buckets: int = 4, per_bucket: 
         print(f"[errors] steps {b['steps'][0]}-{b['steps'][1]}: {b['judged']} judged of {b['failed']} failed; "
               f"{shares}; unparsed {b['counts'][UNPARSED]}")
     if failures:
-        print(f"[errors] {failures} requests failed after their retries; run the same command again to ask again",
-              file=sys.stderr)
+        final = [e for e in failures if e.final]
+        print(f"[errors] {len(failures)} rollouts not judged: " + (f"{final[0]} (fix that, then run again)" if final
+              else "their requests failed after the retries; run the same command again to ask again"), file=sys.stderr)
     return summary
 
 
@@ -341,7 +360,8 @@ def main(argv=None):
         name = args.judge_model
     else:
         parser.error("give --judge_url and --judge_model (an OpenAI-compatible endpoint), or --judge local:MODEL")
-    errors(run_dir, judge, name, args.buckets, args.per_bucket, args.seed)
+    summary = errors(run_dir, judge, name, args.buckets, args.per_bucket, args.seed)
+    sys.exit(1 if summary["not_judged"] else 0)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ class FakeJudge:
     CHAT -> other, with text around it    GARBAGE -> no JSON at all
     SLOW -> the first request waits past the client's timeout, then execution
     BUSY -> the first request gets 429, then planning
+    DROP -> the first connection is closed without a reply, then other
+    SHORT -> the first body is cut short of its Content-Length, then other
     DOWN -> 500 while `down` is set, then execution"""
 
     def __init__(self):
@@ -28,7 +30,8 @@ class FakeJudge:
     def reply(self, prompt: str):
         """(status, content or None); the response under judgement is the last block of the prompt."""
         response = prompt.split("Solution to grade:\n")[1]
-        tag = next(t for t in ("SLIP", "PLAN", "CHAT", "GARBAGE", "SLOW", "BUSY", "DOWN") if t in response)
+        tag = next(t for t in ("SLIP", "PLAN", "CHAT", "GARBAGE", "SLOW", "BUSY", "DROP", "SHORT", "DOWN")
+                   if t in response)
         with self.lock:
             self.seen[tag] = self.seen.get(tag, 0) + 1
             first = self.seen[tag] == 1
@@ -36,6 +39,8 @@ class FakeJudge:
             time.sleep(1.5)
         if tag == "BUSY" and first:
             return 429, None
+        if tag in ("DROP", "SHORT") and first:
+            return tag, None
         if tag == "DOWN" and self.down:
             return 500, None
         return 200, {
@@ -45,6 +50,8 @@ class FakeJudge:
             "GARBAGE": "I would call this a planning error.",
             "SLOW": '{"label": "execution", "reason": "slow"}',
             "BUSY": '{"label": "planning", "reason": "busy"}',
+            "DROP": '{"label": "other", "reason": "dropped"}',
+            "SHORT": '{"label": "other", "reason": "short"}',
             "DOWN": '{"label": "execution", "reason": "back up"}',
         }[tag]
 
@@ -63,13 +70,18 @@ def server():
             try:
                 time.sleep(0.05)   # long enough for requests to overlap
                 status, content = fake.reply(body["messages"][0]["content"])
+                if status == "DROP":
+                    self.close_connection = True
+                    return
                 payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}
                                      if content is not None else {"error": "try later"}).encode()
-                self.send_response(status)
+                self.send_response(200 if status == "SHORT" else status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Content-Length", str(len(payload) + (100 if status == "SHORT" else 0)))
                 self.end_headers()
                 self.wfile.write(payload)
+                if status == "SHORT":
+                    self.close_connection = True
             except (BrokenPipeError, ConnectionResetError):   # the client gave up on a slow request
                 pass
             finally:
@@ -90,7 +102,8 @@ def server():
 
 # step, tag, reward: two spans of steps (0-3, 4-7) once the run's last step is 7
 ROLLOUTS = [(0, "SLIP", 0), (0, "PLAN", 0), (1, "CHAT", 0), (1, "right", 1), (2, "GARBAGE", 0), (3, "SLOW", 0),
-            (4, "BUSY", 0), (5, "SLIP again", 0), (6, "DOWN", 0), (7, "right", 1), (7, "PLAN again", 0)]
+            (4, "BUSY", 0), (5, "SLIP again", 0), (6, "DOWN", 0), (7, "right", 1), (7, "PLAN again", 0),
+            (5, "DROP", 0), (6, "SHORT", 0)]
 
 
 def write_run(folder, rows=ROLLOUTS):
@@ -116,25 +129,26 @@ def test_labels_summary_and_each_failure_mode(server, tmp_path):
     run = write_run(tmp_path / "run")
     summary = analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10)
     assert labels(run) == {"SLIP": "execution", "PLAN": "planning", "CHAT": "other", "GARBAGE": "unparsed",
-                           "SLOW": "execution", "BUSY": "planning"}   # DOWN failed for good: left out
+                           "SLOW": "execution", "BUSY": "planning", "DROP": "other", "SHORT": "other"}
+    # DOWN's retries were spent: left out
     rows = {row["response"].split()[1]: row for row in map(json.loads, (run / "errors.jsonl").read_text().splitlines())}
     assert rows["GARBAGE"]["reply"] == "I would call this a planning error."   # kept as it came, no guess
     assert rows["PLAN"]["reason"] == "It multiplies instead of adding."
-    assert server.seen["SLOW"] == 2 and server.seen["BUSY"] == 2 and server.seen["DOWN"] == 3   # 1 + 2 retries
-    assert server.most_in_flight <= 3
+    assert server.seen["SLOW"] == server.seen["BUSY"] == server.seen["DROP"] == server.seen["SHORT"] == 2
+    assert server.seen["DOWN"] == 3   # 1 + 2 retries
     first = server.requests[0]
     assert first["path"] == "/v1/chat/completions" and first["auth"] == "Bearer secret"
     assert first["body"]["model"] == "judge-7b" and first["body"]["temperature"] == 0
     # By hand: steps 0-3 hold SLIP, PLAN, CHAT, GARBAGE, SLOW (execution 2, planning 1, other 1, unparsed 1);
-    # steps 4-7 hold BUSY, SLIP again, DOWN (not judged), PLAN again.
+    # steps 4-7 hold BUSY, SLIP again, DROP, DOWN (not judged), SHORT, PLAN again.
     assert summary == json.loads((run / "errors_summary.json").read_text())
     early, late = summary["buckets"]
     assert early["steps"] == [0, 3] and late["steps"] == [4, 7]
-    assert early["failed"] == 5 and early["judged"] == 5 and late["failed"] == 4 and late["judged"] == 3
+    assert early["failed"] == 5 and early["judged"] == 5 and late["failed"] == 6 and late["judged"] == 5
     assert early["counts"] == {"planning": 1, "execution": 2, "other": 1, "unparsed": 1}
     assert early["fractions"] == {"planning": 0.25, "execution": 0.5, "other": 0.25}
-    assert late["counts"] == {"planning": 2, "execution": 1, "other": 0, "unparsed": 0}
-    assert late["fractions"] == pytest.approx({"planning": 2 / 3, "execution": 1 / 3, "other": 0.0})
+    assert late["counts"] == {"planning": 2, "execution": 1, "other": 2, "unparsed": 0}
+    assert late["fractions"] == {"planning": 0.4, "execution": 0.2, "other": 0.4}
     assert summary["not_judged"] == 1
     assert (run / "errors.png").is_file()
 
@@ -146,10 +160,19 @@ def test_a_second_call_judges_only_what_is_missing(server, tmp_path):
     server.down = False
     summary = analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10)
     assert [r["body"]["messages"][0]["content"].count("Response DOWN") for r in server.requests[before:]] == [1]
-    assert labels(run)["DOWN"] == "execution" and summary["buckets"][1]["judged"] == 4
-    assert len((run / "errors.jsonl").read_text().splitlines()) == 9
+    assert labels(run)["DOWN"] == "execution" and summary["buckets"][1]["judged"] == 6
+    assert len((run / "errors.jsonl").read_text().splitlines()) == 11
     analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10)   # nothing left: no request
     assert len(server.requests) == before + 1
+
+
+def test_another_judge_judges_afresh(server, tmp_path):
+    run = write_run(tmp_path / "run", [(0, "SLIP", 0), (1, "PLAN", 0)])
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10)
+    summary = analyze.errors(run, judge_of(server), "judge-70b", buckets=1, per_bucket=10)
+    assert len(server.requests) == 4 and summary["buckets"][0]["judged"] == 2
+    assert [json.loads(line)["judge"] for line in (run / "errors.jsonl").read_text().splitlines()] == \
+        ["judge-7b"] * 2 + ["judge-70b"] * 2
 
 
 def test_a_line_cut_short_by_a_crash_is_judged_again(server, tmp_path):
@@ -169,7 +192,7 @@ def test_bounded_in_flight(server, tmp_path):
     assert len(server.requests) == 12 and server.most_in_flight == 2
 
 
-def test_a_request_that_cannot_succeed_is_not_retried(tmp_path):
+def test_a_request_that_cannot_succeed_is_not_retried(tmp_path, capsys):
     class Refuse(BaseHTTPRequestHandler):
         calls = 0
 
@@ -183,10 +206,19 @@ def test_a_request_that_cannot_succeed_is_not_retried(tmp_path):
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
     try:
         with pytest.raises(analyze.JudgeError, match="HTTP 401"):
-            analyze.chat_completion(f"http://127.0.0.1:{httpd.server_address[1]}/v1", "m", "hi", retries=3, backoff=0.01)
+            analyze.chat_completion(url, "m", "hi", retries=3, backoff=0.01)
         assert Refuse.calls == 1
+        # in a whole analysis, the first such answer stops the requests not yet made, and the exit status is 1
+        run = write_run(tmp_path / "run", [(s, "SLIP", 0) for s in range(20)])
+        with pytest.raises(SystemExit) as stopped:
+            analyze.main(["errors", str(run), "--judge_url", url, "--judge_model", "m", "--max_in_flight", "1",
+                          "--buckets", "1", "--per_bucket", "20"])
+        assert stopped.value.code == 1 and Refuse.calls <= 3
+        assert "20 rollouts not judged: HTTP 401" in capsys.readouterr().err
+        assert not (run / "errors.jsonl").read_text()
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -204,7 +236,8 @@ def test_parse_verdict():
 
 def test_buckets_and_the_draw():
     assert analyze.step_buckets(7, 2) == [(0, 3), (4, 7)]
-    assert analyze.step_buckets(9, 4) == [(0, 2), (3, 5), (6, 8), (9, 9)]
+    assert analyze.step_buckets(9, 4) == [(0, 1), (2, 4), (5, 6), (7, 9)]
+    assert analyze.step_buckets(12, 4) == [(0, 2), (3, 5), (6, 8), (9, 12)]
     assert analyze.step_buckets(1, 4) == [(0, 0), (1, 1)]
     rows = [{"id": f"{i:04d}", "step": i % 10} for i in range(200)]
     spans = analyze.step_buckets(9, 2)
@@ -223,11 +256,16 @@ def test_bad_run_folders(tmp_path):
                                              '"reward": 0.0}\n{"step": 1}\n')
     with pytest.raises(SystemExit, match=r"rollouts.jsonl:2: not a rollout row"):
         analyze.failed_rollouts(tmp_path)
+    write_run(tmp_path, [(0, "SLIP", 0)])
+    with open(tmp_path / "rollouts.jsonl", "a") as f:   # a last line being written (or cut by a crash) is skipped
+        f.write('{"step": 2, "prompt": "p", "ans')
+    assert [r["step"] for r in analyze.failed_rollouts(tmp_path)] == [0]
     write_run(tmp_path, [(0, "right", 1)])
     with pytest.raises(SystemExit, match="no failed rollouts"):
         analyze.errors(tmp_path, None, "judge", buckets=1, per_bucket=1)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as usage:
         analyze.main(["errors", str(tmp_path)])   # neither an endpoint nor a local judge
+    assert usage.value.code == 2
 
 
 def test_local_judge_runs_offline(tiny_model_dir, tmp_path):
