@@ -30,6 +30,7 @@ wrong key, stop the analysis at once), and at most --max_in_flight requests at o
 import argparse
 import hashlib
 import http.client
+import itertools
 import json
 import math
 import os
@@ -99,7 +100,7 @@ def step_buckets(last_step: int, buckets: int) -> list[tuple[int, int]]:
     spans when there are fewer steps."""
     steps = last_step + 1
     edges = sorted({b * steps // buckets for b in range(buckets)} | {steps})
-    return [(lo, hi - 1) for lo, hi in zip(edges, edges[1:])]
+    return [(lo, hi - 1) for lo, hi in itertools.pairwise(edges)]
 
 
 def bucket_of(step: int, spans: list[tuple[int, int]]) -> int:

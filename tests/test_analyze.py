@@ -276,7 +276,9 @@ def test_local_judge_runs_offline(tiny_model_dir, tmp_path):
     config = json.loads((model_dir / "config.json").read_text())
     (model_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 1024}))
     run = write_run(tmp_path / "run", [(0, "SLIP", 0), (0, "PLAN", 0), (1, "CHAT", 0), (1, "GARBAGE" * 200, 0)])
-    analyze.main(["errors", str(run), "--judge", f"local:{model_dir}", "--buckets", "2", "--per_bucket", "2"])
+    with pytest.raises(SystemExit) as finished:   # status 1: one rollout could not be judged
+        analyze.main(["errors", str(run), "--judge", f"local:{model_dir}", "--buckets", "2", "--per_bucket", "2"])
+    assert finished.value.code == 1
     rows = [json.loads(line) for line in (run / "errors.jsonl").read_text().splitlines()]
     summary = json.loads((run / "errors_summary.json").read_text())
     assert sorted(r["response"].split()[1] for r in rows) == ["CHAT", "PLAN", "SLIP"]
