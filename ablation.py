@@ -1,6 +1,6 @@
 """The paper's ablation, one command: GRPO vs HICRA vs its placebo and entropy baselines.
 
-    python ablation.py --preset cpu            # offline: SmolLM2-135M on synthetic sums, 2 CPU cores
+    python ablation.py --preset cpu            # offline: SmolLM2-135M, sums solved step by step, 2 CPU cores
     python ablation.py --preset gpu            # Qwen2.5-0.5B on MATH levels 3-5, one GPU
     python ablation.py --preset gpu --gpus 0,1,2,3   # the same runs, four at a time, one per GPU
     python ablation.py --preset gpu --gpus 0,1,2,3 --ranks_per_run 2   # two at a time, each on 2 GPUs (torchrun)
@@ -175,6 +175,7 @@ def evaluate_all(preset: dict, out: Path, methods, seeds) -> dict:
                 "train reward (last 25%)": statistics.mean(r["reward_mean"] for r in tail),
                 "response length (last 25%)": statistics.mean(r["response_len_mean"] for r in tail),
                 "semantic entropy (last 25%)": statistics.mean(r.get("semantic_entropy", float("nan")) for r in tail),
+                "planning tokens (last 25%)": statistics.mean(r.get("planning_token_frac", float("nan")) for r in tail),
             }
             evals = [r["eval_accuracy"] for r in logged if "eval_accuracy" in r]
             if evals:   # the first is the base model's (before step 0), the last the trained policy's

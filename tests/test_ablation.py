@@ -32,12 +32,14 @@ def test_results_per_method_over_seeds(tmp_path):
     # 8 training steps: the last quarter is steps 6 and 7; the final evaluation row has no training metrics.
     for seed, (a, b) in enumerate([(0.5, 0.7), (0.7, 0.9)]):
         rows = [step(s, 0.0, eval_accuracy=0.25) if s == 0 else step(s, 0.0) for s in range(6)]
-        rows += [step(6, a, length=20.0), step(7, b, length=30.0), {"step": 8, "eval_accuracy": 0.5 + seed / 4}]
+        rows += [step(6, a, length=20.0, planning_token_frac=0.1), step(7, b, length=30.0, planning_token_frac=0.0),
+                 {"step": 8, "eval_accuracy": 0.5 + seed / 4}]
         write_run(tmp_path / f"hicra-s{seed}", rows)
     results = ablation.evaluate_all(ablation.PRESETS["cpu"], tmp_path, ["hicra"], [0, 1])
     got = results["hicra"]
     assert got["train reward (last 25%)"] == pytest.approx([0.6, 0.8])
     assert got["response length (last 25%)"] == pytest.approx([25.0, 25.0])
+    assert got["planning tokens (last 25%)"] == pytest.approx([0.05, 0.05])
     assert got["held-out accuracy (step 0)"] == [0.25, 0.25]
     assert got["held-out accuracy (final)"] == [0.5, 0.75]
     text = ablation.table(results, [0, 1])
