@@ -573,6 +573,25 @@ def placebo_grams(docs, grams, seed: int = 0, min_docs: int = 2) -> list[str]:
     return picked
 
 
+def compare_lists(texts, lists: dict) -> tuple[list[dict], float]:
+    """What each gram list ({name: grams}) marks on the same texts: per list the grams, the share of characters
+    marked, the share of texts with a mark, the distinct grams seen and the counts of the commonest; and, of
+    the characters any list marks, the share that every list marks."""
+    total = sum(map(len, texts)) or 1
+    rows, marked = [], []
+    for name, grams in lists.items():
+        chars = {(i, c) for i, text in enumerate(texts) for a, b in gram_spans(text, grams) for c in range(a, b)}
+        counts = Counter()
+        for text in texts:
+            counts.update(count_grams(text, grams))
+        rows.append({"list": name, "grams": len(grams), "marked": len(chars) / total,
+                     "texts_with_one": sum(bool(gram_spans(t, grams)) for t in texts) / max(1, len(texts)),
+                     "distinct_seen": len(counts), "most": counts.most_common(7)})
+        marked.append(chars)
+    either = set().union(*marked)
+    return rows, len(set.intersection(*marked)) / len(either) if either else 0.0
+
+
 def read_corpus(paths, field="solution", filter_field=None, filter_min=None, max_docs=None):
     """Document strings from JSON Lines files; rows failing the filter are skipped."""
     docs = []
@@ -682,6 +701,26 @@ def cmd_placebo(args):
     print(header[1], file=sys.stderr)
 
 
+def cmd_compare(args):
+    if args.run is not None:   # a run's own successful responses, as `mine --run` reads them
+        args.corpus, args.field, args.filter_field, args.filter_min = \
+            [str(Path(args.run) / "rollouts.jsonl")], "response", "reward", 1.0
+    if not args.corpus:
+        sys.exit("error: give --corpus or --run")
+    docs = read_corpus(args.corpus, args.field, args.filter_field, args.filter_min, args.max_docs)
+    if not docs:
+        sys.exit("error: no documents left after reading and filtering the corpus")
+    rows, shared = compare_lists(docs, {name: load_grams(name) for name in args.grams})
+    print(f"{len(docs)} texts, {sum(map(len, docs))} characters\n")
+    print("| list | grams | characters marked | texts with one | distinct grams seen | matched most |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for r in rows:
+        most = ", ".join(f"{g} {c}" for g, c in r["most"])
+        print(f"| {r['list']} | {r['grams']} | {r['marked']:.1%} | {r['texts_with_one']:.0%} | {r['distinct_seen']} "
+              f"| {most} |")
+    print(f"\nOf the characters any list marks, {shared:.1%} are marked by all {len(rows)}.")
+
+
 def save_gram_list(path, grams, header_lines):
     """A gram list load_grams reads back exactly: `#` header lines, then one JSON string a line."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -747,6 +786,17 @@ def main(argv=None):
     pl.add_argument("--max_docs", type=int, default=None, help="read at most this many documents")
     pl.add_argument("--out", required=True, help="output gram list (one JSON string a line)")
     pl.set_defaults(func=cmd_placebo)
+    c = sub.add_parser("compare", help="what several gram lists mark on the same texts",
+                       description="What each gram list marks on the same texts (a markdown table), and the share "
+                                   "of marked characters they agree on.")
+    c.add_argument("--grams", nargs="+", default=["paper", "mined"], help="lists: paper, mined or files")
+    c.add_argument("--corpus", nargs="+", default=None, help="JSON Lines file(s)")
+    c.add_argument("--run", default=None, help="a training run folder: its correct rollouts (as mine --run)")
+    c.add_argument("--field", default="response", help="field holding the text (default: response)")
+    c.add_argument("--filter_field", default=None, help="keep only rows whose numeric field ...")
+    c.add_argument("--filter_min", type=float, default=None, help="... is at least this")
+    c.add_argument("--max_docs", type=int, default=None, help="read at most this many documents")
+    c.set_defaults(func=cmd_compare)
     k = sub.add_parser("mask", help="show the planning tokens of a text",
                        description="Print a text with its planning tokens in [brackets].")
     k.add_argument("--text", required=True)

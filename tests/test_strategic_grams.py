@@ -399,3 +399,22 @@ def test_planning_metrics_of_a_class_with_no_tokens():
     later = sg.planning_metrics(torch.tensor([[1.0, 0, 1.0, 0]]), tokens, zeros, logp, zeros, ["x"],
                                         ["wait"], state)
     assert later["rel_ppl_planning"] == pytest.approx(2 / math.sqrt(8))
+
+
+def test_compare_lists_by_hand():
+    texts = ["So we add. Then so.", "nothing here"]   # 19 + 12 characters
+    rows, shared = sg.compare_lists(texts, {"a": ["so"], "b": ["so we", "then"]})
+    a, b = rows
+    # a marks "So" (0-2) and "so" (16-18); b marks "So we" (0-5) and "Then" (11-15)
+    assert a["marked"] == pytest.approx(4 / 31) and b["marked"] == pytest.approx(9 / 31)
+    assert a["texts_with_one"] == b["texts_with_one"] == 0.5
+    assert a["distinct_seen"] == 1 and b["distinct_seen"] == 2 and a["most"] == [("so", 2)]
+    assert shared == pytest.approx(2 / 11)   # both mark "So"; either marks 5 + 4 + 2 characters
+
+
+def test_compare_cli_on_a_run(tmp_path, capsys):
+    rows = [{"response": "So the answer is 4.", "reward": 1.0}, {"response": "But wait, 5.", "reward": 0.0}]
+    (tmp_path / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sg.main(["compare", "--run", str(tmp_path), "--grams", "paper", "mined"])
+    out = capsys.readouterr().out
+    assert out.startswith("1 texts, 19 characters") and "| paper | 249 |" in out   # only the correct rollout
