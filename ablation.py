@@ -25,6 +25,7 @@ last step), and it writes
 """
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -155,7 +156,7 @@ def make_placebo_list(train_args: list[str], seed: int, path: Path, prompts: int
     if not picked:
         sys.exit(f"error: placebo_grams: the gram list marks nothing in {len(texts)} responses of {cfg.model}, so the "
                  f"paper's placebo would be empty; leave it out of --methods")
-    share = lambda grams: strategic_grams.marked_characters(texts, grams) / sum(map(len, texts))  # noqa: E731
+    share = functools.partial(strategic_grams.marked_share, texts)
     strategic_grams.save_gram_list(path, picked, [
         f"The paper's placebo list for seed {seed}: random n-grams of {len(texts)} responses of {cfg.model} to training problems",
         f"{len(picked)} grams mark {share(picked):.2%} of those responses' characters; the real list marks {share(real):.2%}"])

@@ -543,6 +543,11 @@ def marked_characters(texts, grams) -> int:
     return sum(b - a for text in texts for a, b in gram_spans(text, grams))
 
 
+def marked_share(texts, grams) -> float:
+    """The share of the characters of `texts` that the grams mark."""
+    return marked_characters(texts, grams) / max(1, sum(map(len, texts)))
+
+
 def placebo_grams(docs, grams, seed: int = 0, min_docs: int = 2) -> list[str]:
     """The paper's placebo list: random word n-grams in place of the Strategic Grams, matched like them.
 
@@ -649,12 +654,9 @@ MINE_CHECKS = [   # what each numeric flag of `mine` needs (see checks.py)
 ]
 
 
-def cmd_mine(args):
-    message = checks.problem(vars(args), MINE_CHECKS) or checks.device_problem(args.device)
-    if message:
-        sys.exit(f"error: {message}")
-    if args.n_max < args.n_min:
-        sys.exit(f"error: --n_max {args.n_max}: needs an integer >= --n_min {args.n_min}")
+def corpus_docs(args) -> list[str]:
+    """The documents the corpus flags (add_corpus_flags) name: --corpus files, or --run's correct rollouts
+    (RUN/rollouts.jsonl, field response, reward >= 1), filtered; one line and exit on a bad combination."""
     if (args.corpus is None) == (args.run is None):
         sys.exit("error: give --corpus or --run (one of them)")
     if args.run is not None:   # a run's own successful responses
@@ -662,11 +664,21 @@ def cmd_mine(args):
         args.filter_field, args.filter_min = "reward", 1.0
     if (args.filter_field is None) != (args.filter_min is None):
         sys.exit("error: --filter_field and --filter_min go together")
-    torch.set_num_threads(args.threads) if args.threads else None
-    t0 = time.time()
     docs = read_corpus(args.corpus, args.field, args.filter_field, args.filter_min, args.max_docs)
     if not docs:
         sys.exit("error: no documents left after reading and filtering the corpus")
+    return docs
+
+
+def cmd_mine(args):
+    message = checks.problem(vars(args), MINE_CHECKS) or checks.device_problem(args.device)
+    if message:
+        sys.exit(f"error: {message}")
+    if args.n_max < args.n_min:
+        sys.exit(f"error: --n_max {args.n_max}: needs an integer >= --n_min {args.n_min}")
+    torch.set_num_threads(args.threads) if args.threads else None
+    t0 = time.time()
+    docs = corpus_docs(args)
     try:
         encoder = load_encoder(args.encoder, args.device)
     except (OSError, ValueError) as e:
@@ -693,23 +705,15 @@ def cmd_placebo(args):
         sys.exit("error: the corpus holds no documents")
     grams = load_grams(args.grams)
     picked = placebo_grams(docs, grams, seed=args.seed)
-    share = lambda gs: marked_characters(docs, gs) / sum(map(len, docs))  # noqa: E731
     header = [f"Placebo Strategic Grams (random word n-grams), by: python strategic_grams.py {' '.join(sys.argv[1:])}",
-              f"{len(picked)} grams mark {share(picked):.2%} of the corpus's characters; the real list "
-              f"({args.grams}, {len(grams)} grams) marks {share(grams):.2%}"]
+              f"{len(picked)} grams mark {marked_share(docs, picked):.2%} of the corpus's characters; the real list "
+              f"({args.grams}, {len(grams)} grams) marks {marked_share(docs, grams):.2%}"]
     save_gram_list(args.out, picked, header)
     print(header[1], file=sys.stderr)
 
 
 def cmd_compare(args):
-    if args.run is not None:   # a run's own successful responses, as `mine --run` reads them
-        args.corpus, args.field, args.filter_field, args.filter_min = \
-            [str(Path(args.run) / "rollouts.jsonl")], "response", "reward", 1.0
-    if not args.corpus:
-        sys.exit("error: give --corpus or --run")
-    docs = read_corpus(args.corpus, args.field, args.filter_field, args.filter_min, args.max_docs)
-    if not docs:
-        sys.exit("error: no documents left after reading and filtering the corpus")
+    docs = corpus_docs(args)
     rows, shared = compare_lists(docs, {name: load_grams(name) for name in args.grams})
     print(f"{len(docs)} texts, {sum(map(len, docs))} characters\n")
     print("| list | grams | characters marked | texts with one | distinct grams seen | matched most |")
@@ -747,19 +751,25 @@ def cmd_mask(args):
           f"{[text[s:e] for s, e in gram_spans(text, grams)]}")
 
 
+def add_corpus_flags(parser, field: str):
+    """The texts a command reads (corpus_docs): JSON Lines files or a run's correct rollouts."""
+    parser.add_argument("--corpus", nargs="+", default=None, help="JSON Lines file(s)")
+    parser.add_argument("--run", default=None,
+                        help="a training run folder instead: its correct rollouts (RUN/rollouts.jsonl, field response, "
+                             "reward >= 1), the paper's successful model responses; train with --log_rollouts at "
+                             "least batch_size x group_size to log every rollout")
+    parser.add_argument("--field", default=field, help=f"field holding the text (default: {field})")
+    parser.add_argument("--filter_field", default=None, help="keep only rows whose numeric field ...")
+    parser.add_argument("--filter_min", type=float, default=None, help="... is at least this (e.g. reward 1)")
+    parser.add_argument("--max_docs", type=int, default=None, help="read at most this many documents")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Strategic Grams: mine a list, or inspect a planning mask.")
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("mine", help="mine Strategic Grams from a JSON Lines corpus of correct solutions",
                        description="Mine Strategic Grams (paper section 2.1) from correct solutions.")
-    m.add_argument("--corpus", nargs="+", default=None, help="JSON Lines file(s)")
-    m.add_argument("--run", default=None,
-                   help="a training run folder: mine its correct rollouts (RUN/rollouts.jsonl, field response, "
-                        "reward >= 1), as the paper mined successful model responses; train with "
-                        "--log_rollouts at least batch_size x group_size to log every rollout")
-    m.add_argument("--field", default="solution", help="field holding the solution text (default: solution)")
-    m.add_argument("--filter_field", default=None, help="keep only rows whose numeric field ...")
-    m.add_argument("--filter_min", type=float, default=None, help="... is at least this (e.g. reward 1)")
+    add_corpus_flags(m, field="solution")
     m.add_argument("--out", required=True, help="output gram list (tab-separated)")
     m.add_argument("--k", type=int, default=200, help="k-means clusters (default 200)")
     m.add_argument("--min_docs", type=int, default=5, help="minimum documents per n-gram (default 5)")
@@ -770,7 +780,6 @@ def main(argv=None):
                    help="Hugging Face encoder folder or id (default: offline all-MiniLM-L6-v2)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--iters", type=int, default=100, help="maximum Lloyd iterations")
-    m.add_argument("--max_docs", type=int, default=None, help="read at most this many documents")
     m.add_argument("--batch_size", type=int, default=256, help="encoder batch size")
     m.add_argument("--device", default="cpu")
     m.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -790,12 +799,7 @@ def main(argv=None):
                        description="What each gram list marks on the same texts (a markdown table), and the share "
                                    "of marked characters they agree on.")
     c.add_argument("--grams", nargs="+", default=["paper", "mined"], help="lists: paper, mined or files")
-    c.add_argument("--corpus", nargs="+", default=None, help="JSON Lines file(s)")
-    c.add_argument("--run", default=None, help="a training run folder: its correct rollouts (as mine --run)")
-    c.add_argument("--field", default="response", help="field holding the text (default: response)")
-    c.add_argument("--filter_field", default=None, help="keep only rows whose numeric field ...")
-    c.add_argument("--filter_min", type=float, default=None, help="... is at least this")
-    c.add_argument("--max_docs", type=int, default=None, help="read at most this many documents")
+    add_corpus_flags(c, field="response")
     c.set_defaults(func=cmd_compare)
     k = sub.add_parser("mask", help="show the planning tokens of a text",
                        description="Print a text with its planning tokens in [brackets].")
