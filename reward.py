@@ -32,6 +32,7 @@ WORKER_GRACE_S = 0.3      # the worker stops itself at the budget; the parent ki
 WORKER_STARTUP_S = 30.0   # importing sympy in a fresh worker is not a hang, so it gets its own limit
 MAX_ANSWER_CHARS = 1000   # longer answers are compared as strings only
 MAX_CANDIDATES = 20       # more distinct boxed answers than this is spraying, not answering
+MAX_FACTORIAL = 5000      # n! and binomials are computed exactly up to this n, and refused beyond it
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -79,6 +80,9 @@ def extract_answer(text, strict=False):
 
 
 _CHOICE = re.compile(r"\(?([A-E])\)?")
+# A choice letter as an answer: the letter alone, or first and followed by the option's text: "(D)",
+# "(D) 42", "D) 42", "D: 42". Never inside arithmetic (2D, E+1, E*2), and no second letter after it.
+_LETTER_ANSWER = re.compile(r"\(([A-E])\)(?:\s.*)?|([A-E])(?:[).:]\s.*)?", re.S)
 
 
 def _judge(answer, gold, deadline):
@@ -89,9 +93,10 @@ def _judge(answer, gold, deadline):
     if not a or not g:
         return False
     choice = _CHOICE.fullmatch(g)
-    if choice:                                    # multiple choice: exactly one letter, the right one
-        letters = set(re.findall(r"(?<![A-Za-z\\])[A-E](?![A-Za-z])", a))
-        return letters == {choice.group(1)}
+    if choice:                                    # multiple choice: the right letter, alone
+        m = _LETTER_ANSWER.fullmatch(a)
+        return bool(m) and (m.group(1) or m.group(2)) == choice.group(1) and \
+            not re.search(r"(?<![A-Za-z\\])[A-E](?![A-Za-z])", a[m.end(1) + 1 if m.group(1) else m.end(2):])
     if _same(a, g, deadline):
         return True
     # 25% against a gold answer without the sign: the question may have asked for the percent (25)
@@ -141,12 +146,40 @@ def _boxes(text):
 
 _ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*:?\s*", re.I)
 _HASHES = re.compile(r"####\s*")
-_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+_NUMBER = r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+"
+# A number that stands as a word of its own: not glued to letters or digits ("AZYUK2A", "x2", "2A" are not
+# numbers), though a unit may follow it ("5cm") and a sign or "$" may precede it.
+_STANDING = re.compile(r"(?<![\w.\\])(?:%s)(?=(?:%s)?(?![\w]))" % (_NUMBER, "|".join(
+    ("cm", "mm", "km", "kg", "mg", "ml", "mL", "ft", "mph", "hrs", "hr", "min", "sec", "st", "nd", "rd", "th"))))
+# Inline math: $...$, $$...$$, \(...\), \[...\] (an escaped \$ is a dollar sign, not a delimiter).
+_MATH_SPAN = re.compile(r"(?<!\\)\$\$(.{1,500}?)(?<!\\)\$\$|(?<!\\)\$(.{1,500}?)(?<!\\)\$|\\\((.{1,500}?)\\\)|"
+                        r"\\\[(.{1,500}?)\\\]", re.S)
+_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
 
 
 def _clean_phrase(s):
     s = re.split(r"\.\s", s)[0]                   # cut at the end of the sentence; keeps 3.5
     return s.strip().strip("*").strip().rstrip(".").strip().strip("$").strip()
+
+
+def _is_short(s):
+    """A short one-line reply is itself the answer: "\\frac{1}{2}", "x = 5", "18 dollars", "Evelyn";
+    a sentence ("It is 5", "The volume is 120") is not, and neither are digits inside a word ("AZYUK2A")."""
+    return bool(s) and len(s) <= 200 and "\n" not in s and len(_WORD.findall(s)) <= 2 and \
+        not (re.match(r"[a-zA-Z]{2,}", s) and re.search(r"\d", s))
+
+
+def _last_standing(text):
+    """What a sentence commits to: its last inline math span, or a number standing after it."""
+    span = number = None
+    for span in _MATH_SPAN.finditer(text):
+        pass
+    for number in _STANDING.finditer(text):
+        pass
+    if span and not _WORD.search(re.sub(r"\\[a-zA-Z]+\s*\{[^{}]*\}", "", span.group(0))) and \
+            (number is None or number.start() < span.end()):
+        return next(g for g in span.groups() if g is not None).strip()   # a matrix or a tuple stays whole
+    return number.group(0) if number else None
 
 
 def _candidates(text, strict=False):
@@ -162,18 +195,18 @@ def _candidates(text, strict=False):
         last = None
         for last in pattern.finditer(tail):
             pass
-        phrase = _clean_phrase(tail[last.end():].split("\n")[0]) if last else ""
-        if phrase:
-            return [phrase]
+        if last:
+            line = tail[last.end():].split("\n")[0]
+            phrase = _clean_phrase(line)
+            if phrase and not _is_short(phrase):   # "Final Answer: The volume is 120." commits to 120
+                phrase = _last_standing(re.split(r"(?<!\d)\.\s|\.$", line.strip())[0])
+            if phrase:
+                return [phrase]
     bare = text.strip().strip("$").strip()
-    # A short one-line reply is itself the answer: "\frac{1}{2}", "x = 5", "18 dollars", "Evelyn";
-    # but a sentence ("It is 5") is not, and gets the last number.
-    words = len(re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}", bare))
-    if bare and len(bare) <= 200 and "\n" not in bare and words <= 2 and \
-            not (re.match(r"[a-zA-Z]{2,}", bare) and re.search(r"\d", bare)):
+    if _is_short(bare):
         return [bare]
-    numbers = _NUMBER.findall(tail)
-    return [numbers[-1]] if numbers else []
+    found = _last_standing(tail)
+    return [found] if found else []
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -278,9 +311,11 @@ def _normalize(s):
     s = re.sub(r"\\varnothing(?![a-zA-Z])|^\\\{\s*\\\}$", r"\\emptyset", s)
     s = re.sub(r"\\approx(?![a-zA-Z])", "=", s)         # x \approx 3.14 is graded exactly, as 3.14
     s = re.sub(r"(?<![\\a-zA-Z])(?:infinity|infty|inf)(?![a-zA-Z])", r"\\infty", s)
-    s = re.sub(r"\\(?:leqslant|leq)(?![a-zA-Z])", r"\\le ", s)
-    s = re.sub(r"\\(?:geqslant|geq)(?![a-zA-Z])", r"\\ge ", s)
-    s = re.sub(r"\\neq(?![a-zA-Z])", r"\\ne ", s)
+    s = re.sub(r"\\(?:leqslant|leqq|leq)(?![a-zA-Z])", r"\\le ", s)
+    s = re.sub(r"\\(?:geqslant|geqq|geq)(?![a-zA-Z])", r"\\ge ", s)
+    s = re.sub(r"\\neq(?![a-zA-Z])|\\not\s*=|!=", r"\\ne ", s)
+    s = re.sub(r"\\lt(?![a-zA-Z])", "<", s)
+    s = re.sub(r"\\gt(?![a-zA-Z])", ">", s)
     s = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", s)
     # Thousands written with LaTeX spacing (1{,}000, 10,\!080, 1\,000) before the spacing macros vanish.
     s = re.sub(r"(\d)(?:\{,\}|,\\!|\\,|\\!|,\\ )\s*(?=\d{3}(?!\d))", r"\1", s)
@@ -333,7 +368,7 @@ def _key(s):
 _LIST_SEP = re.compile(r",|;|\s+or\s+|\s+and\s+|\\lor(?![a-zA-Z])")
 _PM = re.compile(r"\\(?:pm|mp)(?![a-zA-Z])")
 _CUP = re.compile(r"\\cup(?![a-zA-Z])")
-_REL = re.compile(r"\\le(?![a-zA-Z])|\\ge(?![a-zA-Z])|<=|>=|=|<|>")
+_REL = re.compile(r"\\(?:le|ge|ne)(?![a-zA-Z])|<=|>=|=|<|>")
 _MATRIX = re.compile(r"\\begin\{([pbvBV]?matrix|array)\}(?:\{[^}]*\})?(.*)\\end\{\1\}", re.S)
 
 
@@ -382,26 +417,33 @@ def _interval(lo, lo_closed, hi, hi_closed):
     return ("tuple", "[" if lo_closed else "(", "]" if hi_closed else ")", [lo, hi])
 
 
+_FLIP = {">": "<", "\\ge": "\\le", ">=": "\\le", "<": ">", "\\le": "\\ge", "<=": "\\ge", "\\ne": "\\ne"}
+_UP = ("<", "\\le", "<=")
+
+
 def _relation(parts, ops):
-    """An equation or inequality; single-variable inequalities become intervals."""
+    """An equation ("eq", parts) or a relation. A relation that isolates one name (x < 3, 0 < f(x) <= 1,
+    x \\ne 2) is the interval or union it describes; any other (-x > -1, a < b) stays ("rel", parts, ops)
+    and is compared by the set it describes, or, with several variables, as an inequality."""
     if all(op == "=" for op in ops):
-        return ("eq", parts[0], parts[-1])        # 2+3=5 reads as its last part
-    if len(ops) == 1 and "=" not in ops:
+        return ("eq", parts)
+    if "=" in ops or len(ops) > 2:
+        return None
+    if ops[0] not in _UP and ops[0] != "\\ne":    # write every inequality with < or <=
+        parts, ops = parts[::-1], [_FLIP[op] for op in ops[::-1]]
+    if len(ops) == 1:
         (l, r), op = parts, ops[0]
-        if op in (">", "\\ge", ">="):             # write every inequality as l < r or l <= r
-            l, r, op = r, l, {">": "<", "\\ge": "\\le", ">=": "\\le"}[op]
-        closed = op != "<"
-        if _VAR.fullmatch(l) and not _VAR.fullmatch(r):
-            return _interval("-\\infty", False, r, closed)
-        if _VAR.fullmatch(r) and not _VAR.fullmatch(l):
-            return _interval(l, closed, "\\infty", False)
-        return ("ineq", l, "<=" if closed else "<", r)
-    if len(ops) == 2 and _VAR.fullmatch(parts[1]):   # a < x <= b
-        up = [op in ("<", "\\le", "<=") for op in ops]
-        if all(up) or not any(up):
-            lo, hi, ops = (parts[0], parts[2], ops) if all(up) else (parts[2], parts[0], ops[::-1])
-            return _interval(lo, ops[0] not in ("<", ">"), hi, ops[1] not in ("<", ">"))
-    return None
+        if _NAME.fullmatch(r) and not _NAME.fullmatch(l):
+            l, r, op = r, l, _FLIP[op]
+        if _NAME.fullmatch(l) and not _NAME.fullmatch(r):   # x < 3, x >= 3, x \ne 3
+            if op == "\\ne":
+                return ("union", [f"(-\\infty, {r})", f"({r}, \\infty)"])
+            if op in _UP:
+                return _interval("-\\infty", False, r, op != "<")
+            return _interval(r, op != ">", "\\infty", False)
+    elif _NAME.fullmatch(parts[1]) and all(op in _UP for op in ops):    # a < x <= b
+        return _interval(parts[0], ops[0] != "<", parts[2], ops[1] != "<")
+    return ("rel", parts, ops)
 
 
 def _shape(s):
@@ -425,6 +467,8 @@ def _shape(s):
             return rel
     if s.startswith("\\{") and s.endswith("\\}") and _encloses(s[1:]):
         return ("set", _expand_pm(_split_top(s[2:-2], _LIST_SEP)[0]))
+    if s[:1] == "{" and s[-1:] == "}" and _encloses(s):
+        return _shape(s[1:-1].strip())            # a LaTeX group is transparent: {2, 3, 5} is the list
     if s[:1] in "([" and s[-1:] in ")]" and _encloses(s):
         inner, _ = _split_top(s[1:-1], re.compile(","))
         if len(inner) > 1:
@@ -461,12 +505,9 @@ def _same(a, b, deadline):
         return False
     A, B = _shape(a), _shape(b)
     if A[0] == "eq" or B[0] == "eq":
-        if A[0] == B[0] == "eq":
-            if _VAR.fullmatch(A[1]) and _VAR.fullmatch(B[1]):
-                return _same(A[2], B[2], deadline)    # y = ... against y = ...: the right-hand sides
-            return _same_equation(A, B, deadline)
-        # x = 5 against 5: the value after the last "="
-        return _same(A[2], b, deadline) if A[0] == "eq" else _same(a, B[2], deadline)
+        return _same_equation(A, a, B, b, deadline)
+    if A[0] == "rel" or B[0] == "rel":
+        return _same_relation(A, B, deadline)
     bags = ("list", "set", "leaf")
     if A[0] in bags and B[0] in bags and (A[0] != "leaf" or B[0] != "leaf"):
         # a gold single value against a list of several different values is hedging: lengths differ
@@ -491,18 +532,81 @@ def _same(a, b, deadline):
     if kind == "matrix":
         return [len(r) for r in A[1]] == [len(r) for r in B[1]] and \
             _ordered([c for r in A[1] for c in r], [c for r in B[1] for c in r], deadline)
-    if kind == "ineq":
-        return A[2] == B[2] and _same(A[1], B[1], deadline) and _same(A[3], B[3], deadline)
     return _same_leaf(a, b, deadline)
 
 
-def _same_equation(A, B, deadline):
-    codes = [_code(side) for side in (A[1], A[2], B[1], B[2])]
+def _value(E, is_gold, deadline):
+    """The value an equation names, or None when the equation itself is the answer.
+
+    A gold answer names a value only as `name = value` (y = 2x + 1, f(x) = x^2, x = 5): gold x + y = 5
+    or 7 = 11a + c is an equation and only an equation matches it. A response `... = value` names its last
+    part (x = 5, 2 + 3 = 5, x + y = 5), unless an earlier part is a different number (5 = 6 is a hedge)."""
+    parts = E[1]
+    if is_gold:
+        return parts[1] if len(parts) == 2 and _NAME.fullmatch(parts[0]) else None
+    for p in parts[:-1]:
+        if _NAME.fullmatch(p):
+            continue
+        code = _code(p)
+        if code is None or (re.search(r"v_", code) is None and not _same(p, parts[-1], deadline)):
+            return None
+    return parts[-1]
+
+
+def _same_equation(A, a, B, b, deadline):
+    """A response (A, its text a) against a gold answer (B, b), one of them an equation."""
+    if A[0] != "eq" or B[0] != "eq":              # x = 5 against 5, or 5 against y = 5
+        value = _value(A, False, deadline) if A[0] == "eq" else _value(B, True, deadline)
+        return value is not None and (_same(value, b, deadline) if A[0] == "eq" else _same(a, value, deadline))
+    if len(A[1]) == len(B[1]) == 2 and _NAME.fullmatch(A[1][0]) and _NAME.fullmatch(B[1][0]) and \
+            _same(A[1][1], B[1][1], deadline):
+        return True                               # y = ... against y = ...: the right-hand sides
+    if len(A[1]) != 2 or len(B[1]) != 2:
+        return False
+    (al, ar), (bl, br) = A[1], B[1]
+    codes = [_code(side) for side in (al, ar, bl, br)]
     if None in codes:
-        return (_same(A[1], B[1], deadline) and _same(A[2], B[2], deadline)) or \
-            (_same(A[1], B[2], deadline) and _same(A[2], B[1], deadline))
+        return (_same(al, bl, deadline) and _same(ar, br, deadline)) or \
+            (_same(al, br, deadline) and _same(ar, bl, deadline))
     x, y = f"({codes[0]})-({codes[1]})", f"({codes[2]})-({codes[3]})"
     return not (_risky(x) or _risky(y)) and _sympy_says("eq", x, y, deadline)
+
+
+_SYMPY_REL = {"<": "Lt", "\\le": "Le", "<=": "Le", ">": "Gt", "\\ge": "Ge", ">=": "Ge", "\\ne": "Ne"}
+
+
+def _set_code(S):
+    """sympy code for a relation, an interval, a union or a finite set (shapes), or None."""
+    if S[0] == "rel":
+        codes = [_code(p) for p in S[1]]
+        if None in codes:
+            return None
+        rels = [f"{_SYMPY_REL[op]}({codes[k]},{codes[k + 1]})" for k, op in enumerate(S[2])]
+        return rels[0] if len(rels) == 1 else f"And({','.join(rels)})"
+    if S[0] == "tuple" and len(S[3]) == 2:
+        lo, hi = _code(S[3][0]), _code(S[3][1])
+        return None if None in (lo, hi) else f"Interval({lo},{hi},{S[1] == '('},{S[2] == ')'})"
+    if S[0] in ("union", "set", "list"):
+        parts = [_set_code(_shape(p)) for p in S[1]] if S[0] == "union" else \
+            [_code(p) for p in S[1]]
+        if None in parts:
+            return None
+        return f"Union({','.join(parts)})" if S[0] == "union" else f"FiniteSet({','.join(parts)})"
+    if S[0] == "leaf" and S[1] == "\\emptyset":
+        return "EmptySet"
+    return None
+
+
+def _same_relation(A, B, deadline):
+    """A relation that does not isolate one name (-x > -1, 2x + 1 <= 5, a < b) against a relation or a set:
+    the same set of solutions (one variable), or the same inequality up to a positive factor (several)."""
+    if A[0] == B[0] == "rel" and len(A[2]) == len(B[2]):
+        pa, oa = A[1], [{"<=": "\\le", ">=": "\\ge"}.get(op, op) for op in A[2]]
+        pb, ob = B[1], [{"<=": "\\le", ">=": "\\ge"}.get(op, op) for op in B[2]]
+        if oa == ob and all(_same(x, y, deadline) for x, y in zip(pa, pb)):
+            return True                           # written the same way
+    x, y = _set_code(A), _set_code(B)
+    return x is not None and y is not None and not (_risky(x) or _risky(y)) and _sympy_says("rel", x, y, deadline)
 
 
 def _text_key(s):
@@ -539,6 +643,7 @@ _CONSTS = {"\\pi": "pi", "\\infty": "oo", "\\inf": "oo", "e": "E", "i": "I"}
 _GREEK = {"\\alpha", "\\beta", "\\gamma", "\\delta", "\\theta", "\\phi", "\\varphi", "\\lambda", "\\mu",
           "\\sigma", "\\omega", "\\rho", "\\tau", "\\epsilon", "\\varepsilon"}
 _VAR = re.compile(r"[a-zA-Z](?:_\{?\w+\}?)?|\\(?:" + "|".join(g[1:] for g in _GREEK) + ")")   # a variable (for 3.)
+_NAME = re.compile(_VAR.pattern + r"|[a-zA-Z](?:_\{?\w+\}?)?\([^()]*\)")     # a variable or a function's value f(x)
 _OPENERS = {"(": ")", "{": "}", "[": "]"}
 _ROUNDING = {"\\lfloor": ("\\rfloor", "floor"), "\\lceil": ("\\rceil", "ceiling")}
 
@@ -720,6 +825,13 @@ def _exact(node):
     if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("floor", "ceiling") and len(node.args) == 1:
         v = _exact(node.args[0])
         return Fraction(math.floor(v) if node.func.id == "floor" else math.ceil(v))
+    if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("factorial", "binomial"):
+        args = [_exact(arg) for arg in node.args]  # 1/300! is exact: no evaluation can make it 1/301!
+        if all(v.denominator == 1 and 0 <= v <= MAX_FACTORIAL for v in args):
+            if node.func.id == "factorial" and len(args) == 1:
+                return Fraction(math.factorial(int(args[0])))
+            if node.func.id == "binomial" and len(args) == 2:
+                return Fraction(math.comb(int(args[0]), int(args[1])))
     if isinstance(node, ast.BinOp):
         a, b = _exact(node.left), _exact(node.right)
         if isinstance(node.op, ast.Add):
@@ -775,7 +887,7 @@ def _risky(code):
                 if any(isinstance(n, ast.Call) for n in ast.walk(arg)):
                     return True                   # (n!)!
                 try:
-                    if abs(_exact(arg)) > 5000:
+                    if abs(_exact(arg)) > MAX_FACTORIAL:
                         return True
                 except _NotRational:
                     pass
@@ -885,24 +997,22 @@ def _worker_main():
     from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
     def values(x, y, trial):
-        """x and y at one point, 40 digits (random-looking, mixed-sign values: sqrt(x^2) is not x)."""
+        """x and y at one point, 40 digits (random-looking, mixed-sign values: sqrt(x^2) is not x); None where
+        either is not a finite number. sympy's floats have an unbounded exponent: 1/300! is not 0 here."""
         syms = sorted(x.free_symbols | y.free_symbols, key=str)
         at = {s: sympy.Rational(_POINTS[(3 * trial + k) % len(_POINTS)]) for k, s in enumerate(syms)}
         vx, vy = x.xreplace(at).evalf(40), y.xreplace(at).evalf(40)
-        try:
-            cx, cy = complex(vx), complex(vy)
-        except (TypeError, ValueError):
-            return None
-        if not all(map(lambda z: abs(z) < float("inf"), (cx, cy))):
-            return None
-        return vx, vy, cx, cy
+        for v in (vx, vy):
+            if not all(part.is_Number and part.is_finite for part in v.as_real_imag()):
+                return None
+        return vx, vy
 
-    def close(vx, vy, cx, cy):
+    def close(vx, vy):
         """Equal to 25 significant digits. Relative: an absolute floor would make 1/50! equal 1/51!."""
-        return abs(complex(vx - vy)) <= 1e-25 * max(abs(cx), abs(cy))
+        return abs(vx - vy).evalf(40) <= sympy.Float("1e-25", 40) * max(abs(vx), abs(vy)).evalf(40)
 
-    def tiny(vx, vy, cx, cy):
-        return max(abs(cx), abs(cy)) < 1e-20
+    def tiny(vx, vy):
+        return max(abs(vx), abs(vy)).evalf(40) < sympy.Float("1e-20", 40)
 
     def same(x, y):
         if x == y:
@@ -913,24 +1023,53 @@ def _worker_main():
             return False                          # the quick, common "no"
         steps = (x.free_symbols | y.free_symbols) and (x.has(sympy.floor, sympy.ceiling) or
                                                         y.has(sympy.floor, sympy.ceiling))
-        if trials and all(close(*v) for v in trials) and not steps:
+        if trials and all(close(*v) and not tiny(*v) for v in trials) and not steps:
             return True                           # equal to 25 digits at every point
-        # No point; values so near 0 that evaluation noise can hide an exact 0 (log_2 8 - 3); or step
-        # functions, which agree at a few points without being equal (floor(n/2), floor((n+1)/2)):
-        # only an exact simplification says equal.
+        # No point; values so near 0 that evaluation noise can hide an exact 0 (log_2 8 - 3) or a tiny
+        # difference (e^{-1000} - e^{-1001}); or step functions, which agree at a few points without being
+        # equal (floor(n/2), floor((n+1)/2)): only an exact simplification says equal.
         return sympy.simplify(x - y) == 0
 
-    def same_equation(x, y):                      # x, y are lhs - rhs: equal up to a nonzero factor
-        if same(x, y) or same(x, -y):
-            return True
+    def proportional(x, y, positive):
+        """x = c*y for a constant c != 0 (c > 0 when positive), checked at three points."""
         ratios = []
         for t in range(3):
             v = values(x, y, t)
-            if v is None or abs(v[3]) < 1e-12:
+            if v is None or abs(v[1]) < 1e-12:
                 continue
-            ratios.append(v[0] / v[1])
-        return len(ratios) >= 2 and abs(complex(ratios[0])) > 1e-12 and \
-            all(abs(complex(r - ratios[0])) <= 1e-20 * abs(complex(ratios[0])) for r in ratios)
+            ratios.append((v[0] / v[1]).evalf(40))
+        if len(ratios) < 2 or abs(ratios[0]) <= 1e-12 or (positive and not (ratios[0].is_real and ratios[0] > 0)):
+            return False
+        return all(abs(r - ratios[0]) <= 1e-20 * abs(ratios[0]) for r in ratios)
+
+    def same_equation(x, y):                      # x, y are lhs - rhs: equal up to a nonzero factor
+        return same(x, y) or same(x, -y) or proportional(x, y, positive=False)
+
+    def as_set(e):
+        """The real solutions of a relation in one variable (an And of them: the intersection), or a set."""
+        if isinstance(e, sympy.Set):
+            return e
+        if isinstance(e, sympy.And):
+            out = sympy.S.Reals
+            for arg in e.args:
+                out = out.intersect(as_set(arg))
+            return out
+        if not isinstance(e, sympy.core.relational.Relational) or len(e.free_symbols) != 1:
+            raise ValueError("not a relation in one variable")
+        solved = sympy.solveset(e, next(iter(e.free_symbols)), domain=sympy.S.Reals)
+        if isinstance(solved, sympy.ConditionSet):
+            raise ValueError("unsolved")
+        return solved
+
+    def same_relation(x, y):
+        """Relations and sets: one variable, the same solutions; several, the same inequality."""
+        Rel = sympy.core.relational.Relational
+        if isinstance(x, Rel) and isinstance(y, Rel) and len(x.free_symbols | y.free_symbols) > 1:
+            x, y = [r.reversed if isinstance(r, (sympy.Gt, sympy.Ge)) else r for r in (x, y)]
+            return type(x) is type(y) and proportional(x.lhs - x.rhs, y.lhs - y.rhs,
+                                                       positive=not isinstance(x, sympy.Ne))
+        a, b = as_set(x), as_set(y)
+        return a == b or a.symmetric_difference(b) == sympy.S.EmptySet
 
     def on_alarm(*_):
         raise TimeoutError
@@ -945,7 +1084,7 @@ def _worker_main():
             signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
             x = parse_expr(a, transformations=standard_transformations)
             y = parse_expr(b, transformations=standard_transformations)
-            reply = "1" if (same_equation if op == "eq" else same)(x, y) else "0"
+            reply = "1" if {"eq": same_equation, "rel": same_relation, "same": same}[op](x, y) else "0"
         except TimeoutError:
             reply = "t"
         except Exception:
