@@ -988,6 +988,7 @@ def _sympy_says(op, a, b, deadline):
 
 
 _POINTS = ["-1.37", "0.613", "2.29", "1.71", "-0.83", "3.11", "0.47"]
+EXACT_DIGITS = 200      # a difference that is 0 to this many digits is 0 (sqrt(3)+sqrt(2) = sqrt(5+2sqrt(6)))
 
 
 def _worker_main():
@@ -996,38 +997,49 @@ def _worker_main():
     import sympy
     from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
-    def values(x, y, trial):
-        """x and y at one point, 40 digits (random-looking, mixed-sign values: sqrt(x^2) is not x); None where
-        either is not a finite number. sympy's floats have an unbounded exponent: 1/300! is not 0 here."""
+    def point(x, y, trial):
+        """Exact values for the variables of x and y (random-looking, mixed-sign: sqrt(x^2) is not x)."""
         syms = sorted(x.free_symbols | y.free_symbols, key=str)
-        at = {s: sympy.Rational(_POINTS[(3 * trial + k) % len(_POINTS)]) for k, s in enumerate(syms)}
+        return {s: sympy.Rational(_POINTS[(3 * trial + k) % len(_POINTS)]) for k, s in enumerate(syms)}
+
+    def values(x, y, trial):
+        """x and y at one point, 40 digits; None where either is not a finite number."""
+        at = point(x, y, trial)
         vx, vy = x.xreplace(at).evalf(40), y.xreplace(at).evalf(40)
         for v in (vx, vy):
             if not all(part.is_Number and part.is_finite for part in v.as_real_imag()):
                 return None
         return vx, vy
 
-    def close(vx, vy):
-        """Equal to 25 significant digits. Relative: an absolute floor would make 1/50! equal 1/51!."""
-        return abs(vx - vy).evalf(40) <= sympy.Float("1e-25", 40) * max(abs(vx), abs(vy)).evalf(40)
-
-    def tiny(vx, vy):
-        return max(abs(vx), abs(vy)).evalf(40) < sympy.Float("1e-20", 40)
+    def differ(x, y, trial):
+        """Do x and y differ at one point? The difference is evaluated, not the two values: sympy raises the
+        working precision until the digits it returns are right, so 1/300! - 1/301! and 5 + pi/10^100 - 5
+        are nonzero, while a difference that stays 0 to EXACT_DIGITS digits counts as 0. None: no number."""
+        at = point(x, y, trial)
+        try:
+            for value in (x.xreplace(at).evalf(30, strict=True, maxn=EXACT_DIGITS),
+                          y.xreplace(at).evalf(30, strict=True, maxn=EXACT_DIGITS)):
+                if not all(part.is_Number and part.is_finite for part in value.as_real_imag()):
+                    return None
+        except sympy.core.evalf.PrecisionExhausted:
+            return None                           # sin(10^4000): no digits to compare
+        try:
+            return (x - y).xreplace(at).evalf(30, strict=True, maxn=EXACT_DIGITS) != 0
+        except sympy.core.evalf.PrecisionExhausted:
+            return False                          # both values are known; their difference is 0 to 200 digits
 
     def same(x, y):
         if x == y:
             return True
-        trials = [v for t in range(3 if (x.free_symbols | y.free_symbols) else 1)
-                  if (v := values(x, y, t)) is not None]
-        if any(not close(*v) and not tiny(*v) for v in trials):
+        verdicts = [differ(x, y, t) for t in range(3 if (x.free_symbols | y.free_symbols) else 1)]
+        if any(verdicts):
             return False                          # the quick, common "no"
         steps = (x.free_symbols | y.free_symbols) and (x.has(sympy.floor, sympy.ceiling) or
                                                         y.has(sympy.floor, sympy.ceiling))
-        if trials and all(close(*v) and not tiny(*v) for v in trials) and not steps:
-            return True                           # equal to 25 digits at every point
-        # No point; values so near 0 that evaluation noise can hide an exact 0 (log_2 8 - 3) or a tiny
-        # difference (e^{-1000} - e^{-1001}); or step functions, which agree at a few points without being
-        # equal (floor(n/2), floor((n+1)/2)): only an exact simplification says equal.
+        if verdicts and all(v is False for v in verdicts) and not steps:
+            return True                           # the same value at every point
+        # No number to compare; or step functions, which agree at a few points without being equal
+        # (floor(n/2), floor((n+1)/2)): only an exact simplification says equal.
         return sympy.simplify(x - y) == 0
 
     def proportional(x, y, positive):
