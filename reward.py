@@ -65,10 +65,11 @@ def verify(output, gold, strict=False):
         if not found or len(found) > MAX_CANDIDATES:
             return False
         deadline = [time.monotonic() + SYMPY_BUDGET_S]   # a list: a worker start-up extends it
-        if all(_judge(c, str(gold), deadline) for c in found):
+        gold = _gold_answer(gold)
+        if all(_judge(c, gold, deadline) for c in found):
             return True
         # several boxes can still be one answer when the gold answer has several parts: \boxed{3}, \boxed{5}
-        return len(found) > 1 and _judge(", ".join(reversed(found)), str(gold), deadline)
+        return len(found) > 1 and _judge(", ".join(reversed(found)), gold, deadline)
     except Exception:                             # a reward function must not stop training
         return False
 
@@ -79,10 +80,17 @@ def extract_answer(text, strict=False):
     return found[-1] if found else None
 
 
-_CHOICE = re.compile(r"\(?([A-E])\)?")
-# A choice letter as an answer: the letter alone, or first and followed by the option's text: "(D)",
-# "(D) 42", "D) 42", "D: 42". Never inside arithmetic (2D, E+1, E*2), and no second letter after it.
-_LETTER_ANSWER = re.compile(r"\(([A-E])\)(?:\s.*)?|([A-E])(?:[).:]\s.*)?", re.S)
+# A choice letter: the letter alone, or first and followed by the option's text: "(D)", "(D) 42", "D) 42",
+# "D: 42", "d". Never inside arithmetic (2D, E+1, E*2), and no second letter after it ("(A) and (B)").
+_LETTER_ANSWER = re.compile(r"\(([A-Ea-e])\)(?:\s.*)?|([A-Ea-e])(?:[).:]\s.*)?", re.S)
+
+
+def _letter(s):
+    """The choice letter an answer gives (upper case), or None."""
+    m = _LETTER_ANSWER.fullmatch(s)
+    if not m or re.search(r"(?<![A-Za-z\\])[A-E](?![A-Za-z])", s[m.end(1) + 1 if m.group(1) else m.end(2):]):
+        return None
+    return (m.group(1) or m.group(2)).upper()
 
 
 def _judge(answer, gold, deadline):
@@ -92,17 +100,15 @@ def _judge(answer, gold, deadline):
     a, g = _normalize(answer), _normalize(gold)
     if not a or not g:
         return False
-    choice = _CHOICE.fullmatch(g)
+    choice = _letter(g) if re.fullmatch(r"\(?[A-E]\)?|\(?[A-E][).:]\s.*", g, re.S) else None
     if choice:                                    # multiple choice: the right letter, alone
-        m = _LETTER_ANSWER.fullmatch(a)
-        return bool(m) and (m.group(1) or m.group(2)) == choice.group(1) and \
-            not re.search(r"(?<![A-Za-z\\])[A-E](?![A-Za-z])", a[m.end(1) + 1 if m.group(1) else m.end(2):])
+        return _letter(a) == choice
     if _same(a, g, deadline):
         return True
     # 25% against a gold answer without the sign: the question may have asked for the percent (25)
     # or for the number (0.25); both readings are the same answer.
-    if ("%" in answer) != ("%" in gold):
-        a, g = (f"\\frac{{{a}}}{{100}}", g) if "%" in answer else (a, f"\\frac{{{g}}}{{100}}")
+    if bool(_PERCENT.search(answer)) != bool(_PERCENT.search(gold)):
+        a, g = (f"\\frac{{{a}}}{{100}}", g) if _PERCENT.search(answer) else (a, f"\\frac{{{g}}}{{100}}")
         return _same(a, g, deadline)
     return False
 
@@ -118,8 +124,8 @@ def _judge(answer, gold, deadline):
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 
 
-def _boxes(text):
-    """Contents of every top-level \\boxed{...} / \\fbox{...} / \\boxed 7, in order. Linear time."""
+def _box_spans(text):
+    """(contents, start, end) of every top-level \\boxed{...} / \\fbox{...} / \\boxed 7, in order. Linear time."""
     found, pos = [], 0
     while True:
         m = _BOX.search(text, pos)
@@ -136,25 +142,52 @@ def _boxes(text):
                     break
             else:
                 return found  # never closed: every later box is inside it
-            found.append(text[i + 1:j].strip())
+            found.append((text[i + 1:j].strip(), m.start(), j + 1))
             pos = j + 1       # nested boxes stay inside the outer one (and _normalize unwraps them)
         else:
             word = re.match(r"[^\s$]*", text[i:i + 200]).group(0)   # \boxed 7
-            found.append(word)
+            found.append((word, m.start(), i + len(word)))
             pos = i + len(word)
 
 
+def _boxes(text):
+    return [span[0] for span in _box_spans(text)]
+
+
 _ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*:?\s*", re.I)
+_FINAL_ANSWER = re.compile(r"final answer\s*(?:is|:)\s*:?\s*", re.I)
 _HASHES = re.compile(r"####\s*")
 _NUMBER = r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+"
-# A number that stands as a word of its own: not glued to letters or digits ("AZYUK2A", "x2", "2A" are not
-# numbers), though a unit may follow it ("5cm") and a sign or "$" may precede it.
-_STANDING = re.compile(r"(?<![\w.\\])(?:%s)(?=(?:%s)?(?![\w]))" % (_NUMBER, "|".join(
-    ("cm", "mm", "km", "kg", "mg", "ml", "mL", "ft", "mph", "hrs", "hr", "min", "sec", "st", "nd", "rd", "th"))))
+# What a sentence can commit to without a box: a fraction or root written in LaTeX, or a number that stands
+# as a word of its own -- not glued to Latin letters or digits ("AZYUK2A", "x2", "2A" hold no number),
+# though a unit may follow it ("5cm", "3rd"), and text in scripts without spaces may touch it ("为13/28").
+_STANDING = re.compile(r"\\[dt]?frac\{[^{}]{1,50}\}\{[^{}]{1,50}\}|\\sqrt\{[^{}]{1,50}\}|"
+                       r"(?<![A-Za-z0-9_.\\])(?:%s)(?=(?:%s)?[²³]?(?![A-Za-z0-9_²³]|[.,]\d))" % (_NUMBER, "|".join((
+                           "cm", "mm", "km", "kg", "mg", "ml", "mL", "ft", "mph", "hrs", "hr", "min", "sec", "st", "nd",
+                           "rd", "th", "m", "g", "s", "h", "L"))))
 # Inline math: $...$, $$...$$, \(...\), \[...\] (an escaped \$ is a dollar sign, not a delimiter).
 _MATH_SPAN = re.compile(r"(?<!\\)\$\$(.{1,500}?)(?<!\\)\$\$|(?<!\\)\$(.{1,500}?)(?<!\\)\$|\\\((.{1,500}?)\\\)|"
                         r"\\\[(.{1,500}?)\\\]", re.S)
-_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
+# A word: three Latin letters (not a LaTeX command), or two letters of any other script.
+_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}|[^\W\d_a-zA-Z]{2,}")
+# Control characters that stand for a LaTeX command whose backslash a Python string ate: "\frac" -> "\x0crac"
+_EATEN = {"\x07": "\\a", "\x08": "\\b", "\x0b": "\\v", "\x0c": "\\f"}
+
+
+_COMMANDS = ("frac|dfrac|tfrac|cfrac|sqrt|left|right|boxed|fbox|text|textbf|mathrm|mathbf|cdot|times|div|pm|mp|"
+             "infty|pi|le|ge|leq|geq|ne|neq|lt|gt|begin|end|in|cup|cap|sin|cos|tan|cot|sec|csc|log|ln|exp|alpha|"
+             "beta|gamma|delta|theta|phi|lambda|mu|sigma|omega|approx|circ|quad|qquad|emptyset|varnothing|lfloor|"
+             "rfloor|lceil|rceil|binom|overline|angle|operatorname|displaystyle|dots|cdots|ldots|mid")
+
+
+def _repair(text):
+    """Undo what a Python string does to LaTeX written without r"": \\f, \\b, \\a, \\v become control
+    characters, and \\r before letters a carriage return; and LaTeX escaped twice: \\\\frac is \\frac (a
+    matrix's \\\\ stays, since no command follows it directly)."""
+    for a, b in _EATEN.items():
+        text = text.replace(a, b)
+    text = re.sub(r"\r(?=[a-z]{2})", r"\\r", text)
+    return re.sub(r"(?<!\\)\\\\(?=(?:%s)(?![a-zA-Z])|[()\[\]])" % _COMMANDS, r"\\", text)
 
 
 def _clean_phrase(s):
@@ -166,7 +199,7 @@ def _is_short(s):
     """A short one-line reply is itself the answer: "\\frac{1}{2}", "x = 5", "18 dollars", "Evelyn";
     a sentence ("It is 5", "The volume is 120") is not, and neither are digits inside a word ("AZYUK2A")."""
     return bool(s) and len(s) <= 200 and "\n" not in s and len(_WORD.findall(s)) <= 2 and \
-        not (re.match(r"[a-zA-Z]{2,}", s) and re.search(r"\d", s))
+        not (re.match(r"[^\W\d_]{2,}", s) and re.search(r"\d", s))
 
 
 def _last_standing(text):
@@ -182,31 +215,59 @@ def _last_standing(text):
     return number.group(0) if number else None
 
 
+def _phrase(text, pattern):
+    """The answer after the last match of `pattern` ("answer is", "####") in text, or None."""
+    last = None
+    for last in pattern.finditer(text):
+        pass
+    if not last:
+        return None
+    line = text[last.end():].split("\n")[0]
+    phrase = _clean_phrase(line)
+    if phrase and not _is_short(phrase):          # "Final Answer: The volume is 120." commits to 120
+        phrase = _last_standing(re.split(r"(?<!\d)\.\s|\.$", line.strip())[0])
+    return phrase or None
+
+
 def _candidates(text, strict=False):
     """Every final answer the response commits to (several only when it boxes several)."""
-    text = str(text)
-    boxes = _boxes(text)
+    text = _repair(str(text))
+    spans = _box_spans(text)
+    boxes = [span[0] for span in spans]
     if boxes:
+        if not strict:    # "...\boxed{255}... Final Answer: The final answer is $10,455$": the last word counts
+            closing = _phrase(text[spans[-1][2]:][-3000:], _FINAL_ANSWER)
+            if closing and re.search(r"\d|\\", closing):
+                return [closing]
         return [] if not boxes[-1] else [b for b in boxes if b]
     if strict or _BOX.search(text):               # a box that never closes: the response was cut off
         return []
     tail = text[-3000:]                           # final answers live at the end; keeps this linear
     for pattern in (_ANSWER_IS, _HASHES):   # the last phrase wins: "Final Answer: The final answer is $X$."
-        last = None
-        for last in pattern.finditer(tail):
-            pass
-        if last:
-            line = tail[last.end():].split("\n")[0]
-            phrase = _clean_phrase(line)
-            if phrase and not _is_short(phrase):   # "Final Answer: The volume is 120." commits to 120
-                phrase = _last_standing(re.split(r"(?<!\d)\.\s|\.$", line.strip())[0])
-            if phrase:
-                return [phrase]
+        phrase = _phrase(tail, pattern)
+        if phrase:
+            return [phrase]
     bare = text.strip().strip("$").strip()
     if _is_short(bare):
         return [bare]
     found = _last_standing(tail)
     return [found] if found else []
+
+
+def _gold_answer(gold):
+    """The answer a gold string states: its boxed answers when it has boxes (a whole reference solution, or
+    "\\boxed{1} and \\boxed{2}"), the answer of a sentence ("the answer is 10000"); else the string itself."""
+    gold = _repair(str(gold))
+    spans = [span for span in _box_spans(gold) if span[0]]
+    if spans:             # the last run of boxes that stand together: "\boxed{1} and \boxed{2}" is both
+        run = [spans[-1]]
+        while len(run) < len(spans) and len(gold[spans[-len(run) - 1][2]:run[0][1]].split()) <= 3:
+            run.insert(0, spans[-len(run) - 1])
+        return ", ".join(dict.fromkeys(span[0] for span in run))
+    if _ANSWER_IS.search(gold) or len(_WORD.findall(gold)) > 6:
+        found = _candidates(gold)
+        return found[-1] if found else gold
+    return gold
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -232,7 +293,8 @@ _MATH_WORDS = {"pi", "or", "and", "sqrt", "sin", "cos", "tan", "cot", "sec", "cs
 
 # Units that may be glued to the number ("5cm"); any other word needs a space before it ("2 ab" stays).
 _UNITS = ("cm", "mm", "km", "kg", "mg", "ml", "mL", "ft", "mph", "hrs", "hr", "min", "sec", "dollars",
-          "cents", "degrees", "meters", "inches", "feet", "units", "miles", "pounds", "lbs", "oz", "liters")
+          "cents", "degrees", "meters", "inches", "feet", "units", "miles", "pounds", "lbs", "oz", "liters",
+          "seconds", "minutes", "hours", "days", "weeks", "months", "years")
 
 
 # Unit symbols that make up a rate after a number ("5 m/s", "60 km/h", "9.8 m/s^2").
@@ -287,6 +349,21 @@ def _repeating(m):
     return f"\\frac{{{num}}}{{{10 ** len(fixed) * (10 ** len(rep) - 1)}}}"
 
 
+_PERCENT = re.compile(r"\\?%|(?<=[\d}\s])(?:percentage|percent|pct)(?![a-zA-Z])")
+
+
+def _approx(s):
+    """x \\approx 3.14 states 3.14; \\frac{\\sqrt3}{3} \\approx 0.577 states the exact value before the sign."""
+    while True:
+        m = re.search(r"\\approx(?![a-zA-Z])", s)
+        if not m:
+            return s
+        before = s[:m.start()]
+        if not _is_name(re.split(r"[=,;]", before)[-1]):
+            return before.strip()
+        s = before + "=" + s[m.end():]
+
+
 @lru_cache(maxsize=4096)
 def _normalize(s):
     s = str(s)
@@ -309,7 +386,7 @@ def _normalize(s):
     s = re.sub(r"\\rangle(?![a-zA-Z])", ")", s)
     s = re.sub(r"\\[lr]?vert(?![a-zA-Z])|\\mid(?![a-zA-Z])", "|", s)
     s = re.sub(r"\\varnothing(?![a-zA-Z])|^\\\{\s*\\\}$", r"\\emptyset", s)
-    s = re.sub(r"\\approx(?![a-zA-Z])", "=", s)         # x \approx 3.14 is graded exactly, as 3.14
+    s = _approx(s)
     s = re.sub(r"(?<![\\a-zA-Z])(?:infinity|infty|inf)(?![a-zA-Z])", r"\\infty", s)
     s = re.sub(r"\\(?:leqslant|leqq|leq)(?![a-zA-Z])", r"\\le ", s)
     s = re.sub(r"\\(?:geqslant|geqq|geq)(?![a-zA-Z])", r"\\ge ", s)
@@ -319,7 +396,7 @@ def _normalize(s):
     s = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", s)
     # Thousands written with LaTeX spacing (1{,}000, 10,\!080, 1\,000) before the spacing macros vanish.
     s = re.sub(r"(\d)(?:\{,\}|,\\!|\\,|\\!|,\\ )\s*(?=\d{3}(?!\d))", r"\1", s)
-    s = re.sub(r"(?<!\\)\\[,;:! ]|\\q?quad(?![a-zA-Z])|~", " ", s)   # but not the \\ of a matrix
+    s = re.sub(r"(?<!\\)\\[,;:! ]|\\q?quad|~", " ", s)   # but not the \\ of a matrix (and \quadx is \quad x)
     # A \text{} after a number is a unit, even a one-letter one: 12\text{ m}, 15\mbox{ cm}^2.
     s = re.sub(r"(?<=[\d}])\s*\\(?:text|textrm|textnormal|mathrm|mbox)\s*\{[\s~]*[a-zA-Z][a-zA-Z ./]*(?:\^\{?[23]\}?)?\}"
                r"(?:\^\{?[23]\}?)?\s*\.?$",
@@ -332,15 +409,17 @@ def _normalize(s):
     s = _NUMBER_WORDS.sub(_from_words, s)          # "twenty-one" -> 21
     s = re.sub(r"(?<![\\a-zA-Z])pi(?![a-zA-Z])", r"\\pi ", s)   # a bare pi
     s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree", "", s)
-    s = re.sub(r"\\%|%", "", s)
+    s = _PERCENT.sub("", s)
     # Mixed numbers: 2\frac{1}{2} and "2 1/2" mean 2 + 1/2 (only for proper fractions).
     s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
     s = re.sub(r"(?<![\d.^_}])(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}",
                lambda m: f"({m[1]}+\\frac{{{m[2]}}}{{{m[3]}}})" if int(m[2]) < int(m[3]) else m[0], s)
-    s = re.sub(r"^(\d+)\s+(\d+)/(\d+)$",
+    s = re.sub(r"^(\d+)\s+(\d+)/(\d+)\s*$",
                lambda m: f"({m[1]}+{m[2]}/{m[3]})" if int(m[2]) < int(m[3]) else m[0], s)
     s = re.sub(r"(?<![\d.])(\d{0,50})\.(\d{0,50})\\overline\{(\d{1,50})\}", _repeating, s)
     s = re.sub(r"\s+", " ", s).strip()
+    s = re.sub(r"(?<!\\)\\$", "", s).strip()    # a stray backslash at the end: 185\
+    s = re.sub(r"^(\d{1,2}:\d{2}):00$", r"\1", s)   # 20:34:00 is 20:34
     s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)     # x \in [2, 5)
     if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):    # 1 000 000
         s = s.replace(" ", "")
@@ -365,7 +444,9 @@ def _key(s):
 # values at 40 digits *relatively* (1/50! is not 1/51!) and falls back on exact simplification near 0
 # and for floor/ceiling, which agree at a few points without being equal.
 
-_LIST_SEP = re.compile(r",|;|\s+or\s+|\s+and\s+|\\lor(?![a-zA-Z])")
+_LIST_SEP = re.compile(r",\s*(?:and|or)\s+|,|;|\s+or\s+|\s+and\s+|(?<=[)\]])\s*(?:or|and)\s*(?=[(\[])|"
+                       r"\\lor(?![a-zA-Z])")
+_GROUP_SEP = re.compile(";")
 _PM = re.compile(r"\\(?:pm|mp)(?![a-zA-Z])")
 _CUP = re.compile(r"\\cup(?![a-zA-Z])")
 _REL = re.compile(r"\\(?:le|ge|ne)(?![a-zA-Z])|<=|>=|=|<|>")
@@ -433,15 +514,15 @@ def _relation(parts, ops):
         parts, ops = parts[::-1], [_FLIP[op] for op in ops[::-1]]
     if len(ops) == 1:
         (l, r), op = parts, ops[0]
-        if _NAME.fullmatch(r) and not _NAME.fullmatch(l):
+        if _is_name(r) and not _is_name(l):
             l, r, op = r, l, _FLIP[op]
-        if _NAME.fullmatch(l) and not _NAME.fullmatch(r):   # x < 3, x >= 3, x \ne 3
+        if _is_name(l) and not _is_name(r):   # x < 3, x >= 3, x \ne 3
             if op == "\\ne":
                 return ("union", [f"(-\\infty, {r})", f"({r}, \\infty)"])
             if op in _UP:
                 return _interval("-\\infty", False, r, op != "<")
             return _interval(r, op != ">", "\\infty", False)
-    elif _NAME.fullmatch(parts[1]) and all(op in _UP for op in ops):    # a < x <= b
+    elif _is_name(parts[1]) and all(op in _UP for op in ops):    # a < x <= b
         return _interval(parts[0], ops[0] != "<", parts[2], ops[1] != "<")
     return ("rel", parts, ops)
 
@@ -457,6 +538,9 @@ def _shape(s):
             items = [x for p in parts for x in _split_top(p[2:-2], _LIST_SEP)[0] if x]
             return ("set", _expand_pm(items))      # \{1\} \cup \{2, 3\} is the set \{1, 2, 3\}
         return ("union", parts)
+    groups, _ = _split_top(s, _GROUP_SEP)
+    if len(groups) > 1:                           # p=5, q=2; p=7, q=2 is two pairs
+        return ("list", groups)
     items, _ = _split_top(s, _LIST_SEP)
     if len(items) > 1 or len(_split_top(s, _PM)[0]) == 2:     # 1 \pm \sqrt{2} is two answers
         return ("list", _expand_pm(items))
@@ -515,14 +599,10 @@ def _same(a, b, deadline):
     if {A[0], B[0]} == {"union", "list"}:     # x < 2 or x > 3
         return _unordered(A[1], B[1], deadline)
     if {A[0], B[0]} == {"tuple", "list"}:     # (3, 4) written as 3, 4
-        t, other = (A, B) if A[0] == "tuple" else (B, A)
-        return t[1:3] == ("(", ")") and _ordered(t[3], other[1], deadline)
+        return _ordered(_vector(A), _vector(B), deadline)
+    if {A[0], B[0]} == {"matrix", "tuple"}:   # a vector written as a tuple
+        return _ordered(_vector(A), _vector(B), deadline)
     if A[0] != B[0]:
-        if {A[0], B[0]} == {"matrix", "tuple"}:   # a vector written as a tuple
-            m, t = (A, B) if A[0] == "matrix" else (B, A)
-            flat = [c for row in m[1] for c in row]
-            return t[1:3] == ("(", ")") and (len(m[1]) == 1 or all(len(r) == 1 for r in m[1])) and \
-                _ordered(flat, t[3], deadline)
         return False
     kind = A[0]
     if kind == "tuple":
@@ -535,35 +615,45 @@ def _same(a, b, deadline):
     return _same_leaf(a, b, deadline)
 
 
-def _value(E, is_gold, deadline):
+def _vector(S):
+    """The entries of a tuple (round brackets), a list, or a matrix of one row or column; else None."""
+    if S[0] == "tuple":
+        return S[3] if S[1:3] == ("(", ")") or S[1:3] == ("[", "]") else None
+    if S[0] == "list":
+        return S[1]
+    if S[0] == "matrix" and (len(S[1]) == 1 or all(len(row) == 1 for row in S[1])):
+        return [c for row in S[1] for c in row]
+    return None
+
+
+def _ordered(xs, ys, deadline):
+    return xs is not None and ys is not None and len(xs) == len(ys) and \
+        all(_same(x, y, deadline) for x, y in zip(xs, ys))
+
+
+def _value(parts, is_gold):
     """The value an equation names, or None when the equation itself is the answer.
 
-    A gold answer names a value only as `name = value` (y = 2x + 1, f(x) = x^2, x = 5): gold x + y = 5
-    or 7 = 11a + c is an equation and only an equation matches it. A response `... = value` names its last
-    part (x = 5, 2 + 3 = 5, x + y = 5), unless an earlier part is a different number (5 = 6 is a hedge)."""
-    parts = E[1]
-    if is_gold:
-        return parts[1] if len(parts) == 2 and _NAME.fullmatch(parts[0]) else None
-    for p in parts[:-1]:
-        if _NAME.fullmatch(p):
-            continue
-        code = _code(p)
-        if code is None or (re.search(r"v_", code) is None and not _same(p, parts[-1], deadline)):
-            return None
-    return parts[-1]
+    A gold answer names a value as `name = value` (y = 2x + 1, f(x) = x^2, AB = 4, (p, q) = (3, 2)) or as the
+    end of a chain (z = 1 + 1 = 2); gold x + y = 5 or 7 = 11a + c is an equation, and only an equation
+    matches it. A response names the last part of its chain (x = 5, 2 + 3 = 5, \lim ... = 1): what is read is
+    one value, so writing more parts cannot hedge."""
+    if not is_gold or len(parts) > 2 or _is_name(parts[0]):
+        return parts[-1]
+    return None
 
 
 def _same_equation(A, a, B, b, deadline):
     """A response (A, its text a) against a gold answer (B, b), one of them an equation."""
-    if A[0] != "eq" or B[0] != "eq":              # x = 5 against 5, or 5 against y = 5
-        value = _value(A, False, deadline) if A[0] == "eq" else _value(B, True, deadline)
-        return value is not None and (_same(value, b, deadline) if A[0] == "eq" else _same(a, value, deadline))
-    if len(A[1]) == len(B[1]) == 2 and _NAME.fullmatch(A[1][0]) and _NAME.fullmatch(B[1][0]) and \
-            _same(A[1][1], B[1][1], deadline):
-        return True                               # y = ... against y = ...: the right-hand sides
-    if len(A[1]) != 2 or len(B[1]) != 2:
+    gold = _value(B[1], True) if B[0] == "eq" else b
+    if A[0] != "eq":                              # 5 against y = 5
+        return gold is not None and _same(a, gold, deadline)
+    if gold is not None and (B[0] != "eq" or len(A[1]) > 2 or _is_name(A[1][0])) and \
+            _same(A[1][-1], gold, deadline):
+        return True                               # x = 5 against 5; y = 3 + 2x against y = 2x + 3
+    if B[0] != "eq" or len(A[1]) != 2 or len(B[1]) != 2:
         return False
-    (al, ar), (bl, br) = A[1], B[1]
+    (al, ar), (bl, br) = A[1], B[1]               # two equations: the same up to a nonzero factor
     codes = [_code(side) for side in (al, ar, bl, br)]
     if None in codes:
         return (_same(al, bl, deadline) and _same(ar, br, deadline)) or \
@@ -642,8 +732,15 @@ _FUNCS = {"\\sin": "sin", "\\cos": "cos", "\\tan": "tan", "\\cot": "cot", "\\sec
 _CONSTS = {"\\pi": "pi", "\\infty": "oo", "\\inf": "oo", "e": "E", "i": "I"}
 _GREEK = {"\\alpha", "\\beta", "\\gamma", "\\delta", "\\theta", "\\phi", "\\varphi", "\\lambda", "\\mu",
           "\\sigma", "\\omega", "\\rho", "\\tau", "\\epsilon", "\\varepsilon"}
-_VAR = re.compile(r"[a-zA-Z](?:_\{?\w+\}?)?|\\(?:" + "|".join(g[1:] for g in _GREEK) + ")")   # a variable (for 3.)
-_NAME = re.compile(_VAR.pattern + r"|[a-zA-Z](?:_\{?\w+\}?)?\([^()]*\)")     # a variable or a function's value f(x)
+# A name (for 3.): a variable (x, x_1, a_{10}, \theta) or a function's value (f(x), W(n)); points, segments
+# and angles (AB, |AB|, \angle ABC); and ratios or tuples of names (A:B, \frac{NO}{BO}, (p, q)).
+_SYMBOL = r"(?:[a-zA-Z]|\\(?:%s))(?:_\{?\w+\}?)?" % "|".join(g[1:] for g in _GREEK)
+_ONE_NAME = r"(?:%s(?:\([^()]*\))?|[A-Z]{2,4}|\|[A-Z]{1,4}\||\\angle\s*[A-Z]{1,3}|\\overline\{[A-Z]{2}\})" % _SYMBOL
+_NAME = re.compile(r"{0}|{0}\s*[:/]\s*{0}|\\frac\{{{0}\}}\{{{0}\}}|\(\s*{0}(?:\s*,\s*{0})+\s*\)".format(_ONE_NAME))
+
+
+def _is_name(s):
+    return bool(_NAME.fullmatch(s.strip()))
 _OPENERS = {"(": ")", "{": "}", "[": "]"}
 _ROUNDING = {"\\lfloor": ("\\rfloor", "floor"), "\\lceil": ("\\rceil", "ceiling")}
 
@@ -706,6 +803,8 @@ def _code(s):
                 take()
                 out = f"{out}/{factor()}"
             elif _starts_atom(t):                 # implicit multiplication: 2x, 3\sqrt{2}, (a+b)(a-b)
+                if t[0].isdigit() or t[0] == ".":
+                    raise _NoParse                # but two numbers side by side are not a product: 11 6/6
                 out = f"{out}*{factor()}"
             else:
                 return out
@@ -717,6 +816,8 @@ def _code(s):
         base = postfix()
         if peek() == "^":
             take()
+            if peek() is not None and peek()[0].isdigit():   # z^17 means z^{17}, as its writer meant
+                return f"({base})**({_number_code(take())})"
             return f"({base})**({argument()})"
         return base
 
@@ -735,7 +836,7 @@ def _code(s):
             out = expr()
             take("}")
             return out
-        if t is not None and t.isdigit() and len(t) > 1:   # \frac12, x^23: one digit is the argument
+        if t is not None and t.isdigit() and len(t) > 1:   # \frac12: one digit is the argument
             toks[pos] = t[1:]
             return t[0]
         return atom()
