@@ -88,7 +88,8 @@ _LETTER_ANSWER = re.compile(r"\(([A-Ea-e])\)(?:\s.*)?|([A-Ea-e])(?:[).:]\s.*)?",
 def _letter(s):
     """The choice letter an answer gives (upper case), or None."""
     m = _LETTER_ANSWER.fullmatch(s)
-    if not m or re.search(r"(?<![A-Za-z\\])[A-E](?![A-Za-z])", s[m.end(1) + 1 if m.group(1) else m.end(2):]):
+    rest = s[m.end(1) + 1 if m.group(1) else m.end(2):] if m else ""
+    if not m or re.search(r"(?<![A-Za-z\\])[A-E](?![A-Za-z])|\([A-Ea-e]\)", rest):
         return None
     return (m.group(1) or m.group(2)).upper()
 
@@ -192,7 +193,8 @@ def _repair(text):
 
 def _clean_phrase(s):
     s = re.split(r"\.\s", s)[0]                   # cut at the end of the sentence; keeps 3.5
-    return s.strip().strip("*").strip().rstrip(".").strip().strip("$").strip()
+    s = s.strip().strip("*").strip().rstrip(".").strip()
+    return re.sub(r"^(?:\\?[\"'])+|(?:\\?[\"'])+$", "", s).strip().strip("$").strip()   # quoted: "$12$"
 
 
 def _is_short(s):
@@ -317,7 +319,7 @@ _WORD_VALUES = {w: i for i, w in enumerate(
     "seventeen eighteen nineteen".split())} | {w: 10 * i for i, w in enumerate(
     "twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)} | \
     {"hundred": 100, "thousand": 1000, "million": 10 ** 6, "billion": 10 ** 9}
-_NUMBER_WORDS = re.compile(r"(?<![\\a-zA-Z])(?:(?:minus|negative)\s+)?(?:{0})(?:[\s-]+(?:{0}))*(?![a-zA-Z])".format(
+_NUMBER_WORDS = re.compile(r"(?<![\\a-zA-Z\d])(?:(?:minus|negative)\s+)?(?:{0})(?:[\s-]+(?:{0}))*(?![a-zA-Z\d])".format(
     "|".join(sorted(_WORD_VALUES, key=len, reverse=True))), re.I)
 
 
@@ -793,18 +795,23 @@ def _code(s):
         return f"({out})"
 
     def term():
+        start = pos
         out = factor()
         while True:
+            bare = pos - start == 1 and toks[start][:1] in "0123456789."   # the factor just read is one number
             t = peek()
             if t in ("*", "\\cdot", "\\times"):
                 take()
+                start = pos
                 out = f"{out}*{factor()}"
             elif t in ("/", "\\div"):
                 take()
+                start = pos
                 out = f"{out}/{factor()}"
-            elif _starts_atom(t):                 # implicit multiplication: 2x, 3\sqrt{2}, (a+b)(a-b)
-                if t[0].isdigit() or t[0] == ".":
-                    raise _NoParse                # but two numbers side by side are not a product: 11 6/6
+            elif _starts_atom(t):                 # implicit multiplication: 2x, 3\sqrt{2}, (a+b)(a-b), 2^6 3^5
+                if bare and t[0] in "0123456789.":
+                    raise _NoParse                # but two bare numbers side by side are no product: 11 6/6
+                start = pos
                 out = f"{out}*{factor()}"
             else:
                 return out
@@ -1112,20 +1119,35 @@ def _worker_main():
                 return None
         return vx, vy
 
+    def digits(e):
+        """Decimal digits of the largest or smallest number written in e (10^{-300}, 1/300!, e^{-1000})."""
+        need = 0
+        for a in sympy.preorder_traversal(e):
+            if a.is_Rational:
+                need = max(need, len(str(abs(a.p))), len(str(a.q)))
+            elif isinstance(a, sympy.exp) and a.args[0].is_number:
+                need = max(need, int(abs(complex(a.args[0].evalf(15))) / 2.3) + 1)
+            elif a.is_Pow and a.base.is_number and a.exp.is_number:
+                base = abs(complex(a.base.evalf(15))) or 1.0
+                need = max(need, int(abs(complex(a.exp.evalf(15))) * abs(math.log10(base))) + 1)
+        return need
+
     def differ(x, y, trial):
         """Do x and y differ at one point? The difference is evaluated, not the two values: sympy raises the
         working precision until the digits it returns are right, so 1/300! - 1/301! and 5 + pi/10^100 - 5
-        are nonzero, while a difference that stays 0 to EXACT_DIGITS digits counts as 0. None: no number."""
+        are nonzero. A difference that stays 0 to EXACT_DIGITS digits, and to twice the digits of the
+        numbers written in x and y (sqrt(25 + 10^{-300}) is not 5), counts as 0. None: no number."""
         at = point(x, y, trial)
+        maxn = max(EXACT_DIGITS, 2 * max(digits(x), digits(y)) + 50)
         try:
-            for value in (x.xreplace(at).evalf(30, strict=True, maxn=EXACT_DIGITS),
-                          y.xreplace(at).evalf(30, strict=True, maxn=EXACT_DIGITS)):
+            for value in (x.xreplace(at).evalf(30, strict=True, maxn=maxn),
+                          y.xreplace(at).evalf(30, strict=True, maxn=maxn)):
                 if not all(part.is_Number and part.is_finite for part in value.as_real_imag()):
                     return None
         except sympy.core.evalf.PrecisionExhausted:
             return None                           # sin(10^4000): no digits to compare
         try:
-            return (x - y).xreplace(at).evalf(30, strict=True, maxn=EXACT_DIGITS) != 0
+            return (x - y).xreplace(at).evalf(30, strict=True, maxn=maxn) != 0
         except sympy.core.evalf.PrecisionExhausted:
             return False                          # both values are known; their difference is 0 to 200 digits
 
