@@ -1140,16 +1140,15 @@ def _worker_main():
         at = point(x, y, trial)
         maxn = max(EXACT_DIGITS, 2 * max(digits(x), digits(y)) + 50)
         try:
-            for value in (x.xreplace(at).evalf(30, strict=True, maxn=maxn),
-                          y.xreplace(at).evalf(30, strict=True, maxn=maxn)):
-                if not all(part.is_Number and part.is_finite for part in value.as_real_imag()):
-                    return None
+            vx, vy = (e.xreplace(at).evalf(30, strict=True, maxn=maxn) for e in (x, y))
         except sympy.core.evalf.PrecisionExhausted:
-            return None                           # sin(10^4000): no digits to compare
+            return None                           # no digits to compare
+        if not all(part.is_Number and part.is_finite for v in (vx, vy) for part in v.as_real_imag()):
+            return None
         try:
-            return (x - y).xreplace(at).evalf(30, strict=True, maxn=maxn) != 0
-        except sympy.core.evalf.PrecisionExhausted:
-            return False                          # both values are known; their difference is 0 to 200 digits
+            return bool((x - y).xreplace(at).evalf(30, strict=True, maxn=maxn) != 0)
+        except sympy.core.evalf.PrecisionExhausted:   # the difference is 0 to maxn digits, or sympy could not
+            return bool(abs(vx - vy) > sympy.Float("1e-25") * max(abs(vx), abs(vy)))   # subtract: sin(10^4000) - 5
 
     def same(x, y):
         if x == y:
