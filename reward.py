@@ -3,11 +3,12 @@
     math_reward(response, gold) -> 1.0 if verify(response, gold) else 0.0
 
 The whole path is the first code below: extract_answer (the last \\boxed{}, else the last "answer is",
-"#### N", a short bare reply or the last number) -> _normalize (strip what does not change the value)
--> _same (equal strings, then structure, then each leaf as an exact fraction, and only what is left in
-sympy, in a worker process under a hard time limit). The rest of the file is the hardening behind
-those three calls, in that order: 1. extraction, 2. normalisation, 3. comparison of structures,
-4. a small LaTeX parser, 5. exact rationals and the guard on what sympy may see, 6. the sympy worker.
+"#### N", a short bare reply, or the last math or number that stands alone) -> _normalize (strip what
+does not change the value) -> _same (equal strings, then structure, then each leaf as an exact fraction,
+and only what is left in sympy, in a worker process under a hard time limit). The rest of the file is
+the hardening behind those three calls: first the grading policy it implements, then in order
+1. extraction, 2. normalisation, 3. comparison of structures, 4. a small LaTeX parser, 5. exact
+rationals and the guard on what sympy may see, 6. the sympy worker.
 
 The reward is the only teacher in RL with verifiable rewards, so every rule trades between three failure
 modes: a false positive teaches the policy to game the grader, a false negative withholds credit from a
@@ -36,17 +37,7 @@ MAX_FACTORIAL = 5000      # n! and binomials are computed exactly up to this n, 
 
 
 # ----------------------------------------------------------------------------------------------------
-# The reward: extract -> normalise -> compare
-#
-# Hedging earns nothing: every distinct boxed answer must be right, and "A or C", or a list when the gold
-# answer is one value, is a different answer. Multiple choice: `(C)`, `\text{(C)}`, `\textbf{(C)}` match
-# gold `C`; two letters do not.
-#
-# Percent: `25%` against a gold answer without the sign matches 25 (the question asked for a percent)
-# or 0.25 (it asked for the number). Dropped on purpose: float tolerance (exact means exact: a rounded
-# decimal is not the fraction), degrees <-> radians, British "one hundred and five" (read as the list
-# 100, 5), and identities that need assumptions such as sqrt(x^2) = x (checked at negative points too,
-# so it fails).
+# The reward: extract -> normalise -> compare (the policy it follows opens the hardening section below)
 
 def math_reward(output, gold, strict=False):
     """1.0 if verify(output, gold) else 0.0."""
@@ -115,12 +106,55 @@ def _judge(answer, gold, deadline):
 
 
 # ----------------------------------------------------------------------------------------------------
+# The grading policy. RL optimises whatever the reward lets through, so nothing a policy can write
+# earns the reward without the right value: every rule below reads one answer, deterministically.
+#
+# What counts as the answer.
+#   strict: \boxed{} / \fbox{} only. Every distinct box must be right, or all of them together must be
+#     the gold's list (\boxed{1}, \boxed{2} against {1, 2}). An empty last box, or one never closed, is
+#     no answer.
+#   lenient (the default) also reads, without a box: the phrase after the last "answer is" / "Answer:" /
+#     "####" (a sentence there gives its last math or standing number: "The volume is 120." gives 120);
+#     a short bare reply ("x = 5", "18 dollars"); else the last inline math span ($...$, \(...\)) or the
+#     last number that stands as a word of its own, whichever comes later. A number is never taken out of
+#     a word (AZYUK2A, x2). After boxed intermediate results, a closing "final answer is ..." is the answer.
+#   The gold is read the same way when it is a sentence or a whole solution: its last run of adjacent
+#     boxes, or what follows its "answer is".
+# Equations. A gold `name = value` (y = 2x + 1, f(x) = ..., AB = 4, (p, q) = (3, 2), or a chain
+#   z = 1 + 1 = 2) is matched by the value, or by an equation naming the same value; any other gold
+#   equation (x + y = 5, 7 = 11a + c) only by an equivalent equation (equal up to a nonzero factor),
+#   never by one side. A response equation is read as its last part (x = 5, 2 + 3 = 5); `a \approx b`
+#   states a (the exact value), unless a is a name (x \approx 3.14 states 3.14).
+# Choice letters. A gold A-E (or "(C) text") is matched only by that letter alone, in parentheses,
+#   \text{} or \textbf{}, or first and followed by the option's text ("(D) 42", "D: 42"); never by
+#   arithmetic on it (2D, E+1, E*2) and never when a second letter follows ("(A) and (B)").
+# Relations. \lt \gt \le \leq \leqslant \ge \ne \neq != are read. An inequality that isolates a name is
+#   the interval it describes (x > 1 is (1, \infty), 0 < f(x) < 1 is (0, 1), x \ne 1 a union); any other
+#   is compared as the set of its real solutions (-x > -1 is x < 1), or with several variables as an
+#   inequality up to a positive factor.
+# Sets and lists. "a, b", "a or b", "a and b", {a, b}, \{a, b\}, a \pm b and one box per element are
+#   unordered; ";" separates groups ("p=5, q=2; p=7, q=2" is two pairs); tuples (a, b) are ordered;
+#   intervals keep their brackets. A list against a single value is a hedge and never matches.
+# Numbers are compared exactly: decimals, fractions, powers, factorials and binomials as exact rationals
+#   here; anything else in sympy, by evaluating the difference at the precision its own numbers need
+#   (1/300! is not 1/301!, sqrt(25 + 10^{-300}) is not 5).
+# Refused on purpose: decimal commas (1,5 is the list 1, 5 and 1,000 a thousand), rounded floats at any
+#   precision (0.3333333333 is not 1/3, 3.14 is not \pi), two bare numbers side by side read as a product
+#   (11 6/6 is not 11; a proper 2 1/2 is a mixed number), degrees <-> radians, British "one hundred and
+#   five" (the list 100, 5), identities that need assumptions (sqrt(x^2) = x: points of both signs).
+# Accepted on purpose: a percent either way (25% matches a gold 25, the question asked for a percent, or
+#   0.25, it asked for the number), units and number words (18 dollars, 12\text{ m}, forty-two), LaTeX
+#   escaped twice or eaten by a Python string (\\frac, "\x0crac").
+# Every call finishes within 2 s: sympy runs in a worker process under a wall-clock budget, and what
+#   could run away (towers, huge powers and factorials, long or deep expressions) is refused before it.
+
+# ----------------------------------------------------------------------------------------------------
 # 1. Extraction: what the response commits to
 #
 # extract_answer: the last \boxed{...}/\fbox{...} (braces matched); without a box, the last "final
 # answer is" / "answer is" / "Answer:" (so Minerva's "Final Answer: The final answer is $X$. I hope it
-# is correct." gives X), "#### N", a short bare answer, and as a last resort the last number.
-# strict=True keeps only boxes (the paper's protocol).
+# is correct." gives X), "#### N", a short bare answer, and as a last resort the last inline math or
+# standing number. strict=True keeps only boxes (the paper's protocol).
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 
