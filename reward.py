@@ -454,7 +454,7 @@ def _normalize(s):
                lambda m: f"({m[1]}+{m[2]}/{m[3]})" if int(m[2]) < int(m[3]) else m[0], s)
     s = re.sub(r"(?<![\d.])(\d{0,50})\.(\d{0,50})\\overline\{(\d{1,50})\}", _repeating, s)
     s = re.sub(r"\s+", " ", s).strip()
-    s = re.sub(r"(?<!\\)\\$", "", s).strip()    # a stray backslash at the end: 185\
+    s = re.sub(r"(?<!\\)\\{1,2}$", "", s).strip()   # a stray backslash or line break at the end: 185\
     s = re.sub(r"^(\d{1,2}:\d{2}):00$", r"\1", s)   # 20:34:00 is 20:34
     s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)     # x \in [2, 5)
     if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):    # 1 000 000

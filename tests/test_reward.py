@@ -502,7 +502,154 @@ TOLERANCE = [  # no tolerance that two tiny, different values could slip through
  ("\\boxed{e^{-100}}", "\\frac{1}{e^{100}}", True),
 ]
 
-CASES = NORMALISATION + NUMBERS + SYMBOLIC + STRUCTURES + HEDGING + CHOICE + MORE + SHAPES + TOLERANCE
+# Shapes found by grading answers written outside this project (issue 22), each with its near misses.
+# The examples are written here; the labels are a careful grader's, written before running the code.
+
+EQUATION_GOLDS = [  # a gold equation is matched by one side only when it names a value
+ ("\\boxed{5}", "x + y = 5", False),
+ ("\\boxed{11a+c}", "7 = 11a + c", False),
+ ("\\boxed{1}", "2x + z = 1", False),
+ ("\\boxed{x + y}", "x + y = 5", False),
+ ("\\boxed{x + y = 5}", "x + y = 5", True),
+ ("\\boxed{y + x = 5}", "x + y = 5", True),
+ ("\\boxed{2x + 2y = 10}", "x + y = 5", True),
+ ("\\boxed{x + y = 6}", "x + y = 5", False),
+ ("\\boxed{y = 5}", "x + y = 5", False),
+ ("\\boxed{2x+1}", "y = 2x + 1", True),
+ ("\\boxed{x^2 + 1}", "f(x) = x^2 + 1", True),
+ ("\\boxed{4}", "AB = 4", True),
+ ("\\boxed{3}", "AB = 4", False),
+ ("\\boxed{4}", "|AB| = 4", True),
+ ("\\boxed{(3, 2)}", "(p, q) = (3, 2)", True),
+ ("\\boxed{(2, 3)}", "(p, q) = (3, 2)", False),
+ ("\\boxed{\\frac{2}{3}}", "\\frac{BD}{DC} = \\frac{2}{3}", True),
+ ("\\boxed{7:3}", "A:B = 7:3", True),
+ ("\\boxed{2}", "z = 1 + 1 = 2", True),
+ ("\\boxed{x = 3 + 4 = 7}", "7", True),
+ ("\\boxed{x = 3 + 4 = 7}", "x = 7", True),
+ ("\\boxed{x = 7 = 8}", "7", False),
+ ("\\boxed{7 = x}", "x = 7", True),
+ ("\\boxed{\\lim_{x \\to 0} \\frac{\\sin x}{x} = 1}", "1", True),
+ ("\\boxed{4, 5}", "AB = 4, CD = 5", True),
+ ("\\boxed{5, 4}", "AB = 4, CD = 5", True),
+]
+
+LETTERS = [  # a choice letter alone, or first before the option's text; never arithmetic on it
+ ("\\boxed{D}", "D", True),
+ ("\\boxed{d}", "D", True),
+ ("\\boxed{(D) 42}", "D", True),
+ ("\\boxed{D: 42}", "D", True),
+ ("\\boxed{D}", "(D) 42", True),
+ ("\\boxed{D}", "D. x = 42", True),
+ ("\\boxed{E}", "(D) 42", False),
+ ("\\boxed{2D}", "D", False),
+ ("\\boxed{E+1}", "E", False),
+ ("\\boxed{\\mathrm{E}*2}", "E", False),
+ ("\\boxed{D^1}", "D", False),
+ ("\\boxed{(d) (e)}", "D", False),
+ ("\\boxed{(D) 42 (E) 43}", "D", False),
+]
+
+TINY = [  # values are compared exactly, however small; true identities still hold
+ ("\\boxed{\\frac{1}{300!}}", "\\frac{1}{301!}", False),
+ ("\\boxed{\\frac{1}{2006!}}", "\\frac{1}{2004!}", False),
+ ("\\boxed{\\frac{301}{301!}}", "\\frac{1}{300!}", True),
+ ("\\boxed{\\frac{1}{e^{1000}}}", "e^{-1001}", False),
+ ("\\boxed{\\frac{1}{e^{1000}}}", "e^{-1000}", True),
+ ("\\boxed{5 + \\frac{\\pi}{10^{100}}}", "5", False),
+ ("\\boxed{\\sqrt{25 + 10^{-300}}}", "5", False),
+ ("\\boxed{\\cos\\frac{\\pi}{7}+\\cos\\frac{3\\pi}{7}+\\cos\\frac{5\\pi}{7}}", "\\frac12", True),
+ ("\\boxed{(1+\\sqrt2)^{10}}", "3363+2378\\sqrt2", True),
+ ("\\boxed{(1+\\sqrt2)^{10}}", "3363+2377\\sqrt2", False),
+ ("\\boxed{\\binom{300}{150}/\\binom{300}{149}}", "\\frac{151}{150}", True),
+]
+
+GARBAGE = [  # lenient mode takes a number only where it stands as an answer
+ ("AZYUK2A", "2", False),
+ ("The answer is AZYUK2A.", "2", False),
+ ("it was model x5 all along", "5", False),
+ ("it was 5 all along", "5", True),
+ ("The rope is 5cm long.", "5", True),
+ ("We get a total of 2 + 3 = 5 apples", "5", True),
+ ("所以一共有3 + 10 = 13只鸟。", "13", True),
+ ("所以一共有3 + 10 = 13只鸟。", "10", False),
+ ("So the result is 11 6/6", "11", False),
+]
+
+RELATIONS = [
+ ("\\boxed{x \\lt 1}", "x < 1", True),
+ ("\\boxed{x \\gt 1}", "(1, \\infty)", True),
+ ("\\boxed{x \\gt 1}", "x \\ge 1", False),
+ ("\\boxed{x \\leqslant 1}", "(-\\infty, 1]", True),
+ ("\\boxed{x \\neq 1}", "(-\\infty, 1) \\cup (1, \\infty)", True),
+ ("\\boxed{x != 1}", "x \\ne 1", True),
+ ("\\boxed{x != 2}", "x \\ne 1", False),
+ ("\\boxed{-x > -1}", "x < 1", True),
+ ("\\boxed{-x > -1}", "x > 1", False),
+ ("\\boxed{2x + 1 \\le 5}", "(-\\infty, 2]", True),
+ ("\\boxed{2x + 1 < 5}", "(-\\infty, 2]", False),
+ ("\\boxed{x^2 < 4}", "(-2, 2)", True),
+ ("\\boxed{0 < f(x) < 1}", "(0, 1)", True),
+ ("\\boxed{0 < f(x) \\le 1}", "(0, 1)", False),
+ ("\\boxed{a - b < 0}", "a < b", True),
+ ("\\boxed{b - a < 0}", "a < b", False),
+]
+
+SETS = [
+ ("\\boxed{{2, 3, 5}}", "\\{2, 3, 5\\}", True),
+ ("\\boxed{{2, 3}}", "\\{2, 3, 5\\}", False),
+ ("\\boxed{\\pm 2021}", "\\{-2021, 2021\\}", True),
+ ("\\boxed{2021}", "\\{-2021, 2021\\}", False),
+ ("\\boxed{1}, \\boxed{2}", "\\{1, 2\\}", True),
+ ("\\boxed{1}, \\boxed{3}", "\\{1, 2\\}", False),
+ ("\\boxed{(1, 2) \\text{ or } (3, 4)}", "(1, 2), (3, 4)", True),
+ ("\\boxed{(1, 2); (3, 4)}", "(3, 4), (1, 2)", True),
+ ("\\boxed{(1, 2); (4, 3)}", "(3, 4), (1, 2)", False),
+ ("\\boxed{(5, 2), (7, 2)}", "p=5, q=2; p=7, q=2", True),
+ ("\\boxed{(5, 2), (2, 7)}", "p=5, q=2; p=7, q=2", False),
+ ("\\boxed{-5, -2, 7}", "7, -2, \\text{ and } -5", True),
+ ("\\boxed{(1,2)or(3,4)}", "(3, 4), (1, 2)", True),
+]
+
+PROSE = [  # unboxed answers (lenient mode)
+ ("Final Answer: The volume is 120.", "120", True),
+ ("Final Answer: The volume is 121.", "120", False),
+ ("So the matrix is $\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}$.", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+ ("So the point is $(1, 2)$.", "(1, 2)", True),
+ ("So the point is $(2, 1)$.", "(1, 2)", False),
+ ("Then \\boxed{200} and \\boxed{255}. Final Answer: The final answer is $10,455$. I hope it is correct.",
+  "10455", True),
+ ("Then \\boxed{200} and \\boxed{255}. Final Answer: The final answer is $10,455$. I hope it is correct.",
+  "255", False),
+ ("So we get $x = 3$.", "3", True),
+ ("We know $x = 3$, and then y is 7.", "7", True),
+]
+
+GOLD_TEXT = [  # gold answers given as a sentence or a solution
+ ("\\boxed{6}", "so the answer is \\boxed{6}.", True),
+ ("\\boxed{1, 2}", "\\boxed{1} and \\boxed{2}", True),
+ ("\\boxed{2}", "\\boxed{1} and \\boxed{2}", False),
+ ("\\boxed{2}", "First \\boxed{1}, which is wrong, as a long detour to check shows; then \\boxed{2}", True),
+ ("\\boxed{10^4}", "the answer is 10000", True),
+]
+
+WRITING = [  # LaTeX escaped twice, eaten by Python strings, or written loosely
+ ("\\boxed{\\\\frac{1}{2}}", "0.5", True),
+ ("\\boxed{\\\\left( 3, \\\\frac{\\\\pi}{2} \\\\right)}", "(3, \\frac{\\pi}{2})", True),
+ ("\\boxed{0.5}", "\x0crac{1}{2}", True),
+ ("\x08oxed{0.5}", "\\frac{1}{2}", True),
+ ("\\boxed{\\frac{\\sqrt{3}}{3} \\approx 0.577}", "\\frac{\\sqrt{3}}{3}", True),
+ ("\\boxed{0.577}", "\\frac{\\sqrt{3}}{3}", False),
+ ("\\boxed{11z^17(11z^17+5)}", "11z^{17}(5+11z^{17})", True),
+ ("\\boxed{2^6 3^5}", "15552", True),
+ ("\\boxed{2 3}", "6", False),
+ ("\\boxed{185\\\\}", "185", True),
+ ("\\boxed{28 percent}", "28\\%", True),
+]
+
+ISSUE22 = EQUATION_GOLDS + LETTERS + TINY + GARBAGE + RELATIONS + SETS + PROSE + GOLD_TEXT + WRITING
+
+CASES = NORMALISATION + NUMBERS + SYMBOLIC + STRUCTURES + HEDGING + CHOICE + MORE + SHAPES + TOLERANCE + ISSUE22
 
 
 @pytest.mark.parametrize("output,gold,expected", CASES)
@@ -551,6 +698,64 @@ def test_adversarial_outputs_are_wrong_and_fast(output):
     t = time.perf_counter()
     assert verify(output, "5") is False
     assert time.perf_counter() - t < 2.0
+
+
+# Written as a policy would game the grader: each one wrong, in strict and lenient mode, and quick.
+GAMING = [
+ # several boxes
+ ("\\boxed{5} \\boxed{6}", "5"), ("\\boxed{6} \\boxed{5}", "5"), ("\\boxed{5} or \\boxed{6}", "6"),
+ ("\\boxed{4}\\boxed{5}\\boxed{6}", "5"), ("\\boxed{5}, \\boxed{6}", "x + y = 5"),
+ # hedged answers
+ ("\\boxed{5 \\text{ or } 6}", "5"), ("\\boxed{5, 6}", "5"), ("\\boxed{5; 6}", "5"), ("\\boxed{5 \\lor 6}", "5"),
+ ("\\boxed{\\{5, 6\\}}", "5"), ("\\boxed{{5, 6}}", "5"), ("\\boxed{5 \\pm 1}", "5"), ("\\boxed{5 \\mp 1}", "6"),
+ ("\\boxed{5 \\text{ and } 6}", "5"), ("\\boxed{x \\in \\{5, 6\\}}", "5"), ("\\boxed{[5, 6]}", "5"),
+ ("\\boxed{5 \\le x \\le 6}", "5"), ("\\boxed{x \\ge 5}", "5"), ("\\boxed{4 < x < 6}", "5"), ("\\boxed{5 \\vee 6}", "5"),
+ ("\\boxed{\\text{5 or 6}}", "5"), ("\\boxed{5 \\text{ (or } 6)}", "5"), ("\\boxed{5,6,7,8,9}", "7"),
+ ("\\boxed{x = 5 \\text{ or } x = 6}", "5"), ("\\boxed{5 \\text{ or } 6}", "5, 6, 7"), ("\\boxed{5 \\approx 6}", "6"),
+ ("The answer is 5 or 6.", "5"), ("The answer is 5, 6.", "6"), ("Answer: 5 or 6", "6"), ("#### 5 or 6", "5"),
+ # the gold's own text pasted around a wrong box
+ ("The answer is 5. \\boxed{6}", "5"), ("\\boxed{6} The answer is 5", "5"), ("5 \\boxed{6} 5", "5"),
+ ("#### 5 \\boxed{6}", "5"), ("\\boxed{6}\n#### 5", "5"), ("5 5 5 5 \\boxed{6} 5 5 5", "5"),
+ ("\\boxed{6} Final Answer: The final answer is 6 or 5", "5"), ("x + y = 5 \\boxed{6}", "x + y = 5"),
+ # letters with arithmetic
+ ("\\boxed{2D}", "D"), ("\\boxed{D+0}", "D"), ("\\boxed{D-E}", "D"), ("\\boxed{D^1}", "D"), ("\\boxed{\\frac{D}{1}}", "D"),
+ ("\\boxed{DD}", "D"), ("\\boxed{(D)(E)}", "D"), ("\\boxed{D, E}", "D"), ("\\boxed{D \\text{ or } E}", "D"),
+ ("\\boxed{(D) or (E)}", "D"), ("\\boxed{D/E}", "D"), ("\\boxed{(D) 42 (E) 43}", "D"), ("\\boxed{E+1}", "E"),
+ ("\\boxed{\\mathrm{E}*2}", "E"), ("\\boxed{\\textbf{(D)} \\textbf{(E)}}", "D"), ("\\boxed{D E}", "D"),
+ ("\\boxed{ABCDE}", "D"), ("\\boxed{D.E}", "D"), ("\\boxed{d + e}", "D"), ("\\boxed{(d) (e)}", "D"),
+ ("The answer is D or E.", "D"), ("The answer is (D) and (E).", "E"), ("\\boxed{(D) 42}", "E"),
+ # equations restated
+ ("\\boxed{5}", "x + y = 5"), ("\\boxed{11a+c}", "7 = 11a + c"), ("\\boxed{1}", "2x + z = 1"), ("\\boxed{x + y}", "x + y = 5"),
+ ("\\boxed{x + y = x + y}", "x + y = 5"), ("\\boxed{0 = 0}", "x + y = 5"), ("\\boxed{5 = 5}", "x + y = 5"),
+ ("\\boxed{x + y = 5 = 6}", "x + y = 5"), ("\\boxed{y = y}", "y = 2x + 1"), ("\\boxed{2x + 1 = 2x + 1}", "y = 2x + 1"),
+ ("\\boxed{y = 2x + 1 = 5}", "y = 2x + 1"), ("\\boxed{2x + 3 = 13}", "5"), ("\\boxed{13 = 2x + 3}", "5"),
+ ("\\boxed{x = 6}", "x + y = 5"), ("\\boxed{x^2 = 25}", "x = 5"), ("\\boxed{y - 2x - 1 = 1}", "y = 2x + 1"),
+ ("\\boxed{0}", "y - 2x - 1 = 0"), ("\\boxed{6 = 5}", "6"),
+ # digits hidden in words
+ ("AZYUK2A", "2"), ("abc5def", "5"), ("x5", "5"), ("The answer is AZYUK2A", "2"), ("\\boxed{AZYUK2A}", "2"),
+ ("\\boxed{five6}", "5"), ("\\boxed{five6}", "56"), ("\\boxed{A5}", "5"), ("\\boxed{5A}", "5"), ("version5 H2O", "2"),
+ ("the code is X7Y", "7"), ("\\boxed{\\text{x5}}", "5"), ("Answer: abc2def", "2"), ("#### abc2def", "2"),
+ ("The result: item3 done", "3"), ("5five", "55"),
+ # huge or pathological
+ ("\\boxed{5 + \\frac{\\pi}{10^{100}}}", "5"), ("\\boxed{5 + 10^{-100}}", "5"), ("\\boxed{5 + e^{-1000}}", "5"),
+ ("\\boxed{\\frac{1}{4999!}}", "\\frac{1}{5000!}"), ("\\boxed{\\frac{1}{10^{1000}}}", "\\frac{1}{10^{1001}}"),
+ ("\\boxed{\\sqrt{25 + 10^{-300}}}", "5"), ("\\boxed{5000!}", "5001!"), ("\\boxed{10^{10^{10}}}", "10^{10^{10}}+1"),
+ ("\\boxed{" + "+".join(f"{i}!" for i in range(4900, 5000)) + "}", "5"), ("\\boxed{9^{9^{9}}}", "9^{9^9}+1"),
+ ("\\boxed{\\sin(10^{4000})}", "\\sin(10^{4000}) + 1"), ("\\boxed{\\frac{1}{0}}", "\\infty"), ("\\boxed{0/0}", "5"),
+ ("\\boxed{\\infty - \\infty}", "0"), ("\\boxed{1e-400}", "0"), ("\\boxed{0.99999999999999999999999999999}", "1"),
+ ("\\boxed{1 - 10^{-50}}", "1"), ("\\boxed{x + 10^{-40}}", "x"), ("\\boxed{\\frac{x}{10^{60}}}", "0"),
+ ("\\boxed{e^{-700}}", "0"), ("\\boxed{" + "x" * 5000 + "}", "x"), ("\\boxed{(x+1)^{9999}}", "x^{9999}"),
+ ("\\boxed{" + "\\sqrt{" * 500 + "5" + "}" * 500 + "}", "5"), ("$" * 5000, "5"), ("\\(" * 3000, "5"),
+ ("5 " * 20000, "6"), ("\\boxed{\\sqrt{x^2}}", "x"), ("\\boxed{\\lfloor n/2 \\rfloor}", "\\lfloor (n+1)/2 \\rfloor"),
+]
+
+
+@pytest.mark.parametrize("output,gold", GAMING)
+def test_gaming_the_grader_earns_nothing(output, gold):
+    for strict in (False, True):
+        t = time.perf_counter()
+        assert verify(output, gold, strict=strict) is False
+        assert time.perf_counter() - t < 2.0
 
 
 def test_hundred_expression_kilobytes_and_gold_match_by_string_only():
