@@ -56,7 +56,7 @@ def verify(output, gold, strict=False):
         if not found or len(found) > MAX_CANDIDATES:
             return False
         deadline = [time.monotonic() + SYMPY_BUDGET_S]   # a list: a worker start-up extends it
-        gold = _gold_answer(gold)
+        gold = _gold_answer(str(gold))
         if all(_judge(c, gold, deadline) for c in found):
             return True
         # several boxes can still be one answer when the gold answer has several parts: \boxed{3}, \boxed{5}
@@ -207,6 +207,7 @@ _MATH_SPAN = re.compile(r"(?<!\\)\$\$(.{1,500}?)(?<!\\)\$\$|(?<!\\)\$(.{1,500}?)
 _WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}|[^\W\d_a-zA-Z]{2,}")
 # Control characters that stand for a LaTeX command whose backslash a Python string ate: "\frac" -> "\x0crac"
 _EATEN = {"\x07": "\\a", "\x08": "\\b", "\x0b": "\\v", "\x0c": "\\f"}
+_EATEN_ANY = re.compile(r"[\x07\x08\x0b\x0c]|\r[a-z]|\\\\[a-zA-Z()\[\]]")
 
 
 _COMMANDS = ("frac|dfrac|tfrac|cfrac|sqrt|left|right|boxed|fbox|text|textbf|mathrm|mathbf|cdot|times|div|pm|mp|"
@@ -219,6 +220,8 @@ def _repair(text):
     """Undo what a Python string does to LaTeX written without r"": \\f, \\b, \\a, \\v become control
     characters, and \\r before letters a carriage return; and LaTeX escaped twice: \\\\frac is \\frac (a
     matrix's \\\\ stays, since no command follows it directly)."""
+    if not _EATEN_ANY.search(text):
+        return text                               # the common case, one scan
     for a, b in _EATEN.items():
         text = text.replace(a, b)
     text = re.sub(r"\r(?=[a-z]{2})", r"\\r", text)
@@ -290,6 +293,7 @@ def _candidates(text, strict=False):
     return [found] if found else []
 
 
+@lru_cache(maxsize=4096)
 def _gold_answer(gold):
     """The answer a gold string states: its boxed answers when it has boxes (a whole reference solution, or
     "\\boxed{1} and \\boxed{2}"), the answer of a sentence ("the answer is 10000"); else the string itself."""
@@ -563,7 +567,9 @@ def _relation(parts, ops):
     return ("rel", parts, ops)
 
 
+@lru_cache(maxsize=1 << 14)
 def _shape(s):
+    """The structure of a normalised answer, as a tuple whose first item names it (callers never modify it)."""
     m = _MATRIX.fullmatch(s)
     if m:
         rows = [r for r in re.split(r"\\\\", m.group(2)) if r.strip()]
