@@ -263,8 +263,8 @@ def _phrase(text, pattern):
         return None
     line = text[last.end():].split("\n")[0]
     phrase = _clean_phrase(line)
-    if phrase and not _is_short(phrase):          # "Final Answer: The volume is 120." commits to 120
-        phrase = _last_standing(re.split(r"(?<!\d)\.\s|\.$", line.strip())[0])
+    if phrase and not _is_short(phrase) and not re.search(r"\bor\b", phrase):   # "either 7 or 8" is a hedge
+        phrase = _last_standing(re.split(r"(?<!\d)\.\s|\.$", line.strip())[0])   # "The volume is 120." is 120
     return phrase or None
 
 
@@ -304,7 +304,7 @@ def _gold_answer(gold):
         while len(run) < len(spans) and len(gold[spans[-len(run) - 1][2]:run[0][1]].split()) <= 3:
             run.insert(0, spans[-len(run) - 1])
         return ", ".join(dict.fromkeys(span[0] for span in run))
-    if _ANSWER_IS.search(gold) or len(_WORD.findall(gold)) > 6:
+    if _ANSWER_IS.search(gold) or (len(gold) > 150 and len(_WORD.findall(gold)) > 12):   # a sentence, a solution
         found = _candidates(gold)
         return found[-1] if found else gold
     return gold

@@ -623,6 +623,10 @@ PROSE = [  # unboxed answers (lenient mode)
   "255", False),
  ("So we get $x = 3$.", "3", True),
  ("We know $x = 3$, and then y is 7.", "7", True),
+ ("The answer is actually 7. You will not get an F.", "7", True),
+ ("The answer is either 7 or 8.", "8", False),
+ ("\"The answer is 12.\"", "12", True),
+ ("The sum 6 + 8 is equal to 14, says model B52.", "14", True),
 ]
 
 GOLD_TEXT = [  # gold answers given as a sentence or a solution
@@ -631,6 +635,7 @@ GOLD_TEXT = [  # gold answers given as a sentence or a solution
  ("\\boxed{2}", "\\boxed{1} and \\boxed{2}", False),
  ("\\boxed{2}", "First \\boxed{1}, which is wrong, as a long detour to check shows; then \\boxed{2}", True),
  ("\\boxed{10^4}", "the answer is 10000", True),
+ ("\\boxed{4}", "Ellen has 3 apples and John has 4 apples", False),   # a short text gold stays whole
 ]
 
 WRITING = [  # LaTeX escaped twice, eaten by Python strings, or written loosely
