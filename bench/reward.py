@@ -161,8 +161,8 @@ def main():
 
     def theirs(output, gold):
         """math-verify as its README calls it; a bare gold answer is boxed so that its LaTeX parser reads it."""
-        return mv_verify(mv_parse(gold if "\\boxed" in gold or "$" in gold else "\\boxed{" + gold + "}"),
-                         mv_parse(output))
+        delimited = "\\boxed" in gold or re.search(r"(?<!\\)\$", gold)     # not an escaped \$ (a price)
+        return mv_verify(mv_parse(gold if delimited else "\\boxed{" + gold + "}"), mv_parse(output))
 
     graders = {"reward.py": lambda o, g: reward.verify(o, g, strict=args.strict), "math-verify": theirs}
     # Warm both up outside the clock: lazy imports, and our sympy worker's start (about a second).
