@@ -16,6 +16,7 @@ right answer, and a hang stalls training (no call takes more than 2 s).
 """
 import ast
 import atexit
+import hashlib
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from fractions import Fraction
 from functools import lru_cache
 
@@ -34,6 +36,7 @@ WORKER_STARTUP_S = 30.0   # importing sympy in a fresh worker is not a hang, so 
 MAX_ANSWER_CHARS = 1000   # longer answers are compared as strings only
 MAX_CANDIDATES = 20       # more distinct boxed answers than this is spraying, not answering
 MAX_FACTORIAL = 5000      # n! and binomials are computed exactly up to this n, and refused beyond it
+MAX_EXACT_BITS = 100_000  # exact values (and powers) beyond this size (30,000 digits) are refused, not computed
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -72,27 +75,29 @@ def extract_answer(text, strict=False):
 
 
 # A choice letter: the letter alone, or first and followed by the option's text: "(D)", "(D) 42", "D) 42",
-# "D: 42", "d". Never inside arithmetic (2D, E+1, E*2), and no second letter after it ("(A) and (B)").
+# "D: 42", "d". Never inside arithmetic (2D, E+1, E*2), and no other answer after it ("(A) and (B)").
 _LETTER_ANSWER = re.compile(r"\(([A-Ea-e])\)(?:\s.*)?|([A-Ea-e])(?:[).:]\s.*)?", re.S)
 
 
-def _letter(s):
-    """The choice letter an answer gives (upper case), or None."""
+def _letter(s, gold=False):
+    """The choice letter an answer gives (upper case), or None. In a response, the option's text after it may
+    not offer another answer: no "or", no other choice letter of either case, no one-letter word outside the
+    Latin script ("(D) or e", "D) Е"; "C. x = 42" is fine)."""
     m = _LETTER_ANSWER.fullmatch(s)
     rest = s[m.end(1) + 1 if m.group(1) else m.end(2):] if m else ""
-    if not m or re.search(r"(?<![A-Za-z\\])[A-E](?![A-Za-z])|\([A-Ea-e]\)", rest):
+    if not m or (not gold and re.search(r"\bor\b|(?<![^\W\d_])(?:[A-Ea-e]|[^\W\d_a-zA-Z])(?![^\W\d_])", rest, re.I)):
         return None
     return (m.group(1) or m.group(2)).upper()
 
 
 def _judge(answer, gold, deadline):
     """One extracted answer against the gold one: normalise both, then compare."""
-    if len(answer) > 20 * MAX_ANSWER_CHARS:
+    if len(answer) > 2 * MAX_ANSWER_CHARS:
         return answer.strip() == gold.strip()     # not worth normalising: only an exact copy counts
     a, g = _normalize(answer), _normalize(gold)
     if not a or not g:
         return False
-    choice = _letter(g) if re.fullmatch(r"\(?[A-E]\)?|\(?[A-E][).:]\s.*", g, re.S) else None
+    choice = _letter(g, gold=True) if re.fullmatch(r"\(?[A-E]\)?|\(?[A-E][).:]\s.*", g, re.S) else None
     if choice:                                    # multiple choice: the right letter, alone
         return _letter(a) == choice
     if _same(a, g, deadline):
@@ -114,7 +119,8 @@ def _judge(answer, gold, deadline):
 #     the gold's list (\boxed{1}, \boxed{2} against {1, 2}). An empty last box, or one never closed, is
 #     no answer.
 #   lenient (the default) also reads, without a box: the phrase after the last "answer is" / "Answer:" /
-#     "####" (a sentence there gives its last math or standing number: "The volume is 120." gives 120);
+#     "####" (a sentence there gives its last math or standing number: "The volume is 120." gives 120,
+#     but "not 5", "at least 5", "either 5 or 6" give nothing);
 #     a short bare reply ("x = 5", "18 dollars"); else the last inline math span ($...$, \(...\)) or the
 #     last number that stands as a word of its own, whichever comes later. A number is never taken out of
 #     a word (AZYUK2A, x2). After boxed intermediate results, a closing "final answer is ..." is the answer.
@@ -124,27 +130,32 @@ def _judge(answer, gold, deadline):
 #   z = 1 + 1 = 2) is matched by the value, or by an equation naming the same value; any other gold
 #   equation (x + y = 5, 7 = 11a + c) only by an equivalent equation (equal up to a nonzero factor),
 #   never by one side. A response equation is read as its last part (x = 5, 2 + 3 = 5); `a \approx b`
-#   states a (the exact value), unless a is a name (x \approx 3.14 states 3.14).
+#   states a (the exact value), unless a is a name (x \approx 3.14 states 3.14). Names must agree where
+#   both sides give one (b = 5 is not a = 5; y = ... may stand for f(x) = ...), and a gold that names
+#   each value (x = 2, y = 5) is matched by the same names, or by the bare values in its order.
 # Choice letters. A gold A-E (or "(C) text") is matched only by that letter alone, in parentheses,
 #   \text{} or \textbf{}, or first and followed by the option's text ("(D) 42", "D: 42"); never by
-#   arithmetic on it (2D, E+1, E*2) and never when a second letter follows ("(A) and (B)").
+#   arithmetic on it (2D, E+1, E*2) and never when the text offers another ("(A) and (B)", "(D) or e").
 # Relations. \lt \gt \le \leq \leqslant \ge \ne \neq != are read. An inequality that isolates a name is
 #   the interval it describes (x > 1 is (1, \infty), 0 < f(x) < 1 is (0, 1), x \ne 1 a union); any other
 #   is compared as the set of its real solutions (-x > -1 is x < 1), or with several variables as an
 #   inequality up to a positive factor.
 # Sets and lists. "a, b", "a or b", "a and b", {a, b}, \{a, b\}, a \pm b and one box per element are
 #   unordered; ";" separates groups ("p=5, q=2; p=7, q=2" is two pairs); tuples (a, b) are ordered;
-#   intervals keep their brackets. A list against a single value is a hedge and never matches.
+#   intervals keep their brackets and are never lists (2 < x < 5 is not "2, 5"). A list against a single
+#   value is a hedge and never matches.
 # Numbers are compared exactly: decimals, fractions, powers, factorials and binomials as exact rationals
-#   here; anything else in sympy, by evaluating the difference at the precision its own numbers need
-#   (1/300! is not 1/301!, sqrt(25 + 10^{-300}) is not 5).
+#   here (up to 30,000 digits); anything else in sympy, by evaluating the difference at the precision its
+#   own numbers need (1/300! is not 1/301!, sqrt(25 + 10^{-300}) is not 5), at three points drawn from a
+#   hash of the two expressions where there are variables.
 # Refused on purpose: decimal commas (1,5 is the list 1, 5 and 1,000 a thousand), rounded floats at any
 #   precision (0.3333333333 is not 1/3, 3.14 is not \pi), two bare numbers side by side read as a product
 #   (11 6/6 is not 11; a proper 2 1/2 is a mixed number), degrees <-> radians, British "one hundred and
 #   five" (the list 100, 5), identities that need assumptions (sqrt(x^2) = x: points of both signs).
 # Accepted on purpose: a percent either way (25% matches a gold 25, the question asked for a percent, or
-#   0.25, it asked for the number), units and number words (18 dollars, 12\text{ m}, forty-two), LaTeX
-#   escaped twice or eaten by a Python string (\\frac, "\x0crac").
+#   0.25, it asked for the number), units and number words (18 dollars, 12\text{ m}, forty-two; but not
+#   words that change the value: 5 squared, 5 dozen, 5\text{ or more}, 5\text{x}), LaTeX escaped twice
+#   or eaten by a Python string (\\frac, "\x0crac").
 # Every call finishes within 2 s: sympy runs in a worker process under a wall-clock budget, and what
 #   could run away (towers, huge powers and factorials, long or deep expressions) is refused before it.
 
@@ -194,10 +205,11 @@ _FINAL_ANSWER = re.compile(r"final answer\s*(?:is|:)\s*:?\s*", re.I)
 _HASHES = re.compile(r"####\s*")
 _NUMBER = r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+"
 # What a sentence can commit to without a box: a fraction or root written in LaTeX, or a number that stands
-# as a word of its own -- not glued to Latin letters or digits ("AZYUK2A", "x2", "2A" hold no number),
-# though a unit may follow it ("5cm", "3rd"), and text in scripts without spaces may touch it ("为13/28").
+# as a word of its own -- not glued to Latin letters or digits ("AZYUK2A", "x2", "2A" hold no number) nor
+# part of an expression (2^5, pi/6, sqrt(6)), though a unit may follow it ("5cm", "3rd"), and text in scripts
+# without spaces may touch it ("为13/28").
 _STANDING = re.compile(r"\\[dt]?frac\{[^{}]{1,50}\}\{[^{}]{1,50}\}|\\sqrt\{[^{}]{1,50}\}|"
-                       r"(?<![A-Za-z0-9_.\\])(?:%s)(?=(?:%s)?[²³]?(?![A-Za-z0-9_²³]|[.,]\d))" % (_NUMBER, "|".join((
+                       r"(?<![A-Za-z0-9_.\\^/])(?<![A-Za-z]\()(?:%s)(?=(?:%s)?[²³]?(?![A-Za-z0-9_²³^]|[.,]\d))" % (_NUMBER, "|".join((
                            "cm", "mm", "km", "kg", "mg", "ml", "mL", "ft", "mph", "hrs", "hr", "min", "sec", "st", "nd",
                            "rd", "th", "m", "g", "s", "h", "L"))))
 # Inline math: $...$, $$...$$, \(...\), \[...\] (an escaped \$ is a dollar sign, not a delimiter).
@@ -254,6 +266,12 @@ def _last_standing(text):
     return number.group(0) if number else None
 
 
+# Words that make a sentence's last number something other than its answer.
+_HEDGE = re.compile(r"\b(?:or|either|neither|nor|not|no|never|least|most|than|between|less|more|greater|fewer|over|"
+                    r"under|except|about|around|approximately|roughly|maybe|perhaps|possibly|probably)\b|"
+                    r"\bin\s*\\?[{\[(]", re.I)
+
+
 def _phrase(text, pattern):
     """The answer after the last match of `pattern` ("answer is", "####") in text, or None."""
     last = None
@@ -263,7 +281,7 @@ def _phrase(text, pattern):
         return None
     line = text[last.end():].split("\n")[0]
     phrase = _clean_phrase(line)
-    if phrase and not _is_short(phrase) and not re.search(r"\bor\b", phrase):   # "either 7 or 8" is a hedge
+    if phrase and not _is_short(phrase) and not _HEDGE.search(phrase):   # "either 7 or 8", "not 5", "at least 5"
         phrase = _last_standing(re.split(r"(?<!\d)\.\s|\.$", line.strip())[0])   # "The volume is 120." is 120
     return phrase or None
 
@@ -327,8 +345,16 @@ _UNICODE = {"−": "-", "–": "-", "π": "\\pi ", "∞": "\\infty ", "°": "^\\
             "\u00a0": " ", "\u2009": " ", "\u202f": " "}
 _STYLE = re.compile(r"\\(?:text|textbf|textit|textrm|textsf|texttt|textnormal|mathrm|mathbf|mathit|mathsf|mbox|"
                     r"operatorname|boldsymbol|mathbb|mathcal|emph|hbox)\s*\{([^{}]*)\}")
-_MATH_WORDS = {"pi", "or", "and", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp",
-               "infty", "inf"}
+# Words after a number that change its value, so they are never dropped as a unit: 5 squared, 5 or more.
+_MATH_WORDS = {"pi", "or", "and", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "infty",
+               "inf", "squared", "cubed", "dozen", "dozens", "hundred", "hundreds", "thousand", "thousands",
+               "million", "millions", "billion", "billions", "tenth", "tenths", "hundredth", "hundredths",
+               "thousandth", "thousandths", "half", "halves", "third", "thirds", "quarter", "quarters", "fourth",
+               "fourths", "fifth", "fifths", "negative", "positive", "more", "less", "least", "most", "not",
+               "times", "over", "under", "plus", "minus", "percent", "percentage", "pct", "root", "roots",
+               "factorial", "power", "powers", "radians", "rad"}
+# One-letter units that a \text{} may hold after a number (12\text{ m}); never i, e, x or n, which are math.
+_UNIT_LETTERS = set("mgsLAVWNJKCFTh")
 
 
 # Units that may be glued to the number ("5cm"); any other word needs a space before it ("2 ab" stays).
@@ -342,12 +368,21 @@ _RATE = r"(?:%s)(?:\^\{?[23]\}?)?" % "|".join(("km", "cm", "mm", "m", "s", "h", 
                                                 "ft", "in", "L", "mL", "lb", "gal", "mol", "day", "yr"))
 
 
+def _unit_text(m):
+    """A \\text{} after a number: dropped if it is a unit, kept (unwrapped later) if it changes the value."""
+    words = re.findall(r"[a-zA-Z]+", m[1])
+    if set(w.lower() for w in words) & _MATH_WORDS or (len(words) == 1 and len(words[0]) == 1 and
+                                                        words[0] not in _UNIT_LETTERS):
+        return m[0]
+    return ""
+
+
 def _strip_units(s):
     """Drop whole words after a number ('18 dollars', '15 cm^2', '4 square units', '5 m/s'); keep math."""
     m = re.fullmatch(r"(.*?[\d)}\]])((?:\s+[a-zA-Z]{2,}(?:\^\{?[23]\}?)?\.?)+)", s) or \
         re.fullmatch(r"(.*?\d)((?:%s)(?:\^\{?[23]\}?)?\.?)" % "|".join(_UNITS), s) or \
         re.fullmatch(r"(.*?\d)(\s*%s(?:\s*/\s*%s)+\.?)" % (_RATE, _RATE), s)
-    if m and not set(re.findall(r"[a-zA-Z]+", m.group(2))) & _MATH_WORDS:
+    if m and not set(w.lower() for w in re.findall(r"[a-zA-Z]+", m.group(2))) & _MATH_WORDS:
         return m.group(1).strip()
     return s
 
@@ -404,14 +439,29 @@ def _approx(s):
         s = before + "=" + s[m.end():]
 
 
+def _membership(s):
+    """x \\in (a, b] is the interval a < x <= b (not the pair (a, b)); x \\in any other set is that set."""
+    m = re.fullmatch(r"([a-zA-Z])\s*\\in\s*(.*)", s)
+    if not m:
+        return s
+    var, rest = m.groups()
+    if rest[:1] in "([" and rest[-1:] in ")]" and _encloses(rest):
+        ends, _ = _split_top(rest[1:-1], re.compile(","))
+        if len(ends) == 2 and all(ends):
+            lo, hi = ("" if ends[0] == "-\\infty" else f"{ends[0]} {'<' if rest[0] == '(' else '<='} ",
+                      "" if ends[1] == "\\infty" else f" {'<' if rest[-1] == ')' else '<='} {ends[1]}")
+            return f"{lo}{var}{hi}" if lo or hi else rest
+    return rest
+
+
 @lru_cache(maxsize=4096)
 def _normalize(s):
     s = str(s)
-    if len(s) > 20 * MAX_ANSWER_CHARS:
-        return s.strip()                          # far too long to be an answer; keeps this linear
+    if len(s) > 2 * MAX_ANSWER_CHARS:
+        return s.strip()                          # far too long to be an answer: compared as written
     for a, b in _UNICODE.items():
         s = s.replace(a, b)
-    s = s.strip()
+    s = unicodedata.normalize("NFKC", s).strip()   # full-width and compatibility forms: Ｅ is E, １２ is 12
     while True:                                   # \boxed{\boxed{5}}, or a gold answer given boxed
         inner = _boxes(s)
         if len(inner) == 1 and s.startswith(("\\boxed", "\\fbox")) and s.endswith("}"):
@@ -437,10 +487,9 @@ def _normalize(s):
     # Thousands written with LaTeX spacing (1{,}000, 10,\!080, 1\,000) before the spacing macros vanish.
     s = re.sub(r"(\d)(?:\{,\}|,\\!|\\,|\\!|,\\ )\s*(?=\d{3}(?!\d))", r"\1", s)
     s = re.sub(r"(?<!\\)\\[,;:! ]|\\q?quad|~", " ", s)   # but not the \\ of a matrix (and \quadx is \quad x)
-    # A \text{} after a number is a unit, even a one-letter one: 12\text{ m}, 15\mbox{ cm}^2.
-    s = re.sub(r"(?<=[\d}])\s*\\(?:text|textrm|textnormal|mathrm|mbox)\s*\{[\s~]*[a-zA-Z][a-zA-Z ./]*(?:\^\{?[23]\}?)?\}"
-               r"(?:\^\{?[23]\}?)?\s*\.?$",
-               "", s)
+    # A \text{} after a number is a unit, even a one-letter one: 12\text{ m}, 15\mbox{ cm}^2 (not 5\text{ or more}).
+    s = re.sub(r"(?<=[\d}])\s*\\(?:text|textrm|textnormal|mathrm|mbox)\s*\{[\s~]*([a-zA-Z][a-zA-Z ./]*)(?:\^\{?[23]\}?)?\}"
+               r"(?:\^\{?[23]\}?)?\s*\.?$", _unit_text, s)
     s = re.sub(r"\\mathbb\s*\{?R\}?", r"(-\\infty,\\infty)", s)     # all reals
     for _ in range(5):                            # \text{\textbf{(C)}} unwraps from the inside out
         s, n = _STYLE.subn(r"\1", s)
@@ -460,7 +509,7 @@ def _normalize(s):
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"(?<!\\)\\{1,2}$", "", s).strip()   # a stray backslash or line break at the end: 185\
     s = re.sub(r"^(\d{1,2}:\d{2}):00$", r"\1", s)   # 20:34:00 is 20:34
-    s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)     # x \in [2, 5)
+    s = _membership(s)                            # x \in [2, 5) is 2 <= x < 5, x \in \{1, 2\} is \{1, 2\}
     if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):    # 1 000 000
         s = s.replace(" ", "")
     s = _strip_units(s).rstrip(".").strip()
@@ -470,7 +519,7 @@ def _normalize(s):
 
 
 def _key(s):
-    return s.replace(" ", "")
+    return re.sub(r"(?<=\d)\s+(?=\d)", "\u2423", s).replace(" ", "")   # spaces go, but 5 6 is not 56
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -490,7 +539,7 @@ _GROUP_SEP = re.compile(";")
 _PM = re.compile(r"\\(?:pm|mp)(?![a-zA-Z])")
 _CUP = re.compile(r"\\cup(?![a-zA-Z])")
 _REL = re.compile(r"\\(?:le|ge|ne)(?![a-zA-Z])|<=|>=|=|<|>")
-_MATRIX = re.compile(r"\\begin\{([pbvBV]?matrix|array)\}(?:\{[^}]*\})?(.*)\\end\{\1\}", re.S)
+_MATRIX = re.compile(r"\\begin\{([pbB]?matrix|array)\}(?:\{[^}]*\})?(.*)\\end\{\1\}", re.S)   # not vmatrix: a determinant
 
 
 def _split_top(s, sep):
@@ -535,7 +584,7 @@ def _expand_pm(items):
 
 
 def _interval(lo, lo_closed, hi, hi_closed):
-    return ("tuple", "[" if lo_closed else "(", "]" if hi_closed else ")", [lo, hi])
+    return ("interval", "[" if lo_closed else "(", "]" if hi_closed else ")", [lo, hi])
 
 
 _FLIP = {">": "<", "\\ge": "\\le", ">=": "\\le", "<": ">", "\\le": "\\ge", "<=": "\\ge", "\\ne": "\\ne"}
@@ -619,10 +668,6 @@ def _unordered(xs, ys, deadline):
     return True
 
 
-def _ordered(xs, ys, deadline):
-    return len(xs) == len(ys) and all(_same(x, y, deadline) for x, y in zip(xs, ys))
-
-
 def _same(a, b, deadline):
     """Do two normalised answers mean the same mathematical object?"""
     if _key(a) == _key(b):
@@ -637,13 +682,15 @@ def _same(a, b, deadline):
     bags = ("list", "set", "leaf")
     if A[0] in bags and B[0] in bags and (A[0] != "leaf" or B[0] != "leaf"):
         # a gold single value against a list of several different values is hedging: lengths differ
-        return _unordered(A[1] if A[0] != "leaf" else [a], B[1] if B[0] != "leaf" else [b], deadline)
+        return _same_bag(A[1] if A[0] != "leaf" else [a], B[1] if B[0] != "leaf" else [b], deadline)
     if {A[0], B[0]} == {"union", "list"}:     # x < 2 or x > 3
         return _unordered(A[1], B[1], deadline)
-    if {A[0], B[0]} == {"tuple", "list"}:     # (3, 4) written as 3, 4
+    if {A[0], B[0]} == {"tuple", "list"}:     # (3, 4) written as 3, 4; never [3, 4], an interval
         return _ordered(_vector(A), _vector(B), deadline)
-    if {A[0], B[0]} == {"matrix", "tuple"}:   # a vector written as a tuple
-        return _ordered(_vector(A), _vector(B), deadline)
+    if {A[0], B[0]} == {"matrix", "tuple"}:   # a vector written as a tuple, in round or square brackets
+        return _ordered(_vector(A, matrix=True), _vector(B, matrix=True), deadline)
+    if {A[0], B[0]} <= {"interval", "tuple"}:  # 2 < x <= 5 against (2, 5]: brackets and ends
+        return len(A[3]) == len(B[3]) == 2 and A[1:3] == B[1:3] and _ordered(A[3], B[3], deadline)
     if A[0] != B[0]:
         return False
     kind = A[0]
@@ -657,15 +704,43 @@ def _same(a, b, deadline):
     return _same_leaf(a, b, deadline)
 
 
-def _vector(S):
-    """The entries of a tuple (round brackets), a list, or a matrix of one row or column; else None."""
+def _vector(S, matrix=False):
+    """The entries of a tuple in round brackets (square ones too against a matrix), a list, or a matrix of
+    one row or column; else None (an interval is not a vector)."""
     if S[0] == "tuple":
-        return S[3] if S[1:3] == ("(", ")") or S[1:3] == ("[", "]") else None
+        return S[3] if S[1:3] == ("(", ")") or (matrix and S[1:3] == ("[", "]")) else None
     if S[0] == "list":
         return S[1]
     if S[0] == "matrix" and (len(S[1]) == 1 or all(len(row) == 1 for row in S[1])):
         return [c for row in S[1] for c in row]
     return None
+
+
+def _named(items):
+    """{name: value} when every item is `name = value` with a different name (x = 2, y = 5), else None."""
+    named = {}
+    for item in items:
+        S = _shape(item)
+        if S[0] != "eq" or len(S[1]) != 2 or not _is_name(S[1][0]):
+            return None
+        named[_name_key(S[1][0])] = S[1][1]
+    return named if len(named) == len(items) else None
+
+
+def _name_key(name):
+    return re.sub(r"[\s{}]", "", name)           # x_{1} is x_1
+
+
+def _same_bag(xs, ys, deadline):
+    """A response's list against a gold's. Unordered, unless the gold names each value (x = 2, y = 5): then
+    the response names the same variables with the same values, or lists the bare values in the gold's order."""
+    gold = _named(ys) if len(ys) > 1 else None
+    if gold is None:
+        return _unordered(xs, ys, deadline)
+    mine = _named(xs)
+    if mine is not None:
+        return mine.keys() == gold.keys() and all(_same(mine[k], gold[k], deadline) for k in gold)
+    return _ordered(xs, list(gold.values()), deadline)
 
 
 def _ordered(xs, ys, deadline):
@@ -690,6 +765,10 @@ def _same_equation(A, a, B, b, deadline):
     gold = _value(B[1], True) if B[0] == "eq" else b
     if A[0] != "eq":                              # 5 against y = 5
         return gold is not None and _same(a, gold, deadline)
+    names = (A[1][0], B[1][0]) if B[0] == "eq" else ()
+    if names and all(map(_is_name, names)) and _name_key(names[0]) != _name_key(names[1]) and \
+            not any(re.fullmatch(_SYMBOL + r"\(.*\)", name) for name in names):
+        return False                              # b = 5 against a = 5: another name (but y = ... is f(x) = ...)
     if gold is not None and (B[0] != "eq" or len(A[1]) > 2 or _is_name(A[1][0])) and \
             _same(A[1][-1], gold, deadline):
         return True                               # x = 5 against 5; y = 3 + 2x against y = 2x + 3
@@ -715,7 +794,7 @@ def _set_code(S):
             return None
         rels = [f"{_SYMPY_REL[op]}({codes[k]},{codes[k + 1]})" for k, op in enumerate(S[2])]
         return rels[0] if len(rels) == 1 else f"And({','.join(rels)})"
-    if S[0] == "tuple" and len(S[3]) == 2:
+    if S[0] in ("tuple", "interval") and len(S[3]) == 2:
         lo, hi = _code(S[3][0]), _code(S[3][1])
         return None if None in (lo, hi) else f"Interval({lo},{hi},{S[1] == '('},{S[2] == ')'})"
     if S[0] in ("union", "set", "list"):
@@ -742,7 +821,7 @@ def _same_relation(A, B, deadline):
 
 
 def _text_key(s):
-    return re.sub(r"[\s{}]", "", s).lower()
+    return re.sub(r"[\s{}]", "", _key(s)).lower()
 
 
 def _same_leaf(a, b, deadline):
@@ -963,8 +1042,20 @@ class _NotRational(Exception):
     pass
 
 
+class _TooBig(_NotRational):
+    pass
+
+
 def _exact(node):
-    """Value of an ast node as a Fraction, if it is built from integers with + - * / and small powers."""
+    """Value of an ast node as a Fraction, if it is built from integers with + - * /, small powers, factorials
+    and binomials; _TooBig as soon as a value passes MAX_EXACT_BITS (5000! * 5000! * ... is refused, not built)."""
+    v = _exact_value(node)
+    if max(v.numerator.bit_length(), v.denominator.bit_length()) > MAX_EXACT_BITS:
+        raise _TooBig
+    return v
+
+
+def _exact_value(node):
     if isinstance(node, ast.Constant) and type(node.value) is int:
         return Fraction(node.value)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
@@ -990,9 +1081,9 @@ def _exact(node):
             return a * b
         if isinstance(node.op, ast.Div) and b != 0:
             return a / b
-        if isinstance(node.op, ast.Pow) and b.denominator == 1 and abs(b) <= 10_000 and \
-                max(a.numerator.bit_length(), a.denominator.bit_length()) * abs(b) <= 100_000 and \
-                (a != 0 or b >= 0):
+        if isinstance(node.op, ast.Pow) and b.denominator == 1 and abs(b) <= 10_000 and (a != 0 or b >= 0):
+            if max(a.numerator.bit_length(), a.denominator.bit_length()) * abs(b) > MAX_EXACT_BITS:
+                raise _TooBig
             return a ** int(b)
     raise _NotRational
 
@@ -1006,11 +1097,17 @@ def _rational(code):
 
 
 def _risky(code):
-    """True for what could run away in sympy: long code, towers, huge powers or factorials."""
+    """True for what could run away in sympy: long code, towers, huge powers, factorials or products."""
     if len(code) > 2000:
         return True
     try:
-        nodes = list(ast.walk(ast.parse(code, mode="eval")))
+        tree = ast.parse(code, mode="eval")
+        nodes = list(ast.walk(tree))
+        _exact(tree.body)
+    except _TooBig:
+        return True                               # an exact value too large to build here is too large there
+    except _NotRational:
+        pass
     except (SyntaxError, RecursionError, ValueError, MemoryError):
         return True
     if len(nodes) > 600:
@@ -1028,7 +1125,7 @@ def _risky(code):
                 bits = max(b.numerator.bit_length(), b.denominator.bit_length())
             except _NotRational:
                 bits = 64                         # x^e: keep polynomial degrees modest
-            if abs(e) > 10_000 or bits * abs(e) > 100_000:
+            if abs(e) > 10_000 or bits * abs(e) > MAX_EXACT_BITS:
                 return True
         if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("factorial", "binomial"):
             for arg in node.args:
@@ -1135,7 +1232,6 @@ def _sympy_says(op, a, b, deadline):
     return _results[(op, a, b)]
 
 
-_POINTS = ["-1.37", "0.613", "2.29", "1.71", "-0.83", "3.11", "0.47"]
 EXACT_DIGITS = 200      # a difference that is 0 to this many digits is 0 (sqrt(3)+sqrt(2) = sqrt(5+2sqrt(6)))
 
 
@@ -1146,9 +1242,17 @@ def _worker_main():
     from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
     def point(x, y, trial):
-        """Exact values for the variables of x and y (random-looking, mixed-sign: sqrt(x^2) is not x)."""
+        """Exact values for the variables of x and y at one of three points. Each value is drawn from a hash
+        of the two expressions, so no answer can be built to vanish at the points it will be checked at; each
+        variable is negative at one point of the first two and positive at the other (sqrt(x^2) is not x)."""
         syms = sorted(x.free_symbols | y.free_symbols, key=str)
-        return {s: sympy.Rational(_POINTS[(3 * trial + k) % len(_POINTS)]) for k, s in enumerate(syms)}
+        seed = hashlib.sha256(f"{sympy.srepr(x)}|{sympy.srepr(y)}|{trial}".encode()).digest()
+        out = {}
+        for k, s in enumerate(syms):
+            r = int.from_bytes(seed[2 * (k % 16):2 * (k % 16) + 2], "big")
+            sign = -1 if (trial + k) % 2 == 0 else 1
+            out[s] = sign * sympy.Rational(300 + r % 3000, 1000) + sympy.Rational(k, 7919)   # |v| in [0.3, 3.3)
+        return out
 
     def values(x, y, trial):
         """x and y at one point, 40 digits; None where either is not a finite number."""

@@ -404,7 +404,7 @@ MORE = [  # mixed forms: spacing, units, repeating decimals, percent, trig, logs
  ("\\boxed{\\frac{1}{x}}", "x^{-1}", True),
  ("\\boxed{y=2x+3}", "2x+3", True),
  ("\\boxed{f(x) = 2x+3}", "2x+3", True),
- ("\\boxed{k=5}", "x=5", True),
+ ("\\boxed{k=5}", "x=5", False),      # another variable (issue 22: x = 5, y = 2 is not y = 5, x = 2)
  ("\\boxed{10^{-3}}", "0.001", True),
  ("\\boxed{1\\times 10^{-3}}", "0.001", True),
  ("\\boxed{1E-3}", "0.001", True),
@@ -531,7 +531,21 @@ EQUATION_GOLDS = [  # a gold equation is matched by one side only when it names 
  ("\\boxed{7 = x}", "x = 7", True),
  ("\\boxed{\\lim_{x \\to 0} \\frac{\\sin x}{x} = 1}", "1", True),
  ("\\boxed{4, 5}", "AB = 4, CD = 5", True),
- ("\\boxed{5, 4}", "AB = 4, CD = 5", True),
+ ("\\boxed{5, 4}", "AB = 4, CD = 5", False),   # bare values follow the gold's order
+ ("\\boxed{CD = 5, AB = 4}", "AB = 4, CD = 5", True),
+ ("\\boxed{x = 5, y = 2}", "x = 2, y = 5", False),
+ ("\\boxed{x=5}\\boxed{y=2}", "x = 2, y = 5", False),
+ ("\\boxed{y = 5, x = 2}", "x = 2, y = 5", True),
+ ("\\boxed{(y, x) = (2, 5)}", "(x, y) = (2, 5)", False),
+ ("\\boxed{x:y = 2}", "y:x = 2", False),
+ ("\\boxed{b = 5}", "a = 5", False),
+ ("\\boxed{x = 2 \\text{ or } x = 5}", "x = 5, x = 2", True),
+ ("\\boxed{y = 2x + 3}", "f(x) = 2x + 3", True),
+ ("\\boxed{x \\in (2, 5)}", "2 < x < 5", True),
+ ("\\boxed{x \\in (2, 5)}", "(2, 5)", True),
+ ("\\boxed{2, 5}", "(2, 5)", True),
+ ("\\boxed{5\\text{ m}}", "5", True),
+ ("\\boxed{5 \\text{ square units}}", "5", True),
 ]
 
 LETTERS = [  # a choice letter alone, or first before the option's text; never arithmetic on it
@@ -752,6 +766,26 @@ GAMING = [
  ("\\boxed{e^{-700}}", "0"), ("\\boxed{" + "x" * 5000 + "}", "x"), ("\\boxed{(x+1)^{9999}}", "x^{9999}"),
  ("\\boxed{" + "\\sqrt{" * 500 + "5" + "}" * 500 + "}", "5"), ("$" * 5000, "5"), ("\\(" * 3000, "5"),
  ("5 " * 20000, "6"), ("\\boxed{\\sqrt{x^2}}", "x"), ("\\boxed{\\lfloor n/2 \\rfloor}", "\\lfloor (n+1)/2 \\rfloor"),
+ ("\\boxed{" + "5000!" * 198 + "}", "5"), ("\\boxed{(" + "5000!" * 120 + ")^{2}}", "5"),
+ ("\\boxed{" + "5000! \\cdot " * 90 + "1}", "5"), ("\\boxed{" * 2400 + "6" + "}" * 2400, "5"),
+ ("".join("\\boxed{" + "\\boxed{" * 2400 + d + "}" * 2400 + "}" for d in "567"), "5"),
+ ("".join("\\boxed{" + "x \\approx " * 1990 + str(i) + "}" for i in range(30)), "5"),
+ # found by a review acting as the policy (issue 22)
+ ("\\boxed{x = 5, y = 2}", "x = 2, y = 5"), ("\\boxed{x = 5}\\boxed{y = 2}", "x = 2, y = 5"),
+ ("\\boxed{5, 2}", "x = 2, y = 5"), ("\\boxed{(y, x) = (2, 5)}", "(x, y) = (2, 5)"), ("\\boxed{x:y = 2}", "y:x = 2"),
+ ("\\boxed{\\frac{AB}{BC} = 2}", "\\frac{BC}{AB} = 2"), ("The answer is $x = 5, y = 2$.", "x = 2, y = 5"),
+ ("\\boxed{b = 5}", "a = 5"), ("\\boxed{2 < x < 5}", "2, 5"), ("\\boxed{2 \\le x \\le 5}", "x = 2 \\text{ or } x = 5"),
+ ("\\boxed{x = 2 \\text{ or } x = 5}", "2 < x < 5"), ("\\boxed{2, 5}", "[2, 5]"), ("\\boxed{2 \\text{ and } 5}", "x \\in [2, 5]"),
+ ("\\boxed{-\\infty, 5}", "x < 5"), ("\\boxed{x \\in (2, 5)}", "2, 5"),
+ ("\\boxed{x^2 + (x+1.37)(x-1.71)(x-0.47)}", "x^2"), ("\\boxed{(x^2 - 1)(1 + (x+1.37)(x-1.71)(x-0.47)) = 0}", "x^2 = 1"),
+ ("\\boxed{(D) or e}", "D"), ("\\boxed{D: or e}", "D"), ("\\boxed{D. e}", "D"), ("\\boxed{D) or \u0415}", "D"),
+ ("\\boxed{D) or \uff25}", "D"), ("\\boxed{(D) or the last one}", "D"), ("The answer is (D) or e.", "D"),
+ ("\\boxed{5 squared}", "5"), ("\\boxed{5 dozen}", "5"), ("\\boxed{5 \\text{ million}}", "5"), ("\\boxed{5 hundredths}", "5"),
+ ("\\boxed{5\\text{ or more}}", "5"), ("\\boxed{\\frac{1}{2}\\text{ or less}}", "\\frac{1}{2}"), ("\\boxed{5 \\text{x}}", "5"),
+ ("\\boxed{5\\mathrm{i}}", "5"), ("\\boxed{5\\text{ negative}}", "5"), ("\\boxed{5 thousand}", "51000"), ("\\boxed{5\\ 6}", "56"),
+ ("The answer is not 5.", "5"), ("The answer is at least 5.", "5"), ("The final answer is sqrt(6).", "6"),
+ ("The final answer is pi/6.", "6"), ("The answer is in \\{5, 6\\}", "6"), ("Thus x = 2^5", "5"),
+ ("\\boxed{\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}"),
 ]
 
 
