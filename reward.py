@@ -37,6 +37,7 @@ MAX_ANSWER_CHARS = 1000   # longer answers are compared as strings only
 MAX_CANDIDATES = 20       # more distinct boxed answers than this is spraying, not answering
 MAX_FACTORIAL = 5000      # n! and binomials are computed exactly up to this n, and refused beyond it
 MAX_EXACT_BITS = 100_000  # exact values (and powers) beyond this size (30,000 digits) are refused, not computed
+EXACT_WORK_BITS = 2_000_000   # and so is an answer whose exact values add up to more bits than this
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -53,11 +54,9 @@ def verify(output, gold, strict=False):
     strict=True grades only \\boxed{}/\\fbox{} answers. Never raises; a timeout is a wrong answer."""
     try:
         found = _candidates(output, strict)
-        if len(set(found)) > 10 * MAX_CANDIDATES:
+        if not found or len(set(found)) > MAX_CANDIDATES:
             return False                          # spraying answers (and normalising each would take seconds)
         found = list({_key(_normalize(c)): c for c in reversed(found)}.values())  # last box first
-        if not found or len(found) > MAX_CANDIDATES:
-            return False
         deadline = [time.monotonic() + SYMPY_BUDGET_S]   # a list: a worker start-up extends it
         gold = _gold_answer(str(gold))
         if all(_judge(c, gold, deadline) for c in found):
@@ -85,7 +84,7 @@ def _letter(s, gold=False):
     Latin script ("(D) or e", "D) Е"; "C. x = 42" is fine)."""
     m = _LETTER_ANSWER.fullmatch(s)
     rest = s[m.end(1) + 1 if m.group(1) else m.end(2):] if m else ""
-    if not m or (not gold and re.search(r"\bor\b|(?<![^\W\d_])(?:[A-Ea-e]|[^\W\d_a-zA-Z])(?![^\W\d_])", rest, re.I)):
+    if not m or (not gold and re.search(r"\bor\b|\b[A-E]+\b|(?<![^\W\d_])(?:[a-e]|[^\W\d_a-zA-Z])(?![^\W\d_])", rest)):
         return None
     return (m.group(1) or m.group(2)).upper()
 
@@ -120,10 +119,12 @@ def _judge(answer, gold, deadline):
 #     no answer.
 #   lenient (the default) also reads, without a box: the phrase after the last "answer is" / "Answer:" /
 #     "####" (a sentence there gives its last math or standing number: "The volume is 120." gives 120,
-#     but "not 5", "at least 5", "either 5 or 6" give nothing);
+#     but "not 5", "at least 5", "either 5 or 6", "5 if n is even" and "the square root of 5" give nothing);
 #     a short bare reply ("x = 5", "18 dollars"); else the last inline math span ($...$, \(...\)) or the
-#     last number that stands as a word of its own, whichever comes later. A number is never taken out of
-#     a word (AZYUK2A, x2). After boxed intermediate results, a closing "final answer is ..." is the answer.
+#     last number that stands as a word of its own, whichever comes later, unless the words just before
+#     it deny it or list it ("it is not 5", "5, 6"). A number is never taken out of a word (AZYUK2A, x2) or
+#     out of an expression (2^5, 2 + 3, 4π, √5). After boxed intermediate results, a closing "final answer
+#     is ..." is the answer.
 #   The gold is read the same way when it is a sentence or a whole solution: its last run of adjacent
 #     boxes, or what follows its "answer is".
 # Equations. A gold `name = value` (y = 2x + 1, f(x) = ..., AB = 4, (p, q) = (3, 2), or a chain
@@ -146,8 +147,9 @@ def _judge(answer, gold, deadline):
 #   value is a hedge and never matches.
 # Numbers are compared exactly: decimals, fractions, powers, factorials and binomials as exact rationals
 #   here (up to 30,000 digits); anything else in sympy, by evaluating the difference at the precision its
-#   own numbers need (1/300! is not 1/301!, sqrt(25 + 10^{-300}) is not 5), at three points drawn from a
-#   hash of the two expressions where there are variables.
+#   own numbers need (1/300! is not 1/301!, sqrt(25 + 10^{-300}) is not 5), where there are variables at
+#   four points drawn from a hash of the two expressions, two small and two large. Pieces (|x|, floor,
+#   max) agree at a few points without being equal: there only an exact simplification says equal.
 # Refused on purpose: decimal commas (1,5 is the list 1, 5 and 1,000 a thousand), rounded floats at any
 #   precision (0.3333333333 is not 1/3, 3.14 is not \pi), two bare numbers side by side read as a product
 #   (11 6/6 is not 11; a proper 2 1/2 is a mixed number), degrees <-> radians, British "one hundred and
@@ -155,9 +157,10 @@ def _judge(answer, gold, deadline):
 # Accepted on purpose: a percent either way (25% matches a gold 25, the question asked for a percent, or
 #   0.25, it asked for the number), units and number words (18 dollars, 12\text{ m}, forty-two; but not
 #   words that change the value: 5 squared, 5 dozen, 5\text{ or more}, 5\text{x}), LaTeX escaped twice
-#   or eaten by a Python string (\\frac, "\x0crac").
+#   or eaten by a Python string (\\frac, "\x0crac"), superscripts and subscripts (2⁵ is 2^{5}, x₁ is x_1).
 # Every call finishes within 2 s: sympy runs in a worker process under a wall-clock budget, and what
-#   could run away (towers, huge powers and factorials, long or deep expressions) is refused before it.
+#   could run away (towers, huge powers, factorials and products, long or deep expressions, more than 20
+#   distinct boxes) is refused before it; an answer over 2,000 characters is compared as written.
 
 # ----------------------------------------------------------------------------------------------------
 # 1. Extraction: what the response commits to
@@ -205,13 +208,17 @@ _FINAL_ANSWER = re.compile(r"final answer\s*(?:is|:)\s*:?\s*", re.I)
 _HASHES = re.compile(r"####\s*")
 _NUMBER = r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+"
 # What a sentence can commit to without a box: a fraction or root written in LaTeX, or a number that stands
-# as a word of its own -- not glued to Latin letters or digits ("AZYUK2A", "x2", "2A" hold no number) nor
-# part of an expression (2^5, pi/6, sqrt(6)), though a unit may follow it ("5cm", "3rd"), and text in scripts
-# without spaces may touch it ("为13/28").
-_STANDING = re.compile(r"\\[dt]?frac\{[^{}]{1,50}\}\{[^{}]{1,50}\}|\\sqrt\{[^{}]{1,50}\}|"
-                       r"(?<![A-Za-z0-9_.\\^/])(?<![A-Za-z]\()(?:%s)(?=(?:%s)?[²³]?(?![A-Za-z0-9_²³^]|[.,]\d))" % (_NUMBER, "|".join((
-                           "cm", "mm", "km", "kg", "mg", "ml", "mL", "ft", "mph", "hrs", "hr", "min", "sec", "st", "nd",
-                           "rd", "th", "m", "g", "s", "h", "L"))))
+# as a word of its own, with its sign ("negative 5", "−5") -- not glued to Latin letters or digits ("AZYUK2A",
+# "x2", "2A" hold no number) nor part of an expression (2^5, pi/6, sqrt(6), 2 + 3, 4×3, 5³, √5, 4π), though
+# a unit may follow it ("5cm", "3rd"), and text in scripts without spaces may touch it ("为13/28").
+_OPERATOR = "+×÷·^/√π"   # and a single * (a double one is markdown bold: **25%**)
+_STANDING = re.compile(
+    r"\\[dt]?frac\{[^{}]{1,50}\}\{[^{}]{1,50}\}|\\sqrt\{[^{}]{1,50}\}|"
+    r"(?<![A-Za-z0-9_.\\%s-])(?<![^*]\*)(?<![%s-]\s)(?<![A-Za-z]\()(?:(?:negative|minus)\s+|[−–－﹣])?(?:%s)"
+    r"(?=(?:(?:%s)[²³]?)?(?![A-Za-z0-9_²³⁰¹⁴-⁹ⁿ½¼¾%s]|\*[^*]|[.,]\d|\s?[%s-]\s?\d))" % (
+        _OPERATOR, _OPERATOR, _NUMBER, "|".join(("cm", "mm", "km", "kg", "mg", "ml", "mL", "ft", "mph", "hrs", "hr",
+                                                 "min", "sec", "st", "nd", "rd", "th", "m", "g", "s", "h", "L")),
+        _OPERATOR, _OPERATOR))
 # Inline math: $...$, $$...$$, \(...\), \[...\] (an escaped \$ is a dollar sign, not a delimiter).
 _MATH_SPAN = re.compile(r"(?<!\\)\$\$(.{1,500}?)(?<!\\)\$\$|(?<!\\)\$(.{1,500}?)(?<!\\)\$|\\\((.{1,500}?)\\\)|"
                         r"\\\[(.{1,500}?)\\\]", re.S)
@@ -242,7 +249,7 @@ def _repair(text):
 
 def _clean_phrase(s):
     s = re.split(r"\.\s", s)[0]                   # cut at the end of the sentence; keeps 3.5
-    s = s.strip().strip("*").strip().rstrip(".").strip()
+    s = re.sub(r"^[\s*]+|[\s*.]+$", "", s)       # markdown bold and the full stop: **25%**.
     return re.sub(r"^(?:\\?[\"'])+|(?:\\?[\"'])+$", "", s).strip().strip("$").strip()   # quoted: "$12$"
 
 
@@ -254,22 +261,37 @@ def _is_short(s):
 
 
 def _last_standing(text):
-    """What a sentence commits to: its last inline math span, or a number standing after it."""
-    span = number = None
+    """What a text commits to: its last inline math span, or a number standing after it. Nothing when the
+    words since the sentence's previous number deny it ("it is not 5", "either 5 or 6", "one of 5, 6") or
+    only list it ("5, 6"), though an earlier number may be denied ("not 10, it is 12" gives 12)."""
+    span = None
     for span in _MATH_SPAN.finditer(text):
         pass
-    for number in _STANDING.finditer(text):
-        pass
+    numbers = [None, None] + list(_STANDING.finditer(text))
+    previous, number = numbers[-2:]
     if span and not _WORD.search(re.sub(r"\\[a-zA-Z]+\s*\{[^{}]*\}", "", span.group(0))) and \
             (number is None or number.start() < span.end()):
         return next(g for g in span.groups() if g is not None).strip()   # a matrix or a tuple stays whole
-    return number.group(0) if number else None
+    if number is None:
+        return None
+    sentence = max(text.rfind(c, 0, number.start()) for c in ".!?\n") + 1
+    window = text[max(sentence, previous.end() if previous else 0):number.start()]
+    if _DENIES.search(window) or (previous and previous.end() > sentence and
+                                  re.fullmatch(r"[\s,;/]*(?:and|or)?[\s,;/]*", window)):
+        return None
+    return re.sub(r"^(?:(?:negative|minus)\s+|[−–－﹣])", "-", number.group(0))
 
 
 # Words that make a sentence's last number something other than its answer.
-_HEDGE = re.compile(r"\b(?:or|either|neither|nor|not|no|never|least|most|than|between|less|more|greater|fewer|over|"
-                    r"under|except|about|around|approximately|roughly|maybe|perhaps|possibly|probably)\b|"
+_HEDGE = re.compile(r"\b(?:or|either|neither|nor|not|no|never|none|cannot|can't|isn't|least|most|than|between|less|"
+                    r"more|greater|fewer|over|under|above|below|within|except|unless|otherwise|depending|about|"
+                    r"around|approximately|roughly|nearly|almost|maybe|perhaps|possibly|probably|different|"
+                    r"anything but|all but|one of|any of|if|when|whereas|root|roots|square|squared|cube|cubed|"
+                    r"power|times|divided|plus|twice|half|double|triple|log|logarithm)\b|"
                     r"\bin\s*\\?[{\[(]", re.I)
+# In a narrative ("5 apples, then 4 more, so 9"), only words that deny or split the answer itself count.
+_DENIES = re.compile(r"\b(?:or|either|neither|nor|not|none|cannot|can't|isn't|anything but|all but|one of|any of)\b|"
+                     r"\bin\s*\\?[{\[(]", re.I)
 
 
 def _phrase(text, pattern):
@@ -339,10 +361,14 @@ def _gold_answer(gold):
 
 _UNICODE = {"−": "-", "–": "-", "π": "\\pi ", "∞": "\\infty ", "°": "^\\circ ", "×": "\\times ",
             "·": "\\cdot ", "⋅": "\\cdot ", "√": "\\sqrt", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ",
-            "∪": "\\cup ", "÷": "\\div ", "±": "\\pm ", "≈": "\\approx ", "²": "^2", "³": "^3",
+            "∪": "\\cup ", "÷": "\\div ", "±": "\\pm ", "≈": "\\approx ",
             "½": "\\frac{1}{2}", "¼": "\\frac{1}{4}", "¾": "\\frac{3}{4}", "∅": "\\emptyset ",
             "⌊": "\\lfloor ", "⌋": "\\rfloor ", "⌈": "\\lceil ", "⌉": "\\rceil ",
             "\u00a0": " ", "\u2009": " ", "\u202f": " "}
+# Superscripts and subscripts: 2⁵ is 2^{5} and x₁ is x_{1}, never 25 or x1 (which NFKC would make them).
+_SUPER, _SUB = "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁿⁱ", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₙᵢ"
+_SCRIPTS = re.compile(f"[{_SUPER}]+|[{_SUB}]+")
+_SCRIPT_DIGITS = str.maketrans(_SUPER + _SUB, "0123456789+-=()ni" * 2)
 _STYLE = re.compile(r"\\(?:text|textbf|textit|textrm|textsf|texttt|textnormal|mathrm|mathbf|mathit|mathsf|mbox|"
                     r"operatorname|boldsymbol|mathbb|mathcal|emph|hbox)\s*\{([^{}]*)\}")
 # Words after a number that change its value, so they are never dropped as a unit: 5 squared, 5 or more.
@@ -352,9 +378,13 @@ _MATH_WORDS = {"pi", "or", "and", "sqrt", "sin", "cos", "tan", "cot", "sec", "cs
                "thousandth", "thousandths", "half", "halves", "third", "thirds", "quarter", "quarters", "fourth",
                "fourths", "fifth", "fifths", "negative", "positive", "more", "less", "least", "most", "not",
                "times", "over", "under", "plus", "minus", "percent", "percentage", "pct", "root", "roots",
-               "factorial", "power", "powers", "radians", "rad"}
+               "factorial", "power", "powers", "radians", "rad", "sixth", "sixths", "seventh", "sevenths", "eighth",
+               "eighths", "ninth", "ninths", "twelfth", "twelfths", "trillion", "trillions", "grand", "score",
+               "scores", "doubled", "tripled", "halved", "reciprocal", "inverse", "opposite", "wrong", "incorrect",
+               "false", "excluded", "exclusive", "minimum", "maximum", "at", "is", "are", "isn", "only", "except",
+               "without", "than", "if", "unless", "thousandth", "millionth", "billionth", "k"}
 # One-letter units that a \text{} may hold after a number (12\text{ m}); never i, e, x or n, which are math.
-_UNIT_LETTERS = set("mgsLAVWNJKCFTh")
+_UNIT_LETTERS = set("mgsLAVWNJCFTh")
 
 
 # Units that may be glued to the number ("5cm"); any other word needs a space before it ("2 ab" stays).
@@ -379,7 +409,7 @@ def _unit_text(m):
 
 def _strip_units(s):
     """Drop whole words after a number ('18 dollars', '15 cm^2', '4 square units', '5 m/s'); keep math."""
-    m = re.fullmatch(r"(.*?[\d)}\]])((?:\s+[a-zA-Z]{2,}(?:\^\{?[23]\}?)?\.?)+)", s) or \
+    m = re.fullmatch(r"(.*?[\d}])((?:\s+[a-zA-Z]{2,}(?:\^\{?[23]\}?)?\.?)+)", s) or \
         re.fullmatch(r"(.*?\d)((?:%s)(?:\^\{?[23]\}?)?\.?)" % "|".join(_UNITS), s) or \
         re.fullmatch(r"(.*?\d)(\s*%s(?:\s*/\s*%s)+\.?)" % (_RATE, _RATE), s)
     if m and not set(w.lower() for w in re.findall(r"[a-zA-Z]+", m.group(2))) & _MATH_WORDS:
@@ -410,7 +440,7 @@ def _from_words(m):
                 return m[0]                       # "two three", "twenty thirty": not one number
             current += v
         elif v == 100:
-            current = (current or 1) * 100
+            current = (current if previous is not None else 1) * 100   # "hundred" is 100, "zero hundred" 0
         else:                                     # thousand, million, billion
             total, current = total + (current or 1) * v, 0
         previous = v
@@ -429,14 +459,13 @@ _PERCENT = re.compile(r"\\?%|(?<=[\d}\s])(?:percentage|percent|pct)(?![a-zA-Z])"
 
 def _approx(s):
     """x \\approx 3.14 states 3.14; \\frac{\\sqrt3}{3} \\approx 0.577 states the exact value before the sign."""
-    while True:
-        m = re.search(r"\\approx(?![a-zA-Z])", s)
-        if not m:
-            return s
-        before = s[:m.start()]
-        if not _is_name(re.split(r"[=,;]", before)[-1]):
-            return before.strip()
-        s = before + "=" + s[m.end():]
+    parts = re.split(r"\\approx(?![a-zA-Z])", s)
+    kept = parts[0]
+    for part in parts[1:]:
+        if not _is_name(re.split(r"[=,;]", kept)[-1]):
+            return kept.strip()
+        kept += "=" + part
+    return kept
 
 
 def _membership(s):
@@ -461,11 +490,14 @@ def _normalize(s):
         return s.strip()                          # far too long to be an answer: compared as written
     for a, b in _UNICODE.items():
         s = s.replace(a, b)
+    s = _SCRIPTS.sub(lambda m: ("^{%s}" if m[0][0] in _SUPER else "_{%s}") % m[0].translate(_SCRIPT_DIGITS), s)
     s = unicodedata.normalize("NFKC", s).strip()   # full-width and compatibility forms: Ｅ is E, １２ is 12
+    if len(s) > 2 * MAX_ANSWER_CHARS:
+        return s                                  # grew past the cap (a ligature can stand for 18 letters)
     while True:                                   # \boxed{\boxed{5}}, or a gold answer given boxed
-        inner = _boxes(s)
-        if len(inner) == 1 and s.startswith(("\\boxed", "\\fbox")) and s.endswith("}"):
-            s = inner[0]
+        spans = _box_spans(s)                     # (but \boxed{5}^{2} is not 5)
+        if len(spans) == 1 and spans[0][1] == 0 and spans[0][2] == len(s):
+            s = spans[0][0]
         else:
             break
     s = re.sub(r"^\\\[|\\\]$|^\\\(|\\\)$", "", s).replace("\\$", "").replace("$", "")
@@ -506,6 +538,7 @@ def _normalize(s):
     s = re.sub(r"^(\d+)\s+(\d+)/(\d+)\s*$",
                lambda m: f"({m[1]}+{m[2]}/{m[3]})" if int(m[2]) < int(m[3]) else m[0], s)
     s = re.sub(r"(?<![\d.])(\d{0,50})\.(\d{0,50})\\overline\{(\d{1,50})\}", _repeating, s)
+    s = re.sub(r"(?<!\\)\{\s*(?<!\\)\}", "", s)        # an empty group is nothing: \frac{1}{23}{} is \frac{1}{23}
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"(?<!\\)\\{1,2}$", "", s).strip()   # a stray backslash or line break at the end: 185\
     s = re.sub(r"^(\d{1,2}:\d{2}):00$", r"\1", s)   # 20:34:00 is 20:34
@@ -514,7 +547,7 @@ def _normalize(s):
         s = s.replace(" ", "")
     s = _strip_units(s).rstrip(".").strip()
     if not s.startswith(("(", "[", "\\{", "\\begin")):   # 1,000 -- but (1,000) may be a pair
-        s = re.sub(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])", lambda m: m[0].replace(",", ""), s)
+        s = re.sub(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+(?![\d,])", lambda m: m[0].replace(",", ""), s)
     return s
 
 
@@ -596,6 +629,10 @@ def _relation(parts, ops):
     x \\ne 2) is the interval or union it describes; any other (-x > -1, a < b) stays ("rel", parts, ops)
     and is compared by the set it describes, or, with several variables, as an inequality."""
     if all(op == "=" for op in ops):
+        if len(parts) == 2 and parts[0][:1] == "(" and _is_name(parts[0]) and _shape(parts[1])[0] == "tuple":
+            names, values = _split_top(parts[0][1:-1], re.compile(","))[0], _shape(parts[1])[3]
+            if len(names) == len(values):         # (p, q) = (3, 2) names each value: p = 3, q = 2
+                return ("list", [f"{n} = {v}" for n, v in zip(names, values)])
         return ("eq", parts)
     if "=" in ops or len(ops) > 2:
         return None
@@ -686,6 +723,9 @@ def _same(a, b, deadline):
     if {A[0], B[0]} == {"union", "list"}:     # x < 2 or x > 3
         return _unordered(A[1], B[1], deadline)
     if {A[0], B[0]} == {"tuple", "list"}:     # (3, 4) written as 3, 4; never [3, 4], an interval
+        named = _named(A[1]) if A[0] == "list" else None
+        if named is not None and list(named) != sorted(named):
+            return False                          # y = 2, x = 5 is not the pair (2, 5), which lists x first
         return _ordered(_vector(A), _vector(B), deadline)
     if {A[0], B[0]} == {"matrix", "tuple"}:   # a vector written as a tuple, in round or square brackets
         return _ordered(_vector(A, matrix=True), _vector(B, matrix=True), deadline)
@@ -733,14 +773,15 @@ def _name_key(name):
 
 def _same_bag(xs, ys, deadline):
     """A response's list against a gold's. Unordered, unless the gold names each value (x = 2, y = 5): then
-    the response names the same variables with the same values, or lists the bare values in the gold's order."""
+    the response names the same variables with the same values, or lists the bare values in the gold's order
+    (a mix, a repeated name or an unknown one is neither)."""
     gold = _named(ys) if len(ys) > 1 else None
     if gold is None:
         return _unordered(xs, ys, deadline)
     mine = _named(xs)
     if mine is not None:
         return mine.keys() == gold.keys() and all(_same(mine[k], gold[k], deadline) for k in gold)
-    return _ordered(xs, list(gold.values()), deadline)
+    return not any(_shape(x)[0] == "eq" for x in xs) and _ordered(xs, list(gold.values()), deadline)
 
 
 def _ordered(xs, ys, deadline):
@@ -765,9 +806,9 @@ def _same_equation(A, a, B, b, deadline):
     gold = _value(B[1], True) if B[0] == "eq" else b
     if A[0] != "eq":                              # 5 against y = 5
         return gold is not None and _same(a, gold, deadline)
-    names = (A[1][0], B[1][0]) if B[0] == "eq" else ()
+    names = sorted((A[1][0], B[1][0]), key=lambda n: n != "y") if B[0] == "eq" else ()
     if names and all(map(_is_name, names)) and _name_key(names[0]) != _name_key(names[1]) and \
-            not any(re.fullmatch(_SYMBOL + r"\(.*\)", name) for name in names):
+            not (names[0] == "y" and re.fullmatch(_SYMBOL + r"\(.*\)", names[1])):
         return False                              # b = 5 against a = 5: another name (but y = ... is f(x) = ...)
     if gold is not None and (B[0] != "eq" or len(A[1]) > 2 or _is_name(A[1][0])) and \
             _same(A[1][-1], gold, deadline):
@@ -821,17 +862,20 @@ def _same_relation(A, B, deadline):
 
 
 def _text_key(s):
-    return re.sub(r"[\s{}]", "", _key(s)).lower()
+    """Text compared as text: case and spaces aside, and a one-word subscript or power unbraced (4210_{5})."""
+    return re.sub(r"([_^])\{(\w+)\}", r"\1\2", re.sub(r"\s", "", _key(s))).lower()
 
 
 def _same_leaf(a, b, deadline):
     ca, cb = _code(a), _code(b)
-    if ca is None or cb is None:
+    if (ca is None) != (cb is None):
+        return False                              # math against text: only an exact copy (done) counts
+    if ca is None:
         ta, tb = _text_key(a), _text_key(b)
         if ta == tb:
             return True
         # 204_5 against 204: the base subscript is the question's, the digits are the answer
-        base = re.compile(r"(\w+)_\d+")
+        base = re.compile(r"(\w+)_\{?\d+\}?")
         ma, mb = base.fullmatch(ta), base.fullmatch(tb)
         return bool((ma and ma[1] == tb) or (mb and mb[1] == ta))
     ra, rb = _rational(ca), _rational(cb)
@@ -1046,33 +1090,37 @@ class _TooBig(_NotRational):
     pass
 
 
-def _exact(node):
+def _exact(node, budget=None):
     """Value of an ast node as a Fraction, if it is built from integers with + - * /, small powers, factorials
-    and binomials; _TooBig as soon as a value passes MAX_EXACT_BITS (5000! * 5000! * ... is refused, not built)."""
-    v = _exact_value(node)
-    if max(v.numerator.bit_length(), v.denominator.bit_length()) > MAX_EXACT_BITS:
+    and binomials. _TooBig as soon as a value passes MAX_EXACT_BITS (5000! * 5000! * ... is refused, not
+    built), or the bits of all the values computed pass EXACT_WORK_BITS (many large terms)."""
+    budget = [EXACT_WORK_BITS] if budget is None else budget
+    v = _exact_value(node, budget)
+    bits = max(v.numerator.bit_length(), v.denominator.bit_length())
+    budget[0] -= bits
+    if bits > MAX_EXACT_BITS or budget[0] < 0:
         raise _TooBig
     return v
 
 
-def _exact_value(node):
+def _exact_value(node, budget):
     if isinstance(node, ast.Constant) and type(node.value) is int:
         return Fraction(node.value)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        v = _exact(node.operand)
+        v = _exact(node.operand, budget)
         return -v if isinstance(node.op, ast.USub) else v
     if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("floor", "ceiling") and len(node.args) == 1:
-        v = _exact(node.args[0])
+        v = _exact(node.args[0], budget)
         return Fraction(math.floor(v) if node.func.id == "floor" else math.ceil(v))
     if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("factorial", "binomial"):
-        args = [_exact(arg) for arg in node.args]  # 1/300! is exact: no evaluation can make it 1/301!
+        args = [_exact(arg, budget) for arg in node.args]  # 1/300! is exact: no evaluation can make it 1/301!
         if all(v.denominator == 1 and 0 <= v <= MAX_FACTORIAL for v in args):
             if node.func.id == "factorial" and len(args) == 1:
                 return Fraction(math.factorial(int(args[0])))
             if node.func.id == "binomial" and len(args) == 2:
                 return Fraction(math.comb(int(args[0]), int(args[1])))
     if isinstance(node, ast.BinOp):
-        a, b = _exact(node.left), _exact(node.right)
+        a, b = _exact(node.left, budget), _exact(node.right, budget)
         if isinstance(node.op, ast.Add):
             return a + b
         if isinstance(node.op, ast.Sub):
@@ -1096,6 +1144,7 @@ def _rational(code):
         return None
 
 
+@lru_cache(maxsize=1 << 14)
 def _risky(code):
     """True for what could run away in sympy: long code, towers, huge powers, factorials or products."""
     if len(code) > 2000:
@@ -1233,6 +1282,7 @@ def _sympy_says(op, a, b, deadline):
 
 
 EXACT_DIGITS = 200      # a difference that is 0 to this many digits is 0 (sqrt(3)+sqrt(2) = sqrt(5+2sqrt(6)))
+POINTS = 4              # points an expression with variables is checked at
 
 
 def _worker_main():
@@ -1242,16 +1292,18 @@ def _worker_main():
     from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
     def point(x, y, trial):
-        """Exact values for the variables of x and y at one of three points. Each value is drawn from a hash
+        """Exact values for the variables of x and y at one of POINTS points. Each value is drawn from a hash
         of the two expressions, so no answer can be built to vanish at the points it will be checked at; each
-        variable is negative at one point of the first two and positive at the other (sqrt(x^2) is not x)."""
+        variable is negative at one point of each pair and positive at the other (sqrt(x^2) is not x), small
+        at the first pair and large at the second (|x - 5| is not 5 - x)."""
         syms = sorted(x.free_symbols | y.free_symbols, key=str)
         seed = hashlib.sha256(f"{sympy.srepr(x)}|{sympy.srepr(y)}|{trial}".encode()).digest()
         out = {}
         for k, s in enumerate(syms):
-            r = int.from_bytes(seed[2 * (k % 16):2 * (k % 16) + 2], "big")
+            r = int.from_bytes(seed[2 * (k % 16):2 * (k % 16) + 2], "big") / 65536
             sign = -1 if (trial + k) % 2 == 0 else 1
-            out[s] = sign * sympy.Rational(300 + r % 3000, 1000) + sympy.Rational(k, 7919)   # |v| in [0.3, 3.3)
+            size = 0.3 + 3 * r if trial < 2 else 3 * 10 ** (2.5 * r)     # |v| in [0.3, 3.3), then [3, 950)
+            out[s] = sign * sympy.Rational(round(size * 1000), 1000) + sympy.Rational(k, 7919)
         return out
 
     def values(x, y, trial):
@@ -1297,21 +1349,21 @@ def _worker_main():
     def same(x, y):
         if x == y:
             return True
-        verdicts = [differ(x, y, t) for t in range(3 if (x.free_symbols | y.free_symbols) else 1)]
+        verdicts = [differ(x, y, t) for t in range(POINTS if (x.free_symbols | y.free_symbols) else 1)]
         if any(verdicts):
             return False                          # the quick, common "no"
-        steps = (x.free_symbols | y.free_symbols) and (x.has(sympy.floor, sympy.ceiling) or
-                                                        y.has(sympy.floor, sympy.ceiling))
+        kinks = (sympy.floor, sympy.ceiling, sympy.Abs, sympy.sign, sympy.Max, sympy.Min, sympy.Piecewise)
+        steps = (x.free_symbols | y.free_symbols) and (x.has(*kinks) or y.has(*kinks))
         if verdicts and all(v is False for v in verdicts) and not steps:
             return True                           # the same value at every point
-        # No number to compare; or step functions, which agree at a few points without being equal
-        # (floor(n/2), floor((n+1)/2)): only an exact simplification says equal.
+        # No number to compare; or pieces, which agree at a few points without being equal (floor(n/2) and
+        # floor((n+1)/2); |n - 100| + n and 100 below n = 100): only an exact simplification says equal.
         return sympy.simplify(x - y) == 0
 
     def proportional(x, y, positive):
-        """x = c*y for a constant c != 0 (c > 0 when positive), checked at three points."""
+        """x = c*y for a constant c != 0 (c > 0 when positive), checked at the POINTS points."""
         ratios = []
-        for t in range(3):
+        for t in range(POINTS):
             v = values(x, y, t)
             if v is None or abs(v[1]) < 1e-12:
                 continue

@@ -546,6 +546,16 @@ EQUATION_GOLDS = [  # a gold equation is matched by one side only when it names 
  ("\\boxed{2, 5}", "(2, 5)", True),
  ("\\boxed{5\\text{ m}}", "5", True),
  ("\\boxed{5 \\text{ square units}}", "5", True),
+ ("\\boxed{y = 5, x = 2}", "(x, y) = (2, 5)", True),
+ ("\\boxed{x = 2, y = 5}", "(2, 5)", True),
+ ("The answer is negative 5.", "-5", True),
+ ("So the value is \u22125.", "-5", True),
+ ("\\boxed{2\u2075}", "32", True),
+ ("\\boxed{x\u2081 + x\u2082}", "x_1 + x_2", True),
+ ("The answer is **25%**.", "25\\%", True),
+ ("It is not 10, it is 1,000.99.", "1000.99", True),
+ ("\\boxed{|x|}", "|x|", True),
+ ("\\boxed{|-3| + 2}", "5", True),
 ]
 
 LETTERS = [  # a choice letter alone, or first before the option's text; never arithmetic on it
@@ -786,6 +796,27 @@ GAMING = [
  ("The answer is not 5.", "5"), ("The answer is at least 5.", "5"), ("The final answer is sqrt(6).", "6"),
  ("The final answer is pi/6.", "6"), ("The answer is in \\{5, 6\\}", "6"), ("Thus x = 2^5", "5"),
  ("\\boxed{\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}"),
+ # found by a second review
+ ("\\boxed{y = 2, x = 5}", "(x, y) = (2, 5)"), ("\\boxed{y = 2, x = 5}", "(2, 5)"), ("\\boxed{(y, x) = (2, 5)}", "x = 2, y = 5"),
+ ("\\boxed{a = 2, b = 5}", "(b, a) = (2, 5)"), ("\\boxed{y = 2, 5}", "x = 2, y = 5"), ("\\boxed{y = 2, y = 5}", "x = 2, y = 5"),
+ ("\\boxed{x_2 = 2, x_{2} = 5}", "x_1 = 2, x_2 = 5"), ("\\boxed{x2 = 2, x1 = 5}", "x_1 = 2, x_2 = 5"),
+ ("\\boxed{x\u2082 = 2, x\u2081 = 5}", "x_1 = 2, x_2 = 5"),
+ ("\\boxed{" + "+".join(["(3^{9999})^6/(5^{9999})^4"] * 35) + "+x}", "5"),
+ ("\\boxed{" + "+".join(["(3^{9999})^6/(5^{9999})^4"] * 35) + "+z, 2, 3, 4}", "1, 2, 3, 4"),
+ ("\\boxed{\\frac{1}{23}{}}", "\\frac{12}{3}"), ("\\boxed{\\sqrt{2}3{}}", "\\sqrt{23}"), ("\\boxed{{}10^{2}1}", "10^{21}"),
+ ("\\boxed{\\boxed{5}^{2}}", "5"), ("\\boxed{\\boxed{2}\\cdot 10^{3}}", "2"), ("\\boxed{\\boxed{5} \\text{ or 6}}", "5"),
+ ("The answer is negative 5.", "5"), ("The answer is clearly \u22125 here.", "5"), ("So the value is \u22125.", "5"),
+ ("The answer is the square root of 5.", "5"), ("The result is 2 + 3.", "3"), ("The result is 4\u00d73.", "3"),
+ ("The result is 5\u00b3.", "5"), ("The result is \u221a5.", "5"), ("The result is 4\u03c0.", "4"), ("The result is 3\u00bd.", "3"),
+ ("Thus we get 2\u2075.", "2"), ("The answer is anything but 5.", "5"), ("The answer is different from 5.", "5"),
+ ("It is not 5.", "5"), ("The final answer cannot be 5.", "5"), ("The answer is 5 if n is even and 6 if n is odd.", "6"),
+ ("The answer is one of 5, 6, 7.", "7"), ("\\boxed{2\u2075}", "25"), ("\\boxed{3 \\times 10\u2076}", "318"),
+ ("\\boxed{x\u2074}", "4x"), ("\\boxed{2\u207f}", "2n"), ("\\boxed{x\u2081 + x\u2082}", "3x"), ("The answer is 2\u2074.", "24"),
+ ("\\boxed{5 \\text{ is incorrect}}", "5"), ("\\boxed{5 wrong}", "5"), ("\\boxed{5 sevenths}", "5"), ("\\boxed{5 trillion}", "5"),
+ ("\\boxed{5 doubled}", "5"), ("\\boxed{5\\text{K}}", "5"), ("\\boxed{[2, 5] excluded}", "[2, 5]"), ("\\boxed{zero hundred}", "100"),
+ ("\\boxed{\\frac{|x-5|}{5-x}}", "1"), ("\\boxed{|n - 100| + n}", "100"), ("\\boxed{|x+10| - 9}", "x + 1"),
+ ("\\boxed{\\sqrt{x^2+8x+16}}", "x + 4"), ("\\boxed{(C) ABCDE}", "C"), ("\\boxed{b(t) = 5}", "a = 5"), ("\\boxed{0,500}", "500"),
+ ("".join("\\boxed{" + "x\u2248" * 660 + str(i) + "}" for i in range(40)), "5"),
 ]
 
 
