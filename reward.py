@@ -551,8 +551,11 @@ def _normalize(s):
     return s
 
 
+_DIGIT_SPACE = re.compile(r"(?<=\d)\s+(?=\d)")
+
+
 def _key(s):
-    return re.sub(r"(?<=\d)\s+(?=\d)", "\u2423", s).replace(" ", "")   # spaces go, but 5 6 is not 56
+    return _DIGIT_SPACE.sub("\u2423", s).replace(" ", "")   # spaces go, but 5 6 is not 56
 
 
 # ----------------------------------------------------------------------------------------------------
