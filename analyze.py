@@ -34,12 +34,15 @@ import itertools
 import json
 import math
 import os
+import queue
+import re
+import socket
 import sys
 import threading
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import urllib.parse
 from pathlib import Path
+
+import runfolder
 
 LABELS = ("planning", "execution", "other")
 UNPARSED = "unparsed"   # the judge replied, but not with one of LABELS in a JSON object
@@ -141,7 +144,7 @@ def verdict_row(row: dict, reply: str, judge_name: str) -> dict:
     verdict = parse_verdict(reply)
     out = {"judge": judge_name, **{k: row[k] for k in ("id", "step", "prompt", "answer", "response")}}
     if verdict is None:
-        return {**out, "label": UNPARSED, "reason": "", "reply": reply}
+        return {**out, "label": UNPARSED, "reason": "", "reply": reply[:MAX_KEPT_REPLY]}
     return {**out, **verdict}
 
 
@@ -156,12 +159,63 @@ class JudgeError(RuntimeError):
         self.final = final
 
 
+MAX_REPLY_BYTES = 1 << 20   # a chat completion of a few hundred tokens is a few KB; a reply past this is refused
+MAX_KEPT_REPLY = 4000       # characters of an unparsed reply kept in errors.jsonl
+
+
+def mask(text: str, key: str = "") -> str:
+    """Text for a message, with the key and key-like strings (a bearer token, sk-...) masked: a gateway that
+    echoes the request must not print the key."""
+    if len(key) >= 4:
+        text = text.replace(key, "***")
+    text = re.sub(r"(?i)(bearer\s+)[^\s\"']+", r"\1***", text)
+    return re.sub(r"\b(sk|pk|rk|hf|api|key)[-_][A-Za-z0-9_-]{8,}", r"\1-***", text)
+
+
+def post(endpoint: str, body: bytes, headers: dict, timeout: float) -> tuple[int, dict, bytes]:
+    """One HTTP POST: (status, headers, body), redirects not followed. `timeout` bounds the whole request,
+    connect to last byte: a watchdog shuts the socket when it passes, however slowly the server trickles."""
+    parts = urllib.parse.urlsplit(endpoint)
+    connection = (http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection)(
+        parts.hostname, parts.port, timeout=timeout)
+    expired = threading.Event()
+
+    def abort():
+        expired.set()
+        if connection.sock is not None:
+            try:
+                connection.sock.shutdown(socket.SHUT_RDWR)   # wakes a blocked read at once
+            except OSError:
+                pass
+
+    watchdog = threading.Timer(timeout, abort)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        connection.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers)
+        response = connection.getresponse()
+        data = response.read(MAX_REPLY_BYTES + 1)
+        if response.length and len(data) <= MAX_REPLY_BYTES:   # the body ended before its Content-Length
+            raise http.client.IncompleteRead(data, response.length)
+        return response.status, dict(response.getheaders()), data
+    except (OSError, http.client.HTTPException):
+        if expired.is_set():
+            raise TimeoutError(f"no whole reply within {timeout:g} s") from None
+        raise
+    finally:
+        watchdog.cancel()
+        connection.close()
+
+
 def chat_completion(url: str, model: str, prompt: str, key: str = "", timeout: float = 60.0, retries: int = 4,
                     backoff: float = 1.0, max_tokens: int = 256, stop: threading.Event | None = None) -> str:
-    """One chat-completions request; the reply's text. Retries 429, 5xx and network errors with exponential
-    backoff (or the server's Retry-After, up to 60 s); raises JudgeError when that is spent, at once on other
-    4xx, and when `stop` is set (Ctrl-C, or another request's final error)."""
+    """One chat-completions request; the reply's text. `timeout` bounds each attempt as a whole. Retries 429,
+    5xx and network errors with exponential backoff (or the server's Retry-After, up to 60 s); raises
+    JudgeError when that is spent, at once on other 4xx and on a redirect (never followed: the key goes to
+    the URL given and nowhere else), and when `stop` is set (Ctrl-C, or another request's final error)."""
     endpoint = url.rstrip("/") + ("" if url.rstrip("/").endswith("/chat/completions") else "/chat/completions")
+    if urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
+        raise JudgeError(f"--judge_url {url}: not an http(s) URL", final=True)
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}],
                        "temperature": 0, "max_tokens": max_tokens}).encode()
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
@@ -171,24 +225,31 @@ def chat_completion(url: str, model: str, prompt: str, key: str = "", timeout: f
             raise JudgeError("not asked: the analysis is stopping")
         wait = backoff * 2 ** attempt
         try:
-            request = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                answer = json.loads(response.read())
-            content = answer["choices"][0]["message"]["content"]
-            if not isinstance(content, str):
-                raise TypeError(f"message content is {type(content).__name__}, not text")
-            return content
-        except urllib.error.HTTPError as e:   # before OSError: HTTPError is one
-            if e.code != 429 and e.code < 500:   # a bad request, a wrong key: asking again cannot help
-                raise JudgeError(f"HTTP {e.code} from {endpoint}: {e.read()[:200]!r}", final=True) from e
-            error = f"HTTP {e.code}"
-            retry_after = e.headers.get("Retry-After", "")
-            if retry_after.replace(".", "", 1).isdigit():
-                wait = min(float(retry_after), 60.0)
+            status, reply_headers, data = post(endpoint, body, headers, timeout)
         except (OSError, http.client.HTTPException) as e:   # refused, reset, timed out, cut short
-            error = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-        except (ValueError, KeyError, IndexError, TypeError) as e:   # a body that is not a chat completion
-            raise JudgeError(f"not a chat-completions reply from {endpoint}: {type(e).__name__}: {e}") from e
+            error = mask(f"{type(e).__name__}: {e}", key)
+        else:
+            if len(data) > MAX_REPLY_BYTES:
+                raise JudgeError(f"a reply of more than {MAX_REPLY_BYTES} bytes from {endpoint}: refused")
+            if 300 <= status < 400:
+                raise JudgeError(f"HTTP {status} from {endpoint}, to {mask(str(reply_headers.get('Location')), key)}: "
+                                 f"redirects are not followed (the key goes nowhere else); give that URL", final=True)
+            if status == 429 or status >= 500:
+                error = f"HTTP {status}"
+                retry_after = reply_headers.get("Retry-After", "")
+                if retry_after.replace(".", "", 1).isdigit():
+                    wait = min(float(retry_after), 60.0)
+            elif status >= 400:   # a bad request, a wrong key: asking again cannot help
+                raise JudgeError(f"HTTP {status} from {endpoint}: {mask(repr(data[:200]), key)}", final=True)
+            else:
+                try:
+                    content = json.loads(data)["choices"][0]["message"]["content"]
+                    if not isinstance(content, str):
+                        raise TypeError(f"message content is {type(content).__name__}, not text")
+                    return content
+                except (ValueError, KeyError, IndexError, TypeError) as e:   # a body that is not a chat completion
+                    raise JudgeError(f"not a chat-completions reply from {endpoint}: "
+                                     f"{mask(f'{type(e).__name__}: {e}', key)[:200]}") from None
         if attempt < retries:
             stop.wait(wait)
     raise JudgeError(f"{error} from {endpoint}, {retries + 1} tries")
@@ -196,24 +257,34 @@ def chat_completion(url: str, model: str, prompt: str, key: str = "", timeout: f
 
 def http_judge(url: str, model: str, key: str, timeout: float, retries: int, max_in_flight: int, backoff: float = 1.0):
     """judge(prompts) -> yields (index, reply text or JudgeError) as the replies come, at most
-    max_in_flight requests at once. A final error (a wrong key, say) stops the requests not yet made."""
+    max_in_flight requests at once. A final error (a wrong key, say) stops the requests not yet made. The
+    requests run in daemon threads: Ctrl-C ends the analysis at once, without waiting for those in flight."""
     def judge(prompts):
-        stop = threading.Event()
-        pool = ThreadPoolExecutor(max_workers=max_in_flight)
-        try:
-            futures = {pool.submit(chat_completion, url, model, p, key, timeout, retries, backoff, stop=stop): i
-                       for i, p in enumerate(prompts)}
-            for future in as_completed(futures):
+        stop, tasks, results = threading.Event(), queue.Queue(), queue.Queue()
+        for item in enumerate(prompts):
+            tasks.put(item)
+
+        def work():
+            while True:
                 try:
-                    yield futures[future], future.result()
+                    i, prompt = tasks.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    results.put((i, chat_completion(url, model, prompt, key, timeout, retries, backoff, stop=stop)))
                 except Exception as e:   # noqa: BLE001 - whatever a request raised, it is that rollout's failure
-                    error = e if isinstance(e, JudgeError) else JudgeError(f"{type(e).__name__}: {e}")
-                    if error.final:
-                        stop.set()
-                    yield futures[future], error
-        finally:   # on Ctrl-C: no new requests, no more retries; those in flight end within their timeout
+                    results.put((i, e if isinstance(e, JudgeError) else JudgeError(mask(f"{type(e).__name__}: {e}", key))))
+
+        for _ in range(min(max_in_flight, len(prompts))):
+            threading.Thread(target=work, daemon=True).start()
+        try:
+            for _ in range(len(prompts)):   # every prompt gets one result: a reply, an error, or "not asked"
+                i, reply = results.get()
+                if isinstance(reply, JudgeError) and reply.final:
+                    stop.set()
+                yield i, reply
+        finally:   # Ctrl-C, or the caller stopped: no new requests, no more retries
             stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)
     return judge
 
 
@@ -242,13 +313,25 @@ def local_judge(model_name: str, max_new_tokens: int = 128, batch: int = 8):
 
 def read_verdicts(path: Path, judge_name: str) -> dict[str, dict]:
     """This judge's rows of errors.jsonl as {id: row} (another judge's verdicts stay in the file, unused).
-    A last line cut short by a crash is removed first, so its rollout is judged again."""
+    A last line cut short by a crash is removed first, so its rollout is judged again; any other line that
+    is not a verdict (torn in the middle, or foreign) is skipped, with a count."""
     if not path.is_file():
         return {}
-    text = path.read_bytes()
-    if text and not text.endswith(b"\n"):
-        path.write_bytes(text[:text.rfind(b"\n") + 1])
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+        runfolder.write_text(path, text)
+    rows, skipped = [], 0
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+            if not (isinstance(row, dict) and isinstance(row.get("id"), str) and "label" in row):
+                raise ValueError("not a verdict")
+            rows.append(row)
+        except ValueError:
+            skipped += bool(line.strip())
+    if skipped:
+        print(f"[errors] {path}: skipped {skipped} lines that are not verdicts", file=sys.stderr)
     return {row["id"]: row for row in rows if row.get("judge") == judge_name}
 
 
@@ -300,21 +383,19 @@ def errors(run_dir: Path, judge, judge_name: str, buckets: int = 4, per_bucket: 
           flush=True)
     prompts = [JUDGE_PROMPT.format(problem=r["prompt"], answer=r["answer"], response=r["response"]) for r in todo]
     failures = []
-    with open(out_path, "a") as f:
-        for i, reply in judge(prompts):
-            if isinstance(reply, Exception):   # left out of the file, so the next call asks again
-                failures.append(reply)
-                print(f"[errors] {todo[i]['id']}: {reply}", file=sys.stderr, flush=True)
-                continue
-            row = verdict_row(todo[i], reply, judge_name)
-            done[row["id"]] = row
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
+    for i, reply in judge(prompts):
+        if isinstance(reply, Exception):   # left out of the file, so the next call asks again
+            failures.append(reply)
+            print(f"[errors] {todo[i]['id']}: {reply}", file=sys.stderr, flush=True)
+            continue
+        row = verdict_row(todo[i], reply, judge_name)
+        done[row["id"]] = row
+        runfolder.append_text(out_path, json.dumps(row, ensure_ascii=False) + "\n")   # kept as it comes
     judged = [done[r["id"]] for r in chosen if r["id"] in done]
     available = [sum(bucket_of(r["step"], spans) == b for r in rows) for b in range(len(spans))]
     summary = {"run": str(run_dir), "judge": judge_name, "seed": seed, "per_bucket": per_bucket,
                "not_judged": len(failures), **summarise(judged, spans, available)}
-    (run_dir / "errors_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    runfolder.write_text(run_dir / "errors_summary.json", json.dumps(summary, indent=1) + "\n")
     plot_summary(summary, run_dir / "errors.png", f"{run_dir.name}: failures judged by {judge_name}")
     for b in summary["buckets"]:
         shares = ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in b["fractions"].items())
@@ -361,7 +442,19 @@ def main(argv=None):
         name = args.judge_model
     else:
         parser.error("give --judge_url and --judge_model (an OpenAI-compatible endpoint), or --judge local:MODEL")
-    summary = errors(run_dir, judge, name, args.buckets, args.per_bucket, args.seed)
+    try:   # one analysis of a folder at a time (beside its trainer, which writes other files)
+        runfolder.acquire(run_dir, "analyze.py errors", lock=".errors.lock")
+    except runfolder.FolderError as e:
+        sys.exit(f"error: {e}")
+    try:
+        summary = errors(run_dir, judge, name, args.buckets, args.per_bucket, args.seed)
+    except KeyboardInterrupt:
+        sys.exit(f"\ninterrupted: the verdicts so far are kept in {run_dir / 'errors.jsonl'}; run the same command "
+                 f"to ask only what is missing")
+    except runfolder.FolderError as e:
+        sys.exit(f"error: {e}")
+    finally:
+        runfolder.release(run_dir, lock=".errors.lock")
     sys.exit(1 if summary["not_judged"] else 0)
 
 

@@ -49,6 +49,7 @@ import itertools
 import json
 import math
 import os
+import pickle
 import random
 import re
 import shutil
@@ -68,6 +69,7 @@ from transformers import DynamicCache
 import checks
 import eval as evaluation
 import rollout
+import runfolder
 import strategic_grams
 from checks import at_least, fraction, non_negative, number, positive
 from data import DataError, load_problems, problem_key
@@ -293,6 +295,13 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
     """Run GRPO for cfg.max_steps steps (resuming with --resume). `shape_advantages`, if given, is
     the method's hook (see grpo_step). `name` labels the progress bar. Returns the trained model."""
+    try:
+        return _train(cfg, shape_advantages, name)
+    finally:
+        runfolder.release(cfg.out_dir)         # the run folder's lock (runfolder.py), however the run ended
+
+
+def _train(cfg: Config, shape_advantages, name: str):
     run = start_run(cfg, shape_advantages)   # checks, data, run folder, model, optimizer, resume (below)
     from tqdm import tqdm
     bad_steps, last_good = 0, run.last_good
@@ -853,13 +862,14 @@ def log_rollouts(run: Run, step: int, rows: dict, marked):
     n, texts = run.cfg.log_rollouts, rows["texts"]
     if not n:
         return
-    with open(run.out_dir / "rollouts.jsonl", "a") as f:
-        for i in range(0, len(texts), max(1, len(texts) // n))[:n]:
-            row = {"step": step, "prompt": rows["problems"][i]["problem"], "answer": rows["problems"][i]["answer"],
-                   "response": texts[i], "reward": rows["rewards"][i], "advantage": rows["seq_adv"][i]}
-            if marked is not None:  # the response with its planning tokens in [[ ]]
-                row["planning"] = mark_tokens(run.tokenizer, rows["completion_ids"][i], marked[i].tolist())
-            f.write(json.dumps(row) + "\n")
+    lines = []
+    for i in range(0, len(texts), max(1, len(texts) // n))[:n]:
+        row = {"step": step, "prompt": rows["problems"][i]["problem"], "answer": rows["problems"][i]["answer"],
+               "response": texts[i], "reward": rows["rewards"][i], "advantage": rows["seq_adv"][i]}
+        if marked is not None:  # the response with its planning tokens in [[ ]]
+            row["planning"] = mark_tokens(run.tokenizer, rows["completion_ids"][i], marked[i].tolist())
+        lines.append(json.dumps(row) + "\n")
+    runfolder.append_text(run.out_dir / "rollouts.jsonl", "".join(lines))
 
 
 def mark_tokens(tokenizer, token_ids: list[int], flags: list[float]) -> str:
@@ -1038,6 +1048,15 @@ def barrier():
         dist.barrier()
 
 
+def from_rank0(value):
+    """Rank 0's value on every rank (so that a refusal on rank 0 stops every rank, not only rank 0)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 # ----------------------------------------------------------------------------- plumbing: the run folder
 
 def prepare_run_folder(cfg: Config, eval_set: list[dict], write: bool = True) -> tuple[Path, Path | None, dict]:
@@ -1064,16 +1083,21 @@ def prepare_run_folder(cfg: Config, eval_set: list[dict], write: bool = True) ->
         if fixed:
             raise ConfigError("--resume: the run was made with " + ", ".join(
                 f"--{k} {saved.get(k)!r} (now {now[k]!r})" for k in fixed) + "; a run cannot change them")
+    refusal = None
+    if write:   # one writer at a time: rank 0 locks the folder (runfolder.py), every rank learns the outcome
+        try:
+            runfolder.acquire(out_dir, "train")
+        except runfolder.FolderError as e:
+            refusal = f"--out_dir {e}"
+        except OSError as e:
+            refusal = f"--out_dir {out_dir}: cannot write there ({e.strerror})"
+    refusal = from_rank0(refusal)
+    if refusal:
+        raise ConfigError(refusal)
     barrier()   # every rank has checked the folder before rank 0 writes to it
     if not write:
         barrier()
         return out_dir, ckpt, state
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / ".write_test").touch()
-        (out_dir / ".write_test").unlink()
-    except OSError as e:
-        raise ConfigError(f"--out_dir {out_dir}: cannot write there ({e.strerror})") from None
     if ckpt and ckpt.name == "ckpt.old" and (out_dir / "ckpt").exists():   # ckpt was found damaged
         shutil.rmtree(out_dir / "ckpt.damaged", ignore_errors=True)
         os.replace(out_dir / "ckpt", out_dir / "ckpt.damaged")
@@ -1084,11 +1108,11 @@ def prepare_run_folder(cfg: Config, eval_set: list[dict], write: bool = True) ->
     else:
         if cfg.resume:
             print(f"--resume: no checkpoint in {out_dir} yet, starting the run over", file=sys.stderr)
-        (out_dir / "config.json").write_text(json.dumps(now, indent=2))
+        runfolder.write_text(out_dir / "config.json", json.dumps(now, indent=2))
     for log in ("metrics.jsonl", "rollouts.jsonl"):   # lines written after the checkpoint go
         _truncate_jsonl(out_dir / log, state.get("step", 0))
     # What "held-out" means for this run, for anyone to check against rollouts.jsonl.
-    (out_dir / "held_out.jsonl").write_text("".join(json.dumps(p) + "\n" for p in eval_set))
+    runfolder.write_text(out_dir / "held_out.jsonl", "".join(json.dumps(p) + "\n" for p in eval_set))
     barrier()
     return out_dir, ckpt, state
 
@@ -1111,11 +1135,18 @@ def find_checkpoint(out_dir: Path) -> tuple[Path | None, dict]:
                 with safe_open(str(file), "pt"):   # checks the header against the file's size
                     pass
             file = state_file
-            state = torch.load(state_file, weights_only=False)
+            state = torch.load(state_file, weights_only=True)   # tensors and plain data only: no code runs
             file = folder / "optimizer"
-            if state.get("fsdp") and not (file / ".metadata").is_file():
-                raise OSError("FSDP's optimizer shards are missing")
+            if state.get("fsdp"):
+                if not (file / ".metadata").is_file():
+                    raise OSError("FSDP's optimizer shards are missing")
+                runfolder.check_checkpoint_metadata(file)      # before torch.distributed.checkpoint unpickles it
             return folder, state
+        except runfolder.FolderError as e:
+            raise ConfigError(f"--resume: {e}") from None
+        except pickle.UnpicklingError as e:   # torch.load(weights_only=True) met an object it will not build
+            raise ConfigError(f"--resume: {file}: holds an object that a state file never holds "
+                              f"({str(e).splitlines()[-1][:120].strip()}); refused, nothing was run") from None
         except Exception as e:    # whatever a damaged file raises, the answer is the same
             damage = damage or f"{file}: {re.split(r'[.:] ', str(e).splitlines()[0])[0][:120]}"
     if damage:
@@ -1188,15 +1219,14 @@ def load_optimizer_state(model, optimizer, ckpt: Path, state: dict):
 
 
 def append_jsonl(path: Path, row: dict):
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    runfolder.append_text(path, json.dumps(row) + "\n")
 
 def _truncate_jsonl(path: Path, step: int):
     """Drop the lines a crashed run wrote after its last checkpoint, and a line torn by the crash, so
     a resumed run appends cleanly."""
     if path.exists():
-        path.write_text("".join(line + "\n" for line in path.read_text(errors="replace").splitlines()
-                                if _step_of(line) is not None and _step_of(line) < step))
+        runfolder.write_text(path, "".join(line + "\n" for line in path.read_text(errors="replace").splitlines()
+                                           if _step_of(line) is not None and _step_of(line) < step))
 
 def _step_of(line: str) -> int | None:
     try:

@@ -218,7 +218,7 @@ def test_a_request_that_cannot_succeed_is_not_retried(tmp_path, capsys):
                           "--buckets", "1", "--per_bucket", "20"])
         assert stopped.value.code == 1 and Refuse.calls <= 3
         assert "20 rollouts not judged: HTTP 401" in capsys.readouterr().err
-        assert not (run / "errors.jsonl").read_text()
+        assert not (run / "errors.jsonl").exists()   # no verdict, no file
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -285,3 +285,153 @@ def test_local_judge_runs_offline(tiny_model_dir, tmp_path):
     assert {r["label"] for r in rows} <= {*analyze.LABELS, analyze.UNPARSED}
     assert [b["judged"] for b in summary["buckets"]] == [2, 1] and summary["not_judged"] == 1
     assert summary["judge"] == f"local:{model_dir}"
+
+
+# ----------------------------------------------------------------------------- a judge that misbehaves
+
+def serve(handler_class):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+
+
+class Quiet(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_a_judge_that_trickles_is_abandoned_at_the_deadline():
+    class Trickle(Quiet):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n":   # a byte at a time, forever
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    httpd, url = serve(Trickle)
+    try:
+        start = time.monotonic()
+        with pytest.raises(analyze.JudgeError, match=r"no whole reply within 1 s"):
+            analyze.chat_completion(url, "m", "hi", timeout=1.0, retries=0)
+        assert time.monotonic() - start < 2.0      # each read returned a byte: only a deadline for the whole ends it
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else():
+    elsewhere = []
+
+    class Elsewhere(Quiet):
+        def do_GET(self):
+            elsewhere.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.end_headers()
+
+        do_POST = do_GET
+
+    other, other_url = serve(Elsewhere)
+
+    class Redirect(Quiet):
+        def do_POST(self):
+            self.send_response(302)
+            self.send_header("Location", other_url + "/chat/completions")
+            self.end_headers()
+
+    httpd, url = serve(Redirect)
+    try:
+        with pytest.raises(analyze.JudgeError, match="HTTP 302 .* redirects are not followed") as info:
+            analyze.chat_completion(url, "m", "hi", key="sk-secret-0123456789", retries=2, backoff=0.01)
+        assert info.value.final and elsewhere == []
+    finally:
+        for server in (httpd, other):
+            server.shutdown()
+            server.server_close()
+
+
+def test_errors_never_print_the_key_and_huge_replies_are_refused():
+    class Echo(Quiet):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path.endswith("/big/chat/completions"):
+                payload = b'{"choices": [{"message": {"content": "' + b"x" * (analyze.MAX_REPLY_BYTES + 10) + b'"}}]}'
+                self.send_response(200)
+            else:   # a gateway that echoes the request's headers in its error
+                payload = f"bad request, you sent {self.headers.get('Authorization')}".encode()
+                self.send_response(400)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    httpd, url = serve(Echo)
+    try:
+        with pytest.raises(analyze.JudgeError) as info:
+            analyze.chat_completion(url, "m", "hi", key="sk-secret-0123456789", retries=0)
+        assert "HTTP 400" in str(info.value) and "secret" not in str(info.value) and "Bearer ***" in str(info.value)
+        with pytest.raises(analyze.JudgeError, match="a reply of more than 1048576 bytes"):
+            analyze.chat_completion(url + "/big", "m", "hi", retries=0)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert analyze.mask("key sk-abcdefghijkl and hf_abcdefghijklmnop", "") == "key sk-*** and hf-***"
+
+
+def test_lines_of_errors_jsonl_that_are_not_verdicts_are_skipped(server, tmp_path, capsys):
+    run = write_run(tmp_path / "run", [(0, "SLIP", 0), (1, "PLAN", 0)])
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10)
+    lines = (run / "errors.jsonl").read_text().splitlines()
+    (run / "errors.jsonl").write_text(lines[0][:30] + "\n" + '{"no": "id"}\n[1, 2]\n' + lines[1] + "\n")
+    before = len(server.requests)
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10)
+    assert "skipped 3 lines that are not verdicts" in capsys.readouterr().err
+    assert len(server.requests) == before + 1                # only the torn verdict is asked again
+    assert sorted(labels_of_verdicts(run)) == ["execution", "planning"]
+
+
+def labels_of_verdicts(folder):
+    out = []
+    for line in (folder / "errors.jsonl").read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "label" in row:
+            out.append(row["label"])
+    return out
+
+
+def test_ctrl_c_ends_at_once_and_a_second_analysis_is_refused(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from conftest import ROOT
+
+    class Slow(Quiet):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            time.sleep(30)
+
+    httpd, url = serve(Slow)
+    run = write_run(tmp_path / "run", [(s, "SLIP", 0) for s in range(6)])
+    command = [sys.executable, str(ROOT / "analyze.py"), "errors", str(run), "--judge_url", url, "--judge_model", "m",
+               "--buckets", "1", "--per_bucket", "6", "--timeout", "60"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "asking m about 6" in first.stdout.readline()
+        second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1 and second.stderr.strip().startswith(f"error: {run}: in use by pid {first.pid}")
+        time.sleep(0.5)                          # requests in flight, each for 30 s
+        start = time.monotonic()
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=20)
+        assert time.monotonic() - start < 5
+        assert first.returncode == 1 and "Traceback" not in err
+        assert err.strip().splitlines()[-1].startswith("interrupted: the verdicts so far are kept in")
+    finally:
+        first.kill()
+        httpd.shutdown()
+        httpd.server_close()
