@@ -28,10 +28,12 @@ import argparse
 import functools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 METHODS = {
@@ -44,6 +46,7 @@ METHODS = {
 }
 ROOT = Path(__file__).resolve().parent   # the scripts run from any directory
 sys.path.insert(0, str(ROOT))
+import runfolder  # noqa: E402
 from data import STRATEGIC_GRAMS  # noqa: E402
 
 PRESETS = {
@@ -68,13 +71,36 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
     return out / f"{method}-s{seed}"
 
 
+def read_metrics(folder: Path) -> list[dict]:
+    """A run's metrics rows. A last line cut short by a crash is left out (the run's --resume drops it too);
+    any other line that is not a row, or a step logged twice (two writers on one folder), stops the
+    ablation in one line: a table from such a file would be wrong without a warning."""
+    path = folder / "metrics.jsonl"
+    if not path.exists():
+        return []
+    text = path.read_text(errors="replace")
+    lines = text.splitlines()
+    if text and not text.endswith("\n"):
+        lines = lines[:-1]
+    rows, steps = [], set()
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            step = int(row["step"])
+        except (ValueError, KeyError, TypeError):
+            sys.exit(f"error: {path}:{number}: not a metrics row; move the folder aside to run it again")
+        if step in steps:
+            sys.exit(f"error: {path}:{number}: step {step} is logged twice (two runs wrote this folder at once?); "
+                     f"move the folder aside to run it again")
+        steps.add(step)
+        rows.append(row)
+    return rows
+
+
 def finished(folder: Path, max_steps: int, evaluates: bool) -> bool:
     """The last step is logged, and so is the evaluation after it (a row of its own, step max_steps)."""
-    metrics = folder / "metrics.jsonl"
-    if not metrics.exists():
-        return False
-    lines = metrics.read_text().splitlines()
-    return bool(lines) and json.loads(lines[-1])["step"] + 1 >= max_steps + evaluates
+    rows = read_metrics(folder)
+    return bool(rows) and rows[-1]["step"] + 1 >= max_steps + evaluates
 
 
 def flag_value(args: list[str], flag: str, default: str) -> str:
@@ -114,24 +140,74 @@ def train_all(preset: dict, out: Path, methods, seeds, extra, gpus=(), ranks=1):
     if gpus and not slots:
         sys.exit(f"error: --gpus {','.join(gpus)}: fewer GPUs than --ranks_per_run {ranks}")
     free, running = slots or [None], {}               # slot -> (process, folder, start time)
-    while todo or running:
-        while todo and free:
-            slot, (folder, command) = free.pop(0), todo.pop(0)
-            env = os.environ | ({"CUDA_VISIBLE_DEVICES": slot} if slot is not None else {})
-            where = f" on GPU {slot}" if slot is not None else ""
-            print(f"[ablation] {folder.name}{where}: {' '.join(command[1:])}", flush=True)
-            running[slot] = (subprocess.Popen(command, env=env), folder, time.time())
-        time.sleep(0.2)
-        for slot, (process, folder, t0) in list(running.items()):
-            if process.poll() is None:
-                continue
-            del running[slot]
-            if process.returncode:
-                for other, _, _ in running.values():
-                    other.terminate()
-                raise subprocess.CalledProcessError(process.returncode, f"the run in {folder}")
-            print(f"[ablation] {folder.name}: {time.time() - t0:.0f} s", flush=True)
-            free.append(slot)
+    with children_stop_with_us(running) as stop:
+        while todo or running:
+            while todo and free and not stop["requested"]:
+                slot, (folder, command) = free.pop(0), todo.pop(0)
+                env = os.environ | ({"CUDA_VISIBLE_DEVICES": slot} if slot is not None else {})
+                where = f" on GPU {slot}" if slot is not None else ""
+                print(f"[ablation] {folder.name}{where}: {' '.join(command[1:])}", flush=True)
+                running[slot] = (start_child(command, env), folder, time.time())
+            time.sleep(0.2)
+            for slot, (process, folder, t0) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[slot]
+                if process.returncode and not stop["requested"]:
+                    signal_children(running, signal.SIGTERM)
+                    sys.exit(f"error: the run in {folder} failed (exit {process.returncode}); the others were stopped. "
+                             f"Run the same command to resume them")
+                print(f"[ablation] {folder.name}: {time.time() - t0:.0f} s", flush=True)
+                free.append(slot)
+            if stop["requested"] and not running:
+                sys.exit("interrupted: each run saved a checkpoint after its step; run the same command to resume")
+
+
+def start_child(command: list[str], env: dict) -> subprocess.Popen:
+    """A training run in a process group of its own (so that it, and torchrun's ranks, can be stopped as
+    one), which the kernel ends if this process dies first, even by kill -9 (Linux: PR_SET_PDEATHSIG)."""
+    parent = os.getpid()
+
+    def die_with_parent():
+        if sys.platform.startswith("linux"):
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+        if os.getppid() != parent:   # the parent died before the line above took effect
+            os._exit(1)
+
+    return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=die_with_parent)
+
+
+def signal_children(running: dict, sig: int):
+    for process, _, _ in running.values():
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+@contextmanager
+def children_stop_with_us(running: dict):
+    """Ctrl-C: every running run gets it too (it finishes its step and saves) and the ablation waits for
+    them; a second Ctrl-C, or SIGTERM, ends them at once. stop["requested"] says the first came."""
+    stop = {"requested": False}
+
+    def on_interrupt(signum, frame):
+        if stop["requested"] or signum == signal.SIGTERM:
+            signal_children(running, signal.SIGKILL if signum == signal.SIGINT else signal.SIGTERM)
+            sys.exit("interrupted: the runs were stopped without saving their step; run the same command to "
+                     "resume them from their last checkpoints")
+        stop["requested"] = True
+        signal_children(running, signal.SIGINT)
+        print("\n[ablation] stopping: each run finishes its step and saves (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def make_placebo_list(train_args: list[str], seed: int, path: Path, prompts: int = 64, samples: int = 4):
@@ -169,7 +245,7 @@ def evaluate_all(preset: dict, out: Path, methods, seeds) -> dict:
     for method in methods:
         for seed in seeds:
             folder = run_dir(out, method, seed)
-            logged = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
+            logged = read_metrics(folder)
             rows = [r for r in logged if "reward_mean" in r]      # training steps (the last row may be eval only)
             tail = rows[-max(1, len(rows) // 4):]                # the last quarter of training
             values = {
@@ -239,8 +315,18 @@ def main(argv=None):
         sys.exit(f"error: --methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else preset["seeds"]
     out = Path(args.out or f"runs/ablation-{args.preset}")
-    out.mkdir(parents=True, exist_ok=True)
+    try:   # one ablation per folder (each run also locks its own folder)
+        runfolder.acquire(out, "ablation.py")
+    except (runfolder.FolderError, OSError) as e:
+        sys.exit(f"error: --out {getattr(e, 'strerror', None) or e}")
 
+    try:
+        run_ablation(args, preset, out, methods, seeds, extra)
+    finally:
+        runfolder.release(out)
+
+
+def run_ablation(args, preset: dict, out: Path, methods, seeds, extra):
     t0 = time.time()
     if args.ranks_per_run < 1:
         sys.exit(f"error: --ranks_per_run {args.ranks_per_run}: needs an integer >= 1")
@@ -250,7 +336,7 @@ def main(argv=None):
     import plot
     plot.plot_runs([run_dir(out, m, seeds[0]) for m in methods], out / "ablation.png", labels=methods, smoothing=0.5)
     text = table(results, seeds)
-    (out / "results.md").write_text(text)
+    runfolder.write_text(out / "results.md", text)
     print(text)
     print(f"[ablation] {time.time() - t0:.0f} s; figure {out / 'ablation.png'}, table {out / 'results.md'}")
 

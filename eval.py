@@ -39,7 +39,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import sys
 import zlib
 from pathlib import Path
@@ -50,6 +49,7 @@ from tqdm import tqdm
 import checks
 import reward
 import rollout
+import runfolder
 from checks import at_least, fraction, non_negative
 from data import DataError, load_problems
 
@@ -136,7 +136,7 @@ def read_samples(path: Path) -> list[dict]:
             seen.add(key)
             samples.append(s)
     if len(samples) != len(lines) or (text and not text.endswith("\n")):
-        path.write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
+        runfolder.write_text(path, "".join(json.dumps(s) + "\n" for s in samples))
     return samples
 
 
@@ -196,8 +196,8 @@ def generate(model, tokenizer, bench, problems, k, args, path):
         max_new = context - max(map(len, prompts.values()))
         print(f"{bench}: --max_new_tokens cut to {max_new} to fit the context of {context}", file=sys.stderr)
     right = 0
-    with open(path, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc=bench, unit="sample",
-                                                      dynamic_ncols=True, file=sys.stderr) as bar:
+    with runfolder.open_append(path) as f, tqdm(total=len(todo), desc=bench, unit="sample",
+                                                dynamic_ncols=True, file=sys.stderr) as bar:
         for start in range(0, len(todo), args.batch_size):
             batch = todo[start:start + args.batch_size]
             seed = zlib.crc32(f"{args.seed}:{bench}:{problems[batch[0][1]]['id']}:{batch[0][0]}".encode())
@@ -294,13 +294,26 @@ def main(argv=None):
     changed = [f"{key}={old.get(key)!r} (now {settings[key]!r})" for key in SETTINGS if old.get(key) != settings[key]]
     if changed:
         sys.exit(f"error: --out_dir {out_dir} holds samples made with {', '.join(changed)}; use another --out_dir")
-    try:  # data errors before the (slow) model load
+    try:  # data errors before the (slow) model load; one evaluation writes a folder at a time
         problems = {b: load_problems(BENCHMARKS[b], data_dir=args.data_dir, limit=args.limit) for b in benches}
-        model, tokenizer = rollout.load_model(source, device=args.device)
-    except (DataError, rollout.ModelLoadError) as e:
+        runfolder.acquire(out_dir, "eval.py")
+    except (DataError, runfolder.FolderError) as e:
         sys.exit(f"error: {e}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(settings, indent=2) + "\n")
+    except OSError as e:
+        sys.exit(f"error: --out_dir {out_dir}: cannot write there ({e.strerror})")
+    try:
+        return evaluate_into(out_dir, args, benches, problems, samples, source, settings)
+    finally:
+        runfolder.release(out_dir)
+
+
+def evaluate_into(out_dir, args, benches, problems, samples, source, settings):
+    """Load the model, then sample, grade and summarise each benchmark into the (locked) out_dir."""
+    try:
+        model, tokenizer = rollout.load_model(source, device=args.device)
+    except rollout.ModelLoadError as e:
+        sys.exit(f"error: {e}")
+    runfolder.write_text(out_dir / "config.json", json.dumps(settings, indent=2) + "\n")
     summary_path = out_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     results = {}
@@ -312,10 +325,10 @@ def main(argv=None):
             sys.exit(f"error: {e}")
         except KeyboardInterrupt:
             sys.exit(f"\ninterrupted: finished samples are kept in {out_dir}; run the same command to resume")
+        except runfolder.FolderError as e:
+            sys.exit(f"error: {e}")
         results[b] = summary[b] = summarize(read_samples(path), samples[b], ids=[p["id"] for p in problems[b]])
-        tmp = summary_path.with_suffix(".tmp")  # write-then-rename: never a half-written summary
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, summary_path)
+        runfolder.write_text(summary_path, json.dumps(summary, indent=2) + "\n")   # never half a summary
     print(markdown_table(results))
     return results
 

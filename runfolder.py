@@ -102,13 +102,18 @@ def write_text(path, text: str):
     os.replace(tmp, path)
 
 
-def append_text(path, text: str):
-    """Append to the file at `path`, never through a link (O_NOFOLLOW)."""
+def open_append(path):
+    """The file at `path` opened to append text, never through a link (O_NOFOLLOW)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as e:
         raise FolderError(f"{path}: cannot append ({e.strerror}; a link is never written through)") from None
-    with os.fdopen(fd, "a", encoding="utf-8") as f:
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def append_text(path, text: str):
+    """Append to the file at `path`, never through a link."""
+    with open_append(path) as f:
         f.write(text)
 
 

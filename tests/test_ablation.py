@@ -1,10 +1,14 @@
 """ablation.py: when a run counts as finished, and the results table, on hand-written run folders."""
 import json
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
 import ablation
+from conftest import ROOT
 
 
 def write_run(folder, rows):
@@ -67,7 +71,7 @@ def test_the_ablation_runs_from_another_directory(qwen_dir, tmp_path, monkeypatc
 
 def test_a_failing_run_stops_the_ablation(qwen_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(subprocess.CalledProcessError, match=r"the run in abl/(grpo|hicra)-s0"):
+    with pytest.raises(SystemExit, match=r"error: the run in abl/(grpo|hicra)-s0 failed \(exit 1\); the others were"):
         ablation.main(["--methods", "grpo,hicra", "--seeds", "0", "--out", "abl", "--gpus", "0,1", "--",
                        "--model", str(qwen_dir), "--lr", "nan"])
 
@@ -104,3 +108,59 @@ def test_the_papers_placebo_list_is_drawn_from_the_base_models_responses(qwen_di
     ablation.make_placebo_list(args, 3, path)                   # written once: not drawn again
     with pytest.raises(SystemExit, match="would be empty"):
         ablation.make_placebo_list(args, 4, tmp_path / "placebo_grams-s4.txt", prompts=5, samples=2)
+
+
+def test_a_torn_last_line_is_left_out_and_a_repeated_step_is_refused(tmp_path):
+    run = tmp_path / "grpo-s0"
+    write_run(run, [step(0, 0.1), step(1, 0.2)])
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 2, "reward_me')           # a crash mid-write: the run's --resume drops it too
+    assert [r["step"] for r in ablation.read_metrics(run)] == [0, 1] and not ablation.finished(run, 2, evaluates=True)
+    write_run(tmp_path / "twice", [step(0, 0.1), step(1, 0.2), step(1, 0.3), step(2, 0.4)])
+    with pytest.raises(SystemExit, match=r"metrics.jsonl:3: step 1 is logged twice \(two runs wrote this folder"):
+        ablation.finished(tmp_path / "twice", 4, evaluates=False)
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\tZ" not in next(line for line in f if line.startswith("State:"))
+    except (FileNotFoundError, StopIteration):
+        return False
+
+
+def start_ablation(qwen_dir, out):
+    command = [sys.executable, str(ROOT / "ablation.py"), "--methods", "grpo", "--seeds", "0", "--out", str(out), "--",
+               "--model", str(qwen_dir), "--max_steps", "500", "--batch_size", "2", "--group_size", "2",
+               "--max_new_tokens", "4", "--eval_every", "0", "--save_every", "0", "--micro_batch_tokens", "200"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = out / "grpo-s0" / ".lock"
+    for _ in range(600):   # the run has locked its folder and logged a step
+        if lock.exists() and lock.read_text() and (out / "grpo-s0" / "metrics.jsonl").exists():
+            return process, json.loads(lock.read_text())["pid"]
+        time.sleep(0.1)
+    process.kill()
+    pytest.fail("the run did not start")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_ablation_takes_its_run_with_it(qwen_dir, tmp_path):
+    process, child = start_ablation(qwen_dir, tmp_path / "abl")
+    process.kill()                                 # kill -9: no handler runs in the ablation
+    process.wait()
+    for _ in range(100):
+        if not alive(child):
+            break
+        time.sleep(0.1)
+    assert not alive(child)
+
+
+def test_ctrl_c_stops_the_runs_after_their_step_and_keeps_them_resumable(qwen_dir, tmp_path):
+    out = tmp_path / "abl"
+    process, child = start_ablation(qwen_dir, out)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "interrupted: each run saved a checkpoint after its step; run the same " \
+                                           "command to resume"
+    assert not alive(child) and (out / "grpo-s0" / "ckpt" / "trainer_state.pt").exists()

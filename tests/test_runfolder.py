@@ -140,3 +140,18 @@ def test_files_are_replaced_not_written_through_a_link(tmp_path):
     with pytest.raises(runfolder.FolderError) as info:
         runfolder.append_text(folder / "metrics.jsonl", "{}\n")
     assert "a link is never written through" in str(info.value) and target.read_text() == "precious\n"
+
+
+def test_eval_holds_its_output_folder_and_refuses_a_second_writer(tiny_model_dir, tmp_path):
+    import eval as evaluation
+    out = tmp_path / "eval"
+    holder = hold_lock(out)
+    try:
+        with pytest.raises(SystemExit) as info:
+            evaluation.main(["--model", str(tiny_model_dir), "--benchmarks", "gsm8k", "--limit", "2",
+                             "--out_dir", str(out), "--max_new_tokens", "4"])
+        assert str(info.value.code).startswith(f"error: {out}: in use by pid {holder.pid}")
+        assert not (out / "config.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
