@@ -111,6 +111,10 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+# Files one of which a model folder's tokenizer comes from (a checkpoint written without them has none).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
 def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
     """Return (model, tokenizer) in eval mode on `device`.
 
@@ -148,11 +152,16 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
                 raise ModelLoadError(
                     f"--model {name}: the Hugging Face Hub is unreachable and the model is not in the "
                     f"local cache; use a local model folder or the offline model 'smollm2-135m'") from None
+    if Path(source).is_dir() and not any((Path(source) / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelLoadError(f"--model {name}: no tokenizer in the folder (none of {', '.join(TOKENIZER_FILES)}); copy "
+                             f"them from the model it was made from")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise ModelLoadError(f"--model {name}: {str(e).splitlines()[0]}") from None
+    if len(tokenizer) == 0:
+        raise ModelLoadError(f"--model {name}: its tokenizer is empty (no vocabulary)")
     model.to(device).eval()
     prepare_tokenizer(tokenizer, model)
     return model, tokenizer

@@ -66,6 +66,9 @@ def normalise_gram(gram: str) -> str:
     return " ".join(gram.lower().translate(QUOTES).split())
 
 
+MAX_GRAM_CHARS = 120   # the paper's longest Strategic Gram has 42 characters
+
+
 def load_grams(path) -> list[str]:
     """Read a gram list: `paper` or `mined` (data.GRAM_LISTS) or a file. One gram per line, either
     plain text or a JSON string (a line starting with a double quote: what keeps a gram such as
@@ -86,6 +89,9 @@ def load_grams(path) -> list[str]:
             continue
         else:
             gram = line.split("\t", 1)[0]
+        if len(normalise_gram(gram)) > MAX_GRAM_CHARS:   # a phrase, not a paragraph (and the matcher nests per character)
+            raise ValueError(f"{path}:{lineno}: a gram of {len(normalise_gram(gram))} characters; grams are "
+                             f"phrases of at most {MAX_GRAM_CHARS}")
         if normalise_gram(gram):
             grams.add(normalise_gram(gram))
     return sorted(grams, key=lambda g: (-len(g), g))
@@ -137,6 +143,8 @@ def _compiled(grams: tuple):
     grams = sorted({normalise_gram(g) for g in grams} - {""})
     if not grams:
         return None, None
+    if max(map(len, grams)) > MAX_GRAM_CHARS:
+        raise ValueError(f"a gram of {max(map(len, grams))} characters; grams are phrases of at most {MAX_GRAM_CHARS}")
     source = _trie_regex(grams)
     return re.compile(source), re.compile(source, re.IGNORECASE)
 
@@ -567,15 +575,32 @@ def placebo_grams(docs, grams, seed: int = 0, min_docs: int = 2) -> list[str]:
     for pool in pools.values():
         rng.shuffle(pool)
     lengths = [len(g.split()) for g in grams]
-    picked, marked = [], 0
+    picked, marked, spans = [], 0, [[] for _ in docs]   # spans: what the picked grams mark in each doc
+    flat = [normalise_gram(doc) for doc in docs]             # a gram can match only where its text occurs
     while marked < target and any(pools.values()):
         n = rng.choice(lengths)
         if not pools.get(n):
             continue
         gram = pools[n].pop()
         picked.append(gram)
-        marked = marked_characters(docs, picked)
+        for i, doc in enumerate(docs):   # only the new gram's spans are searched, then merged with the doc's
+            new = gram_spans(doc, (gram,)) if gram in flat[i] else None
+            if new:
+                before = sum(b - a for a, b in spans[i])
+                spans[i] = _union(spans[i] + new)
+                marked += sum(b - a for a, b in spans[i]) - before
     return picked
+
+
+def _union(spans):
+    """Sorted, non-overlapping spans covering the same characters."""
+    out = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def compare_lists(texts, lists: dict) -> tuple[list[dict], float]:

@@ -155,3 +155,27 @@ def test_eval_holds_its_output_folder_and_refuses_a_second_writer(tiny_model_dir
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_checkpoint_without_its_tokenizer_is_one_line_everywhere(qwen_dir, tmp_path, tiny_tokenizer):
+    import shutil
+    import eval as evaluation
+    import rollout
+    bare = tmp_path / "bare"
+    shutil.copytree(qwen_dir, bare)
+    for f in bare.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "chat_template")):
+            f.unlink()
+    with pytest.raises(rollout.ModelLoadError, match="no tokenizer in the folder"):
+        rollout.load_model(str(bare))
+    with pytest.raises(SystemExit) as info:
+        train_grpo.main(tiny_args(bare, tmp_path / "run"))
+    assert str(info.value.code).startswith(f"error: --model {bare}: no tokenizer in the folder")
+    out = tmp_path / "eval"
+    with pytest.raises(SystemExit) as info:
+        evaluation.main(["--model", str(bare), "--benchmarks", "gsm8k", "--limit", "2", "--out_dir", str(out)])
+    assert str(info.value.code).startswith(f"error: --model {bare}: no tokenizer in the folder")
+    shutil.copytree(qwen_dir, bare, dirs_exist_ok=True)           # fixed: the same --out_dir is not blocked
+    evaluation.main(["--model", str(bare), "--benchmarks", "gsm8k", "--limit", "2", "--out_dir", str(out),
+                     "--max_new_tokens", "4"])
+    assert (out / "summary.json").exists()

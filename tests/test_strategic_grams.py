@@ -418,3 +418,42 @@ def test_compare_cli_on_a_run(tmp_path, capsys):
     sg.main(["compare", "--run", str(tmp_path), "--grams", "paper", "mined"])
     out = capsys.readouterr().out
     assert out.startswith("1 texts, 19 characters") and "| paper | 249 |" in out   # only the correct rollout
+
+
+def test_a_gram_longer_than_a_phrase_is_refused_where_it_is_read(tmp_path):
+    prefixes = tmp_path / "prefixes.txt"
+    prefixes.write_text("".join(" ".join(["wait"] * n) + "\n" for n in range(1, 601)))   # each a prefix of the next
+    with pytest.raises(ValueError, match=r"prefixes.txt:25: a gram of 124 characters; grams are phrases of at most 120"):
+        sg.load_grams(prefixes)
+    deepest = [" ".join(["wait"] * n) for n in range(1, 25)]        # 119 characters, as deep as the matcher goes
+    assert sg.gram_spans("so wait wait wait, then", deepest) == [(3, 17)]
+
+
+def test_placebo_draw_equals_recounting_the_whole_list_after_each_pick():
+    docs = [f"so we add {i} and {i + 1} to get {2 * i + 1}, then we check it again. let us see the sum of these"
+            for i in range(40)] + ["first we multiply, then we divide, and then we check the result once more"] * 10
+    grams = ["then we", "let us see", "we check"]
+
+    def reference(docs, grams, seed=0, min_docs=2):   # the draw as first written: recount after every pick
+        grams = sorted({sg.normalise_gram(g) for g in grams})
+        target = sg.marked_characters(docs, grams)
+        counts = sg.Counter(g for d in docs for g in sg.doc_ngrams(d, 1, max(len(g.split()) for g in grams)))
+        pools = {}
+        for gram, df in sorted(counts.items()):
+            if df >= min_docs and not any(f" {r} " in f" {gram} " or f" {gram} " in f" {r} " for r in grams):
+                pools.setdefault(len(gram.split()), []).append(gram)
+        rng = sg.random.Random(seed)
+        for pool in pools.values():
+            rng.shuffle(pool)
+        lengths = [len(g.split()) for g in grams]
+        picked, marked = [], 0
+        while marked < target and any(pools.values()):
+            n = rng.choice(lengths)
+            if not pools.get(n):
+                continue
+            picked.append(pools[n].pop())
+            marked = sg.marked_characters(docs, picked)
+        return picked
+
+    for seed in range(4):
+        assert sg.placebo_grams(docs, grams, seed=seed) == reference(docs, grams, seed=seed)
