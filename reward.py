@@ -1452,5 +1452,8 @@ if __name__ == "__main__":
                 sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
         except (OSError, UnicodeDecodeError) as e:
             sys.exit(f"error: --file {args.file}: {getattr(e, 'strerror', None) or e}")
-        print(f"extracted: {extract_answer(output, strict=args.strict)!r}")
+        found = extract_answer(output, strict=args.strict)
+        if found is not None and len(found) > 300:   # a 100,000-digit answer is not for the terminal
+            found = f"{found[:150]} ... {found[-50:]} ({len(found)} characters)"
+        print(f"extracted: {found!r}")
         print(f"reward: {math_reward(output, args.gold, strict=args.strict)}")

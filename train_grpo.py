@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import datetime
 import hashlib
 import itertools
 import json
@@ -97,6 +98,7 @@ class Config:
     seed: int = 0
     deterministic: bool = True              # PyTorch's deterministic algorithms: a rerun gives the same run
     fsdp: bool = False                      # under torchrun: shard the model with FSDP2 (else DDP replicates it)
+    dist_timeout: float = 10.0              # under torchrun: minutes a rank waits for the others before failing
     # rollouts
     max_steps: int = 200
     batch_size: int = 32                    # prompts per step
@@ -213,6 +215,7 @@ CHECKS = [
     ("eval_temperature", non_negative, "a number >= 0 (0 = greedy)"),
     ("save_every", at_least(-1), "an integer >= -1 (0 = only at the end, -1 = only on Ctrl-C)"),
     ("log_rollouts", at_least(0), "an integer >= 0"),
+    ("dist_timeout", positive, "minutes > 0"),
 ]
 
 
@@ -547,6 +550,10 @@ def load_data(cfg: Config):
     train = load_problems(cfg.dataset, data_dir=data_dir, seed=cfg.seed,
                           limit=cfg.num_problems or (2000 if synthetic else None),
                           exclude={problem_key(p["problem"]) for p in held_out})
+    if cfg.batch_size > len(train) and held_out and not cfg.eval_dataset:   # the held-out draw took them
+        raise ConfigError(f"--eval_size {cfg.eval_size}: holds out {len(held_out)} problems of --dataset {cfg.dataset}, "
+                          f"leaving {len(train)} to train on, fewer than --batch_size {cfg.batch_size}; lower "
+                          f"--eval_size or give --eval_dataset")
     if cfg.batch_size > len(train):
         raise ConfigError(f"--batch_size {cfg.batch_size}: larger than the {len(train)} training problems "
                           f"of --dataset {cfg.dataset}" + (" outside the held-out set" if held_out else ""))
@@ -927,8 +934,9 @@ def setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if not dist.is_initialized():   # a rank that hangs fails the others after --dist_timeout, not half an hour
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(minutes=cfg.dist_timeout))
     return dist.get_rank(), dist.get_world_size(), device
 
 
@@ -1120,7 +1128,7 @@ def prepare_run_folder(cfg: Config, eval_set: list[dict], write: bool = True) ->
 # fast it goes, not what it computes. Every other flag must match the run's config.json.
 RESUMABLE = ("max_steps", "resume", "out_dir", "preset", "device", "data_dir", "eval_every", "save_every",
              "log_rollouts", "plot", "wandb_project", "cuda_graphs", "sampler_dtype", "micro_batch_tokens", "logprob_chunk",
-             "grad_checkpointing", "max_bad_steps", "deterministic")
+             "grad_checkpointing", "max_bad_steps", "deterministic", "dist_timeout")
 
 def find_checkpoint(out_dir: Path) -> tuple[Path | None, dict]:
     """The newest complete checkpoint and its trainer state: ckpt, or ckpt.old if a crash hit between

@@ -179,3 +179,29 @@ def test_a_checkpoint_without_its_tokenizer_is_one_line_everywhere(qwen_dir, tmp
     evaluation.main(["--model", str(bare), "--benchmarks", "gsm8k", "--limit", "2", "--out_dir", str(out),
                      "--max_new_tokens", "4"])
     assert (out / "summary.json").exists()
+
+
+def test_messages_name_the_flag_at_fault(qwen_dir, tmp_path):
+    data = tmp_path / "forty.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(40)))
+    with pytest.raises(SystemExit) as info:   # the default --eval_size 128 takes every problem
+        train_grpo.main(["--model", str(qwen_dir), "--dataset", str(data), "--out_dir", str(tmp_path / "run"),
+                         "--batch_size", "2", "--eval_size", "128", "--eval_every", "1"])
+    assert str(info.value.code).startswith("error: --eval_size 128: ")
+    with pytest.raises(SystemExit) as info:
+        train_grpo.main(["--model", str(qwen_dir), "--dataset", str(data), "--out_dir", str(tmp_path / "run"),
+                         "--batch_size", "2", "--eval_size", "39", "--eval_every", "1"])
+    assert str(info.value.code) == (f"error: --eval_size 39: holds out 39 problems of --dataset {data}, leaving 1 to "
+                                    f"train on, fewer than --batch_size 2; lower --eval_size or give --eval_dataset")
+    with pytest.raises(SystemExit, match="--dist_timeout 0.0: needs minutes > 0"):
+        train_grpo.main(tiny_args(qwen_dir, tmp_path / "run", "--dist_timeout", "0"))
+
+
+def test_the_reward_cli_prints_a_huge_answer_cut_short(tmp_path):
+    response = tmp_path / "r.txt"
+    response.write_text("\\boxed{" + "7" * 100_000 + "}")
+    out = subprocess.run([sys.executable, str(ROOT / "reward.py"), "--file", str(response), "7"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.splitlines()[0] == f"extracted: '{'7' * 150} ... {'7' * 50} (100000 characters)'"
+    assert out.stdout.splitlines()[1] == "reward: 0.0"
