@@ -1186,6 +1186,10 @@ def save_checkpoint(run: Run, step: int) -> str:
     if fsdp:   # the float32 master weights, gathered whole on rank 0 (the sampler's copy is bf16 on CUDA)
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
         weights = get_model_state_dict(run.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        # A tied weight (lm_head = the embedding) comes under each of its names; the model folder keeps one, as
+        # a one-process save does: the names the unsharded copy gives its parameters and buffers.
+        kept = {name for name, _ in run.policy.named_parameters()} | {name for name, _ in run.policy.named_buffers()}
+        weights = {name: tensor for name, tensor in weights.items() if name in kept}
     if run.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         if fsdp:

@@ -164,3 +164,23 @@ def test_fsdp_resumes_on_another_number_of_ranks(one_process, tmp_path):
     launch(tmp_path, model_dir, tmp_path / "run", "--max_steps", "1", "--fsdp", *six, ranks=2)
     launch(tmp_path, model_dir, tmp_path / "run", "--max_steps", "2", "--resume", "--fsdp", *six, ranks=3)
     assert_same_run(tmp_path / "one", tmp_path / "run", 2)
+
+
+def test_an_fsdp_checkpoint_of_tied_embeddings_holds_the_one_process_tensor_names(tmp_path, tiny_tokenizer):
+    """SmolLM2 ties lm_head to the embedding: the one-process checkpoint stores the weight once, and so must
+    FSDP's (a second copy costs 0.5 GB a checkpoint at 0.5B, and a loader that unties them would diverge)."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+    config = Qwen2Config(vocab_size=len(tiny_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=0,
+                         eos_token_id=2, pad_token_id=3, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model_dir = tmp_path / "tied"
+    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    launch(tmp_path, model_dir, tmp_path / "one", "--max_steps", "1")
+    launch(tmp_path, model_dir, tmp_path / "fsdp", "--max_steps", "1", "--fsdp", ranks=2)
+    one = load_file(str(tmp_path / "one" / "ckpt" / "model.safetensors"))
+    fsdp = load_file(str(tmp_path / "fsdp" / "ckpt" / "model.safetensors"))
+    assert "lm_head.weight" not in one and fsdp.keys() == one.keys()
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "ckpt")
+    assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr()   # still tied
