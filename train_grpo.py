@@ -550,7 +550,7 @@ def load_data(cfg: Config):
     train = load_problems(cfg.dataset, data_dir=data_dir, seed=cfg.seed,
                           limit=cfg.num_problems or (2000 if synthetic else None),
                           exclude={problem_key(p["problem"]) for p in held_out})
-    if cfg.batch_size > len(train) and held_out and not cfg.eval_dataset:   # the held-out draw took them
+    if len(train) < cfg.batch_size <= len(train) + len(held_out) and not cfg.eval_dataset:   # the held-out draw took them
         raise ConfigError(f"--eval_size {cfg.eval_size}: holds out {len(held_out)} problems of --dataset {cfg.dataset}, "
                           f"leaving {len(train)} to train on, fewer than --batch_size {cfg.batch_size}; lower "
                           f"--eval_size or give --eval_dataset")
