@@ -729,6 +729,8 @@ def cmd_placebo(args):
     if not docs:
         sys.exit("error: the corpus holds no documents")
     grams = load_grams(args.grams)
+    print(f"drawing random n-grams from {len(docs)} documents until they mark as many characters as {args.grams} "
+          f"({marked_share(docs, grams):.2%})", file=sys.stderr, flush=True)
     picked = placebo_grams(docs, grams, seed=args.seed)
     header = [f"Placebo Strategic Grams (random word n-grams), by: python strategic_grams.py {' '.join(sys.argv[1:])}",
               f"{len(picked)} grams mark {marked_share(docs, picked):.2%} of the corpus's characters; the real list "
