@@ -8,8 +8,9 @@ a planning error (a wrong plan, a missed case, a wrong approach) or an execution
 or algebra under a sound plan); over RL training planning errors fall far more than execution errors.
 
 What it does:
-  1. reads the failed rollouts (reward 0) the run logged to RUN/rollouts.jsonl (`--log_rollouts` sets how
-     many a step; ablation.py's CPU preset logs them all);
+  1. reads the failed rollouts (a wrong answer: `correct` false, or reward 0 in runs older than that field)
+     the run logged to RUN/rollouts.jsonl (`--log_rollouts` sets how many a step; ablation.py's CPU preset
+     logs them all);
   2. splits the run's steps into `--buckets` equal spans and draws `--per_bucket` failures from each, with
      `--seed` (the same call draws the same rollouts);
   3. asks the judge for one JSON object {"label": "planning" | "execution" | "other", "reason": "..."};
@@ -83,8 +84,8 @@ def failed_rollouts(run_dir: Path) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-                failed = float(row["reward"]) == 0.0
+                row = json.loads(line)   # a failure: the answer was wrong (`correct`; older runs: reward 0)
+                failed = not row["correct"] if "correct" in row else float(row["reward"]) == 0.0
                 row = {"step": int(row["step"]), "prompt": row["prompt"], "answer": row["answer"],
                        "response": row["response"]}
             except (ValueError, KeyError, TypeError) as e:

@@ -57,6 +57,7 @@ import shutil
 import signal
 import sys
 import time
+import typing
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,13 +164,17 @@ def parse_config(argv=None, config_class=Config, checks_table=None) -> Config:
     --help shows each flag's default and, from the checks table, what it needs."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     needs = {flag: need for flag, _, need in (checks_table or CHECKS)}
+    hints = typing.get_type_hints(config_class)
     for f in dataclasses.fields(config_class):
         help_text = (needs.get(f.name, "") + " (default: %(default)s)").strip()
-        if f.type in ("bool", bool):
+        kind, optional = _flag_type(hints[f.name], f.name)
+        if kind is bool and not optional:
             parser.add_argument(f"--{f.name}", type=_bool, nargs="?", const=True, default=f.default, help=help_text)
         else:
-            kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            parser.add_argument(f"--{f.name}", type=kind, default=f.default, help=help_text)
+            convert = _bool if kind is bool else kind
+            parser.add_argument(f"--{f.name}", default=f.default, help=help_text,
+                                type=(lambda text, convert=convert: None if text.lower() in ("none", "null") else
+                                      convert(text)) if optional else convert)
     args = parser.parse_args(argv)
     given = {a.lstrip("-").split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
     values = vars(args)
@@ -178,6 +183,17 @@ def parse_config(argv=None, config_class=Config, checks_table=None) -> Config:
             parser.error(f"--preset {args.preset!r}: choose from {', '.join(PRESETS)}")
         values.update({k: v for k, v in PRESETS[args.preset].items() if k not in given})
     return config_class(**values)
+
+
+def _flag_type(hint, name: str) -> tuple[type, bool]:
+    """(int | float | str | bool, whether None is allowed) for a Config field's annotation: int, float, str,
+    bool, and each of them `| None` or Optional[...] (then --flag none gives None)."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    kinds = [a for a in args if a is not type(None)] if args else [hint]
+    if len(kinds) != 1 or kinds[0] not in (int, float, str, bool):
+        raise TypeError(f"Config field {name}: {hint} is not a flag type (int, float, str, bool, or one of them | None)")
+    return kinds[0], optional
 
 
 def _bool(text: str) -> bool:
@@ -295,17 +311,25 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the loop
 
-def train(cfg: Config, shape_advantages=None, name: str = "grpo"):
-    """Run GRPO for cfg.max_steps steps (resuming with --resume). `shape_advantages`, if given, is
-    the method's hook (see grpo_step). `name` labels the progress bar. Returns the trained model."""
+def train(cfg: Config, reward_fn=None, shape_advantages=None, name: str = "grpo"):
+    """Run GRPO for cfg.max_steps steps (resuming with --resume); returns the trained model.
+
+    reward_fn(response: str, problem: dict) -> float replaces the reward (default: the verified math
+    reward, 1 if the final answer is right, with --strict_box as configured). Whatever it returns, the
+    verified answer is logged apart as `correct` (rollouts.jsonl, the accuracy metric). Mind the group
+    std: with --scale_by_std (the default) A = (r - mean) / std per group, so a small shaping term
+    (say -0.001 x length) in a group whose answers are all right, or all wrong, is scaled up to a full
+    unit of advantage and decides that group's update alone; --scale_by_std false keeps its size.
+    shape_advantages, if given, is the method's hook (see grpo_step). `name` labels the progress bar."""
     try:
-        return _train(cfg, shape_advantages, name)
+        return _train(cfg, reward_fn, shape_advantages, name)
     finally:
         runfolder.release(cfg.out_dir)         # the run folder's lock (runfolder.py), however the run ended
 
 
-def _train(cfg: Config, shape_advantages, name: str):
+def _train(cfg: Config, reward_fn, shape_advantages, name: str):
     run = start_run(cfg, shape_advantages)   # checks, data, run folder, model, optimizer, resume (below)
+    run.reward_fn = reward_fn
     from tqdm import tqdm
     bad_steps, last_good = 0, run.last_good
     with stop_after_step_on_ctrl_c() as stop, tqdm(range(run.start_step, cfg.max_steps), initial=run.start_step,
@@ -365,9 +389,11 @@ def grpo_step(run: Run, step: int) -> dict:
     seq_prompts = [prompts[k] for k in out.prompt_index]      # the prompt of each of the B = P x G rollouts
     t_sampled, peaks = time.perf_counter(), {"sample_peak_gib": phase_peak(device)}
 
-    # 2. Reward each rollout: 1 if its final answer is right, else 0.
-    rewards = torch.tensor([math_reward(t, problems[k]["answer"], strict=cfg.strict_box)
-                            for t, k in zip(texts, out.prompt_index)]).view(len(problems), G)   # [P, G]
+    # 2. Reward each rollout: 1 if its final answer is right, else 0 (or the run's reward_fn).
+    correct = [math_reward(t, problems[k]["answer"], strict=cfg.strict_box) for t, k in zip(texts, out.prompt_index)]
+    rewards = torch.tensor(correct if run.reward_fn is None else
+                           [float(run.reward_fn(t, problems[k])) for t, k in zip(texts, out.prompt_index)])
+    rewards = rewards.view(len(problems), G)                                                 # [P, G]
     t_rewarded = time.perf_counter()
 
     # 3. Advantages: each rollout against the others of its group, on every token of the rollout.
@@ -453,7 +479,7 @@ def grpo_step(run: Run, step: int) -> dict:
                        completion_ids=out.completion_ids, finished=out.finished, logprobs=out.logprobs,
                        entropies=out.entropies, advantages=[a[:len(c)].tolist() for a, c in zip(advantages,
                                                                                            out.completion_ids)],
-                       seq_adv=seq_adv.tolist(), rewards=rewards.view(-1).tolist(),
+                       seq_adv=seq_adv.tolist(), rewards=rewards.view(-1).tolist(), correct=correct,
                        marked=[None] * len(texts) if marked is None else [m[:len(c)].tolist() for m, c in
                                                                           zip(marked, out.completion_ids)])
     if rows is None:
@@ -468,7 +494,7 @@ def grpo_step(run: Run, step: int) -> dict:
     metrics = {
         "step": step,
         "reward_mean": rewards.mean().item(),
-        "accuracy": (rewards > 0.5).float().mean().item(),
+        "accuracy": sum(rows["correct"]) / len(rows["correct"]),     # the verified answers, whatever the reward
         "pass_at_group": (rewards.max(dim=1).values > 0.5).float().mean().item(),
         "zero_var_frac": (rewards.std(dim=1) == 0).float().mean().item(),
         "response_len_mean": resp_len.mean().item(),
@@ -801,6 +827,7 @@ class Run:
     last_good: str | None = None               # the newest checkpoint, checked finite when it was saved
     rank: int = 0                              # this process among `world` (torchrun); rank 0 writes
     world: int = 1
+    reward_fn: object = None                   # train's reward_fn (None: the verified math reward)
 
 
 def start_run(cfg: Config, shape_advantages=None) -> Run:
@@ -872,7 +899,8 @@ def log_rollouts(run: Run, step: int, rows: dict, marked):
     lines = []
     for i in range(0, len(texts), max(1, len(texts) // n))[:n]:
         row = {"step": step, "prompt": rows["problems"][i]["problem"], "answer": rows["problems"][i]["answer"],
-               "response": texts[i], "reward": rows["rewards"][i], "advantage": rows["seq_adv"][i]}
+               "response": texts[i], "reward": rows["rewards"][i], "correct": bool(rows["correct"][i]),
+               "advantage": rows["seq_adv"][i]}
         if marked is not None:  # the response with its planning tokens in [[ ]]
             row["planning"] = mark_tokens(run.tokenizer, rows["completion_ids"][i], marked[i].tolist())
         lines.append(json.dumps(row) + "\n")

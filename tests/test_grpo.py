@@ -777,3 +777,52 @@ def test_the_sampler_copy_follows_every_update_and_checkpoints_keep_float32(qwen
         assert copied.dtype == torch.bfloat16 and torch.equal(copied, saved[name].to(torch.bfloat16)), name
     initial = build_model("qwen2", len(train_grpo.rollout.load_model(str(qwen_dir))[1]))
     assert not all(torch.equal(p, saved[n]) for n, p in initial.named_parameters()), "the run must have trained"
+
+
+def test_parse_config_takes_every_field_type_a_config_may_hold():
+    """A student's own fields: optional ints, floats and strings (`--x none` is None), bools either way."""
+    from typing import Optional
+
+    @dataclasses.dataclass
+    class Extended(train_grpo.Config):
+        cap: int | None = None
+        scale: float | None = 0.5
+        note: str | None = None
+        older: Optional[int] = 3
+        shaped: bool = False
+
+    cfg = train_grpo.parse_config(["--cap", "7", "--scale", "none", "--note", "hi", "--older", "None", "--shaped"],
+                                  Extended)
+    assert (cfg.cap, cfg.scale, cfg.note, cfg.older, cfg.shaped) == (7, None, "hi", None, True)
+    cfg = train_grpo.parse_config(["--shaped", "false", "--lr", "1e-5"], Extended)
+    assert (cfg.cap, cfg.scale, cfg.note, cfg.older, cfg.shaped, cfg.lr) == (None, 0.5, None, 3, False, 1e-5)
+    with pytest.raises(SystemExit):   # argparse's own one-line usage error
+        train_grpo.parse_config(["--cap", "seven"], Extended)
+
+    @dataclasses.dataclass
+    class Odd(train_grpo.Config):
+        pair: tuple = (1, 2)
+
+    with pytest.raises(TypeError, match="Config field pair: <class 'tuple'> is not a flag type"):
+        train_grpo.parse_config([], Odd)
+
+
+def test_a_reward_fn_replaces_the_reward_and_correct_is_logged_apart(qwen_dir, tmp_path, monkeypatch):
+    """The reward seam: train(cfg, reward_fn=...). The verified answer still goes to rollouts.jsonl as
+    `correct` and to the accuracy metric; analyze.py picks failures by it, not by the shaped reward."""
+    import analyze
+    monkeypatch.setattr(train_grpo, "math_reward", lambda text, gold, strict=False: float(len(text) % 2 == 0))
+    shaped = lambda response, problem: float(len(response) % 2 == 0) - 0.01 * len(response)   # noqa: E731
+    out = tmp_path / "run"
+    cfg = train_grpo.parse_config(tiny_args(qwen_dir, out, "--max_steps", "2", "--eval_every", "0",
+                                            "--log_rollouts", "8"))
+    train_grpo.train(cfg, reward_fn=shaped)
+    rows = [json.loads(l) for l in (out / "rollouts.jsonl").read_text().splitlines()]
+    assert rows and all(r["reward"] == pytest.approx(shaped(r["response"], None)) for r in rows)
+    assert all(r["correct"] == (len(r["response"]) % 2 == 0) for r in rows)
+    metrics = read_metrics(out)
+    for m in metrics:
+        step_rows = [r for r in rows if r["step"] == m["step"]]
+        assert m["accuracy"] == pytest.approx(sum(r["correct"] for r in step_rows) / len(step_rows))
+    failed = analyze.failed_rollouts(out)
+    assert len(failed) == sum(not r["correct"] for r in rows)
