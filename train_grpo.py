@@ -77,7 +77,10 @@ from checks import at_least, fraction, non_negative, number, positive
 from data import DataError, load_problems, problem_key
 from reward import math_reward
 
-AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "dr_grpo")
+# Each loss aggregation (aggregate below) and what it averages over. The update splits a mini-batch into
+# micro-batches and weights each by its share of these (micro_batch_plan), so a new aggregation is added here
+# with its unit, or --loss_agg refuses it; tests/test_grpo.py checks every one against the unsplit gradient.
+AGGREGATIONS = {"token_mean": "tokens", "seq_mean_token_mean": "sequences", "dr_grpo": "sequences"}
 
 
 class ConfigError(ValueError):
@@ -746,8 +749,8 @@ def micro_batch_plan(run: Run, members: list[int], prompts, completions, loss_ma
                      mb_tokens: float, mb_seqs: int):
     """The micro-batches of this rank's part of a mini-batch (`members`, rows of its rollouts) as
     (rows, weight, gradient-sync context). The weights make the micro-batch losses add up to the
-    mini-batch loss: a micro-batch's share of the mini-batch's tokens (token mean) or sequences (the
-    per-sequence aggregations), counted over all ranks. Every rank runs as many passes (FSDP gathers
+    mini-batch loss: a micro-batch's share of the mini-batch's tokens or sequences, whichever the
+    aggregation averages over (AGGREGATIONS), counted over all ranks. Every rank runs as many passes (FSDP gathers
     weights in each): a rank with fewer runs zero-weight passes on one of its rollouts at the end,
     and only the last pass synchronises gradients."""
     cfg = run.cfg
@@ -755,7 +758,7 @@ def micro_batch_plan(run: Run, members: list[int], prompts, completions, loss_ma
             micro_batches([prompts[i] for i in members], [len(completions[i]) for i in members], cfg.micro_batch_tokens)]
     passes = max_over_ranks(run, len(plan))
     for k, idx in enumerate(plan):
-        weight = loss_mask[idx].sum().item() / mb_tokens if cfg.loss_agg == "token_mean" else len(idx) / mb_seqs
+        weight = loss_mask[idx].sum().item() / mb_tokens if AGGREGATIONS[cfg.loss_agg] == "tokens" else len(idx) / mb_seqs
         yield idx, weight, gradient_sync(run, last=k == passes - 1)
     for k in range(len(plan), passes):
         with gradient_sync(run, last=k == passes - 1), run.autocast:
@@ -842,6 +845,9 @@ def start_run(cfg: Config, shape_advantages=None) -> Run:
     out_dir, ckpt, state = prepare_run_folder(cfg, eval_set, write=rank == 0)   # the first write to the folder
     if rank == 0:
         print(json.dumps(dataclasses.asdict(cfg)))
+        if on_policy(cfg):   # say what the configuration makes inert, once
+            print("on-policy (--ppo_epochs 1, --mini_batches 1): PPO's ratio is exactly 1, so clipping (--eps_low, "
+                  "--eps_high) never acts; --mini_batches 4 or --ppo_epochs 2 make it act", file=sys.stderr)
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)

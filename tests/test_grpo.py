@@ -826,3 +826,11 @@ def test_a_reward_fn_replaces_the_reward_and_correct_is_logged_apart(qwen_dir, t
         assert m["accuracy"] == pytest.approx(sum(r["correct"] for r in step_rows) / len(step_rows))
     failed = analyze.failed_rollouts(out)
     assert len(failed) == sum(not r["correct"] for r in rows)
+
+
+def test_the_run_says_when_clipping_cannot_act(qwen_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    train_grpo.main(tiny_args(qwen_dir, tmp_path / "on", "--max_steps", "1", "--eval_every", "0", "--mini_batches", "1"))
+    assert "PPO's ratio is exactly 1, so clipping (--eps_low, --eps_high) never acts" in capsys.readouterr().err
+    train_grpo.main(tiny_args(qwen_dir, tmp_path / "off", "--max_steps", "1", "--eval_every", "0"))   # 2 mini-batches
+    assert "never acts" not in capsys.readouterr().err
