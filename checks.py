@@ -36,12 +36,18 @@ def at_least(n):
     return test
 
 
+def one_of(*options):
+    def test(x) -> bool:
+        return x in options
+    return test
+
+
 def problem(values: dict, table) -> str | None:
     """The first failed check of `table` on `values` ({flag: value}) as a one-line message, or None."""
     for flag, test, need in table:
         value = values.get(flag)
         if value is not None and not test(value):
-            return f"--{flag} {value}: needs {need}"
+            return f"--{flag} {value!r}: needs {need}" if isinstance(value, str) else f"--{flag} {value}: needs {need}"
     return None
 
 

@@ -273,7 +273,7 @@ CHECKPOINTS = ("ckpt", "ckpt.old")   # train_grpo's checkpoint folders in a run 
 
 def checkpoints(run_dir) -> list[Path]:
     """The checkpoints of a run folder that look complete, newest first (ckpt.old exists only when
-    a crash hit between the two renames of train_grpo.save_checkpoint)."""
+    a crash hit between the two renames of checkpoints.save_checkpoint)."""
     return [Path(run_dir) / name for name in CHECKPOINTS if (Path(run_dir) / name / "trainer_state.pt").is_file()]
 
 
@@ -287,6 +287,15 @@ class Rollout:
     finished: list[bool]              # True if the sequence ended with an EOS, False if truncated
     prompt_index: list[int]           # which prompt each sequence continues (sequence i -> i // n)
     stats: dict = field(default_factory=dict)  # tokens, seconds, tokens_per_s
+
+
+def pad_rows(rows: list[list[float]], width: int | None = None) -> torch.Tensor:
+    """Ragged lists -> a zero-padded float32 tensor [len(rows), width]."""
+    width = width or max(len(r) for r in rows)
+    out = torch.zeros(len(rows), width)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r, dtype=torch.float32)
+    return out
 
 
 def _check_sample_args(model, prompt_ids, max_new_tokens, temperature, top_p, top_k, n):

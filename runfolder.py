@@ -117,6 +117,11 @@ def append_text(path, text: str):
         f.write(text)
 
 
+def append_jsonl(path, row: dict):
+    """One JSON line appended to the file at `path` (metrics.jsonl, resumes.jsonl), never through a link."""
+    append_text(path, json.dumps(row) + "\n")
+
+
 # Classes that torch.distributed.checkpoint's metadata is made of (what its .metadata file may name).
 _DCP = "torch.distributed.checkpoint"
 _METADATA_CLASSES = {

@@ -41,6 +41,7 @@ import train_grpo
 from checks import fraction, non_negative
 from data import DataError
 from rollout import ModelLoadError
+from runsetup import load_grams
 
 MASKS = ("strategic", "random_grams", "random", "entropy")
 
@@ -107,7 +108,7 @@ def shape_advantages(advantages, completion_ids, entropy, tokenizer, grams, cfg,
 
 @functools.cache
 def placebo_list(path: str) -> list[str]:
-    return train_grpo.load_grams(path, "--placebo_grams")
+    return load_grams(path, "--placebo_grams")
 
 
 CHECKS = train_grpo.CHECKS + [

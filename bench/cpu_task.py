@@ -25,7 +25,8 @@ import rollout  # noqa: E402
 import strategic_grams  # noqa: E402
 from data import load_problems  # noqa: E402
 from reward import math_reward  # noqa: E402
-from train_grpo import PRESETS, STEP_BY_STEP as STEPS, mark_tokens  # noqa: E402
+from steplog import mark_tokens  # noqa: E402
+from train_grpo import PRESETS, STEP_BY_STEP as STEPS  # noqa: E402
 
 SENTENCE = PRESETS["cpu_demo"]["instruction"]
 

@@ -1,5 +1,5 @@
 """Benchmark: seconds per GRPO step of train_grpo.py, by phase, against TRL's GRPOTrainer, the
-update with and without prompt sharing, and the peak memory of train_grpo.completion_logprobs
+update with and without prompt sharing, and the peak memory of speed.completion_logprobs
 against a plain full log-softmax.
 
 An RL step is sample -> reward -> old log-probs -> update, and the loop exists to be a small, fast
@@ -19,13 +19,13 @@ alternative to a general trainer, so this measures four things in one command on
      the headline is the median over rounds of TRL / ours. A TRL step is timed from the trainer's
      on_step_begin to on_step_end callback (generation, reward, loss, backward, optimizer step);
      ours is grpo_step's step_seconds (the same work). What cannot be matched exactly is printed.
-  3. Prompt sharing (--only share). Forward + backward of train_grpo.completion_logprobs on one
+  3. Prompt sharing (--only share). Forward + backward of speed.completion_logprobs on one
      step's rollouts (the step's real prompts x G, random completions of 1..max_new_tokens tokens),
      with the G rollouts of a prompt sharing its forward pass and without, alternating, median of
      --rounds: what the sharing saves in the update.
   4. Memory. At Qwen2.5's vocabulary (151,936) on a small random Qwen2 (hidden 64, 2 layers, tied
      embeddings), the peak memory of a forward + backward through
-       (a) train_grpo.completion_logprobs (chunked vocabulary projection, recomputed in backward), and
+       (a) speed.completion_logprobs (chunked vocabulary projection, recomputed in backward), and
        (b) the plain way: model(ids).logits.float().log_softmax(-1), gather the targets,
      for a batch of --mem_batch x --mem_seq tokens. (a) is measured twice: with its entropy output
      alive during backward (as grpo_step holds it) and with only the log-probs kept. On CUDA:
@@ -59,6 +59,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import rollout  # noqa: E402
+import speed  # noqa: E402
 import train_grpo  # noqa: E402
 from reward import math_reward  # noqa: E402
 
@@ -332,7 +333,7 @@ def memory_worker(variant: str, batch: int, seq: int, prompt_len: int, device: s
     else:  # "chunk:N": log-probs only, as the update pass runs by default; ":entropy" adds the
         chunk = int(variant.split(":")[1])  # entropy term to the loss, as --entropy_coef does
         with_entropy = variant.endswith(":entropy")
-        logp, entropy = train_grpo.completion_logprobs(model, prompts, completions, pad_id=0, chunk=chunk,
+        logp, entropy = speed.completion_logprobs(model, prompts, completions, pad_id=0, chunk=chunk,
                                                        with_entropy=with_entropy)
     (logp.sum() + (entropy.sum() if entropy is not None else 0)).backward()
     if cuda:
@@ -411,7 +412,7 @@ def prompt_sharing(args):
     def fwd_bwd(share: bool) -> float:
         model.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
-        logp, _ = train_grpo.completion_logprobs(model, seq_prompts, completions, tok.pad_token_id,
+        logp, _ = speed.completion_logprobs(model, seq_prompts, completions, tok.pad_token_id,
                                                  with_entropy=False, share_prompts=share)
         logp.sum().backward()
         return time.perf_counter() - t0

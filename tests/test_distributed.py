@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import distributed
 from conftest import ROOT, read_metrics
 
 RUN = """
@@ -144,15 +145,13 @@ def test_two_nodes_on_localhost_rendezvous_and_train(one_process, tmp_path):
 
 
 def test_each_rank_takes_a_block_of_whole_prompts():
-    import train_grpo
-
     class Fake:
         world = 2
 
     shares = []
     for rank in range(2):
         Fake.rank = rank
-        shares.append(train_grpo.rank_share(Fake, [10, 11, 12, 13]))
+        shares.append(distributed.rank_share(Fake, [10, 11, 12, 13]))
     assert shares == [[10, 11], [12, 13]]     # prompts, so every rollout of a group is on one rank
 
 

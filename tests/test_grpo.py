@@ -10,10 +10,12 @@ import os
 import random
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 import torch
 
+import speed
 import train_grpo
 from rollout import checkpoints as rollout_checkpoints
 from conftest import build_model, fake_reward, read_metrics, tiny_args
@@ -130,13 +132,26 @@ def test_k3_kl():
 
 # ----------------------------------------------------------------------------- chunked log-probs
 
+def test_token_logprobs_is_the_next_token_distribution(tiny_tokenizer):
+    """The trainer's plain reference against the definition, one forward per prefix: log p(c_t | prompt, c_<t)
+    and the entropy of that distribution, 0 past a row's end."""
+    model = build_model("qwen2", len(tiny_tokenizer))
+    prompts, completions = [[5, 6, 7], [10, 11]], [[20, 21, 22, 23], [30, 31]]
+    logp, entropy = train_grpo.token_logprobs(model, prompts, completions)
+    assert logp.shape == entropy.shape == (2, 4)
+    with torch.no_grad():
+        for i, (p, c) in enumerate(zip(prompts, completions)):
+            for t in range(len(c)):
+                dist = model(torch.tensor([p + c[:t]])).logits[0, -1].double().log_softmax(-1)   # [V]
+                assert logp[i, t].item() == pytest.approx(dist[c[t]].item(), abs=1e-5)
+                assert entropy[i, t].item() == pytest.approx(-(dist.exp() * dist).sum().item(), abs=1e-4)
+    assert logp[1, 2:].eq(0).all() and entropy[1, 2:].eq(0).all()
+
+
 def full_logprobs(model, prompt, completion):
-    ids = torch.tensor([prompt + completion])
-    logits = model(ids).logits[0].float()                                        # [T, V]
-    logp = logits.log_softmax(-1)[len(prompt) - 1:-1]
-    target = torch.tensor(completion)
-    entropy = -(logp.exp() * logp).sum(-1)
-    return logp.gather(-1, target[:, None]).squeeze(-1), entropy
+    """One row of the plain reference (train_grpo.token_logprobs): log-probs [Tc], entropies [Tc]."""
+    logp, entropy = train_grpo.token_logprobs(model, [prompt], [completion])
+    return logp[0], entropy[0]
 
 
 @pytest.mark.parametrize("arch,unshared", [("qwen2", ""), ("llama", ""), ("qwen3", ""),
@@ -146,7 +161,7 @@ def test_chunked_logprobs_equal_full_computation(tiny_tokenizer, arch, unshared)
     if unshared == "checkpointing":   # HF drops the cache under checkpointing: every row runs its own prompt
         model.activation_checkpointing_enable()
         model.train()
-    completion_logprobs = functools.partial(train_grpo.completion_logprobs, share_prompts=unshared != "flag")
+    completion_logprobs = functools.partial(speed.completion_logprobs, share_prompts=unshared != "flag")
     # Rows 0/2 and 1/4 share a prompt (as the rollouts of a group do), so their prompt pass is shared.
     prompts = [[5, 6, 7, 8, 9], [10, 11], [5, 6, 7, 8, 9], [12, 13, 14], [10, 11]]
     completions = [[20, 21, 22, 23], [30, 31, 32, 33, 34, 35, 36], [40], [41, 42], [30, 50, 51]]
@@ -173,7 +188,7 @@ def test_chunked_logprobs_equal_full_computation(tiny_tokenizer, arch, unshared)
 
 
 def micro_batch_cost(prompts, lens, batch, overhead):
-    """What completion_logprobs runs for one micro-batch, in tokens (see train_grpo.micro_batches)."""
+    """What completion_logprobs runs for one micro-batch, in tokens (see speed.micro_batches)."""
     distinct = {tuple(prompts[i]) for i in batch}
     return (len(distinct) * max(len(prompts[i]) for i in batch) + len(batch) * max(lens[i] for i in batch)
             + overhead)
@@ -183,9 +198,9 @@ def test_micro_batches_split_off_a_long_outlier():
     # One shared 10-token prompt; completions 48, 10, 10, 10. Together: 10 + 4 x 48 = 202 tokens (+ 64 per
     # call); the outlier alone and the rest together: (10 + 48) + (10 + 3 x 10) = 98 (+ 2 x 64).
     prompts = [[1] * 10] * 4
-    assert train_grpo.micro_batches(prompts, [48, 10, 10, 10], 10_000) == [[0], [1, 2, 3]]
+    assert speed.micro_batches(prompts, [48, 10, 10, 10], 10_000) == [[0], [1, 2, 3]]
     # Tight budget: rows x (10 + longest) <= 40 allows at most two rows of 10.
-    batches = train_grpo.micro_batches(prompts, [48, 10, 10, 10], 40)
+    batches = speed.micro_batches(prompts, [48, 10, 10, 10], 40)
     assert sorted(map(sorted, batches)) == [[0], [1, 2], [3]] or sorted(map(sorted, batches)) == [[0], [1], [2, 3]]
 
 
@@ -197,7 +212,7 @@ def test_micro_batches_are_the_cheapest_split_within_budget(seed):
     prompts = [[rng.randint(0, 2)] * rng.choice([5, 9]) for _ in range(n)]
     lens = [rng.randint(1, 40) for _ in range(n)]
     budget = rng.choice([60, 120, 10_000])
-    batches = train_grpo.micro_batches(prompts, lens, budget)
+    batches = speed.micro_batches(prompts, lens, budget)
     assert sorted(i for b in batches for i in b) == list(range(n))
 
     def fits(b):
@@ -263,10 +278,10 @@ def test_held_out_split_of_a_file_with_repeated_problems(tmp_path):
     assert len(train) == 20 * 3
 
 
-@pytest.mark.skipif(not (train_grpo.Path(__file__).parents[2] / "shared" / "data" / "math").is_dir(),
+@pytest.mark.skipif(not (Path(__file__).parents[2] / "shared" / "data" / "math").is_dir(),
                     reason="needs ../shared/data")
 def test_held_out_split_of_the_gpu_training_set():
-    data_dir = str(train_grpo.Path(__file__).parents[2] / "shared" / "data")
+    data_dir = str(Path(__file__).parents[2] / "shared" / "data")
     cfg = train_grpo.Config(dataset="math:train_level3to5", data_dir=data_dir, eval_size=128)
     train, held_out = train_grpo.load_data(cfg)
     assert_disjoint(train, held_out, 128)
@@ -732,7 +747,7 @@ def test_ppo_epochs_and_mini_batches_recompute_old_logprobs(qwen_dir, tmp_path, 
         return real_loss(logp, old_logp, *args, **kwargs)
 
     monkeypatch.setattr(train_grpo, "policy_loss", spy)
-    monkeypatch.setattr(train_grpo, "micro_batches", lambda prompts, lens, budget: [list(range(len(lens)))])
+    monkeypatch.setattr(speed, "micro_batches", lambda prompts, lens, budget: [list(range(len(lens)))])
     seen = record_run(monkeypatch, tiny_tokenizer)
     cfg = train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "run", "--ppo_epochs", "2", "--mini_batches", "2",
                                             "--sampler_dtype", sampler, *ONE_STEP[:4], *ONE_STEP[6:]))

@@ -4,10 +4,12 @@ advantages entering the loss differ from GRPO's exactly on the planning tokens."
 import itertools
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
+import speed
 import strategic_grams
 import train_grpo
 import train_hicra
@@ -64,7 +66,7 @@ def record_loss_inputs(monkeypatch):
 
     monkeypatch.setattr(train_grpo, "policy_loss", spy)
     # One micro-batch in sequence order, so rows line up with the batch.
-    monkeypatch.setattr(train_grpo, "micro_batches", lambda prompts, lens, budget: [list(range(len(lens)))])
+    monkeypatch.setattr(speed, "micro_batches", lambda prompts, lens, budget: [list(range(len(lens)))])
     return calls
 
 
@@ -265,7 +267,7 @@ def test_two_runs_of_one_command_write_identical_metrics(wide_qwen_dir, tmp_path
     grams = tmp_path / "grams.txt"
     grams.write_text("the\nis\nso\n")
     script = tmp_path / "rerun.py"
-    script.write_text(RERUN.format(root=str(train_grpo.Path(train_grpo.__file__).parent)))
+    script.write_text(RERUN.format(root=str(Path(train_grpo.__file__).parent)))
     runs = []
     for name in ("a", "b", "c"):   # without deterministic algorithms two runs differ about 3 times in 4 here
         flags = tiny_args(wide_qwen_dir, tmp_path / name, "--max_steps", "4", "--batch_size", "4", "--group_size", "8",

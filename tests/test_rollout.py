@@ -9,6 +9,7 @@ import torch
 
 import rollout
 from conftest import ROOT, build_model
+from train_grpo import token_logprobs
 
 PROBLEMS = ["What is 3 + 4?", "Let's try a different approach to solve 2x + 3 = 11 for x.", "hi"]
 
@@ -40,12 +41,11 @@ def hf_generate(model, tokenizer, prompt_ids, max_new_tokens, eos):
 
 
 def teacher_forced_logprobs(model, prompt, completion):
-    """Log-probs and entropies at each `completion` token given `prompt`, from one plain forward."""
-    ids = torch.tensor([prompt + completion])
+    """Log-probs and entropies at each `completion` token given `prompt`: the trainer's plain reference, one
+    forward of prompt + completion (tests/test_grpo.py checks it against one forward per prefix)."""
     with torch.no_grad():
-        logp = model(ids).logits[0].float().log_softmax(-1)[len(prompt) - 1:-1]   # [Tc, V]
-    targets = torch.tensor(completion)
-    return logp.gather(-1, targets[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
+        logp, entropy = token_logprobs(model, [prompt], [completion])                  # [1, Tc] each
+    return logp[0], entropy[0]
 
 
 # ----------------------------------------------------------------------------- loading
@@ -326,18 +326,20 @@ def test_graph_decode_gives_the_eager_samples(tiny, monkeypatch):
 
 
 def bf16_agreement(model, tokenizer) -> dict:
-    """Sample with the trainer's bf16 copy of a float32 `model` (train_grpo.distribute), then teacher-force
+    """Sample with the trainer's bf16 copy of a float32 `model` (distributed.distribute), then teacher-force
     the same tokens through the float32 model under bf16 autocast, as the update does: the absolute
     differences of the per-token log-probs (nats)."""
+    import distributed
+    import speed
     import train_grpo
     device = next(model.parameters()).device
-    _, policy = train_grpo.distribute(model, train_grpo.Config(sampler_dtype="bfloat16"), 1, device)
+    _, policy = distributed.distribute(model, train_grpo.Config(sampler_dtype="bfloat16"), 1, device)
     assert policy is not model and {p.dtype for p in policy.parameters()} == {torch.bfloat16}
     ids = prompts_for(tokenizer)
     out = rollout.sample(policy, ids, 40, n=4, row_seeds=list(range(12)), pad_token_id=tokenizer.pad_token_id)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
-        reference, _ = train_grpo.completion_logprobs(model, [ids[k] for k in out.prompt_index], out.completion_ids,
-                                                      tokenizer.pad_token_id, with_entropy=False)      # [B, T]
+        reference, _ = speed.completion_logprobs(model, [ids[k] for k in out.prompt_index], out.completion_ids,
+                                                 tokenizer.pad_token_id, with_entropy=False)      # [B, T]
     diffs = torch.cat([(reference[i, :len(lp)].float().cpu() - torch.tensor(lp)).abs()
                        for i, lp in enumerate(out.logprobs)])
     return {"mean_abs": diffs.mean().item(), "max_abs": diffs.max().item(), "tokens": len(diffs)}
@@ -346,7 +348,7 @@ def bf16_agreement(model, tokenizer) -> dict:
 def test_bf16_sampler_logprobs_agree_with_the_update_forward(tiny):
     """The bf16 sampler's log-probs are close to, not equal to, the update's (on the CPU here; the same
     check runs on CUDA in test_cuda.py). On-policy the loss never uses them; PPO's old log-probs come
-    from the update's own forward (train_grpo.teacher_forced_logprobs)."""
+    from the update's own forward (speed.teacher_forced_logprobs)."""
     model, tokenizer = tiny
     stats = bf16_agreement(model, tokenizer)
     assert stats["tokens"] > 100 and 0 < stats["mean_abs"] < 0.02 and stats["max_abs"] < 0.5, stats

@@ -1,11 +1,8 @@
 """A run folder received from someone else, or shared by two processes: no code runs from its pickles, one
 writer at a time, no writes through links (runfolder.py and its use in train_grpo.py)."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 import warnings
 
 import pytest

@@ -1,0 +1,151 @@
+"""What a step reports: its metrics (metrics.jsonl, and Weights & Biases if asked), a few of its rollouts to
+read (rollouts.jsonl), the seconds and peak memory of each phase, and the plot at the end.
+
+Plumbing: the algorithm (train_grpo.py) does not depend on reading this file. step_report gathers every rank's
+rollouts on rank 0 and computes the metrics there; the README's "A run folder" lists every metric.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+
+import torch
+
+import runfolder
+import strategic_grams
+from checkpoints import healthy
+from distributed import gather_rows
+from rollout import pad_rows
+
+
+def step_report(run, step: int, out, problems, texts, rewards, correct, seq_adv, advantages, marked, prompts,
+                losses: dict, updates: int, skipped: bool, lr: float, clock: Clock) -> dict:
+    """The metrics of a step, computed on rank 0 over every rank's rollouts, and a few rollouts logged.
+    Other ranks get what the loop needs to stop in step with rank 0 (step, updates, skipped, diverged).
+
+    out: the sampler's Rollout; problems, texts, correct: one per rollout; rewards [P, G]; seq_adv [B];
+    advantages [B, T] (after the method's hook); marked [B, T] or None: the tokens the method singled out;
+    prompts: each rollout's prompt ids; losses: the means over the step's applied updates (empty if none).
+    Without an update (every row filtered, or every update skipped as non-finite) there is no loss or
+    gradient to report: those keys are left out."""
+    health = {"step": step, "updates": updates, "skipped": int(skipped),   # an update non-finite, not applied
+              "diverged": int(not healthy(run.policy))}                     # non-finite weights or outputs
+
+    def cut(padded):   # [B, T] -> one list per rollout, as long as its response
+        return [r[:len(c)].tolist() for r, c in zip(padded, out.completion_ids)]
+
+    rows = gather_rows(run, problems=problems, texts=texts, completion_ids=out.completion_ids, finished=out.finished,
+                       logprobs=out.logprobs, entropies=out.entropies, advantages=cut(advantages),
+                       seq_adv=seq_adv.tolist(), rewards=rewards.view(-1).tolist(), correct=correct,
+                       marked=[None] * len(texts) if marked is None else cut(marked))
+    if rows is None:
+        return health
+    cfg, completions, G = run.cfg, rows["completion_ids"], run.cfg.group_size
+    T = max(len(c) for c in completions)
+    all_rewards = torch.tensor(rows["rewards"]).view(-1, G)                                   # [P, G] all ranks
+    tokens_mask = pad_rows([[1.0] * len(c) for c in completions], T)                         # [B, T]
+    entropy, sampled_logp = pad_rows(rows["entropies"], T), pad_rows(rows["logprobs"], T)   # [B, T]
+    resp_len = torch.tensor([len(c) for c in completions], dtype=torch.float32)              # [B]
+    train_tokens = sum(len(p) for p in prompts + out.completion_ids) * cfg.ppo_epochs * run.world
+    metrics = {
+        "step": step,
+        "reward_mean": all_rewards.mean().item(),
+        "accuracy": sum(rows["correct"]) / len(rows["correct"]),     # the verified answers, whatever the reward
+        "pass_at_group": (all_rewards.max(dim=1).values > 0.5).float().mean().item(),
+        "zero_var_frac": (all_rewards.std(dim=1) == 0).float().mean().item(),
+        "response_len_mean": resp_len.mean().item(),
+        "response_len_max": int(resp_len.max().item()),
+        "truncated_frac": 1.0 - sum(rows["finished"]) / len(rows["finished"]),
+        **losses,
+        "entropy": ((entropy * tokens_mask).sum() / tokens_mask.sum()).item(),
+        "lr": lr,
+        **health,
+        "sample_tokens_per_s": out.stats["tokens_per_s"] * run.world,   # all ranks sample at once
+        "train_tokens_per_s": train_tokens / max(clock.seconds["update"], 1e-9),
+        **{f"{phase}_seconds": s for phase, s in clock.seconds.items()},
+        "step_seconds": clock.total(),
+        **{f"{phase}_peak_gib": gib for phase, gib in clock.peaks.items() if gib is not None},   # CUDA only
+    }
+    marked = None if rows["marked"][0] is None else pad_rows(rows["marked"], T)
+    if run.grams is not None:   # analysis only: the paper's planning vs execution token metrics
+        planning = strategic_grams.planning_masks(run.tokenizer, completions, run.grams, T)                # [B, T]
+        metrics.update(strategic_grams.planning_metrics(planning, tokens_mask, entropy, sampled_logp,
+                                                        pad_rows(rows["advantages"], T), rows["texts"], run.grams,
+                                                        run.state))
+        marked = planning if marked is None else marked
+    log_rollouts(run, step, rows, marked)
+    return metrics
+
+
+class Clock:
+    """Seconds and CUDA peak memory of each phase of a step, for the metrics only: clock.lap("sample") ends
+    the phase "sample" (its seconds, and on CUDA its peak GiB, counted from the previous lap)."""
+    MEMORY = ("sample", "old_logp", "update")   # the phases whose peak memory is reported
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self.peaks = device, {}, {}
+        phase_peak(device)                      # CUDA: count the first phase's peak from here
+        self.start = self.last = time.perf_counter()
+
+    def lap(self, phase: str):
+        if phase in self.MEMORY:
+            self.peaks[phase] = phase_peak(self.device)   # waits for the phase's kernels: its seconds are its own
+        now = time.perf_counter()
+        self.seconds[phase], self.last = now - self.last, now
+
+    def total(self) -> float:
+        return self.last - self.start
+
+
+def phase_peak(device: torch.device) -> float | None:
+    """GiB of CUDA memory allocated at the peak since the last call (None off CUDA); the count restarts."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)   # the phase's kernels are done: its seconds and its memory are its own
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    torch.cuda.reset_peak_memory_stats(device)
+    return peak
+
+
+def log_metrics(run, metrics: dict):
+    if run.rank:
+        return                                 # rank 0 writes for all
+    runfolder.append_jsonl(run.out_dir / "metrics.jsonl", metrics)
+    if run.cfg.wandb_project:
+        import wandb
+        wandb.log(metrics, step=metrics["step"])
+
+
+def log_rollouts(run, step: int, rows: dict, marked):
+    """A few of the step's rollouts to rollouts.jsonl, with the tokens a method marked in [[ ]]."""
+    n, texts = run.cfg.log_rollouts, rows["texts"]
+    if not n:
+        return
+    lines = []
+    for i in range(0, len(texts), max(1, len(texts) // n))[:n]:
+        row = {"step": step, "prompt": rows["problems"][i]["problem"], "answer": rows["problems"][i]["answer"],
+               "response": texts[i], "reward": rows["rewards"][i], "correct": bool(rows["correct"][i]),
+               "advantage": rows["seq_adv"][i]}
+        if marked is not None:  # the response with its planning tokens in [[ ]]
+            row["planning"] = mark_tokens(run.tokenizer, rows["completion_ids"][i], marked[i].tolist())
+        lines.append(json.dumps(row) + "\n")
+    runfolder.append_text(run.out_dir / "rollouts.jsonl", "".join(lines))
+
+
+def mark_tokens(tokenizer, token_ids: list[int], flags: list[float]) -> str:
+    """Decode a response with each run of flagged tokens wrapped in [[ ]], for reading rollouts.jsonl."""
+    pieces = []
+    for flagged, run in itertools.groupby(zip(token_ids, flags), key=lambda pair: bool(pair[1])):
+        text = tokenizer.decode([token for token, _ in run])
+        pieces.append(f"[[{text}]]" if flagged else text)
+    return "".join(pieces)
+
+def plot_run(run):
+    if run.cfg.plot and run.rank == 0:
+        try:
+            import plot
+            plot.plot_runs([run.out_dir], run.out_dir / "metrics.png")
+        except ImportError as e:  # matplotlib missing: the metrics file is still there
+            print(f"no plot ({e})", file=sys.stderr)
