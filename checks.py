@@ -1,13 +1,14 @@
 """Flag checks shared by the command lines.
 
-Each script keeps one table of (flag, test, what the flag needs) next to its flags, and `problem`
+Each script keeps one table of (flag, test, what the flag needs) next to its flags (the trainers': flags.py), and `problem`
 turns the first row that fails into a one-line message naming the flag, before anything is loaded:
 
     CHECKS = [("lr", positive, "a number > 0"), ("top_p", fraction, "a number in (0, 1]")]
     message = problem(vars(args), CHECKS)       # "--top_p 1.5: needs a number in (0, 1]" or None
 
 A flag whose value is None (not given, no default) is not checked. NaN and infinities fail every
-numeric test, so `--lr nan` is refused rather than silently training on NaN.
+numeric test, so `--lr nan` is refused rather than silently training on NaN. Plumbing: the algorithm
+(train_grpo.py) does not depend on reading this file.
 """
 import math
 

@@ -110,3 +110,15 @@ def check_config(cfg, table):
     message = message or checks.device_problem(cfg.device)
     if message:
         raise ConfigError(message)
+
+
+def check_split(cfg, num_train: int, num_held_out: int):
+    """A step needs --batch_size training problems: say which flag to change when the data has too few, or
+    when holding out --eval_size problems left too few."""
+    if num_train < cfg.batch_size <= num_train + num_held_out and not cfg.eval_dataset:   # the held-out draw took them
+        raise ConfigError(f"--eval_size {cfg.eval_size}: holds out {num_held_out} problems of --dataset {cfg.dataset}, "
+                          f"leaving {num_train} to train on, fewer than --batch_size {cfg.batch_size}; lower "
+                          f"--eval_size or give --eval_dataset")
+    if cfg.batch_size > num_train:
+        raise ConfigError(f"--batch_size {cfg.batch_size}: larger than the {num_train} training problems "
+                          f"of --dataset {cfg.dataset}" + (" outside the held-out set" if num_held_out else ""))

@@ -1,6 +1,6 @@
 """A run folder that is safe to receive, share and restart: one writer at a time, files replaced rather than
 written through links, and state files read without running code. train_grpo.py, eval.py and analyze.py use it
-for the folders they write.
+for the folders they write. Plumbing: the algorithm (train_grpo.py) does not depend on reading this file.
 
 The trust model (README, "Crashes, restarts and bad flags"): a run folder is data. Reading or resuming one that
 came from someone else runs none of its code: trainer_state.pt loads with torch.load(weights_only=True) (tensors,

@@ -24,12 +24,11 @@ What it keeps from the textbook, and what it drops:
     the very forward the update runs, not taken from the sampler (on CUDA a bf16 copy).
 
 Changing the method: train(cfg, reward_fn=..., shape_advantages=...) (README, "Modifying it").
-Plumbing lives in files of its own that the algorithm does not need you to read: flags.py,
-runsetup.py (model, optimizer, resume, Ctrl-C), checkpoints.py, steplog.py (metrics, logs),
-distributed.py (torchrun: each rank owns whole groups; one process makes every helper a no-op)
-and speed.py (the fast drop-in for token_logprobs below, tested equal to it).
-
-This file: the math, the loop (train, grpo_step, update), data and held-out evaluation, the Config.
+This file holds the math, the loop, data and held-out evaluation, and the Config. The plumbing has
+files of its own that the algorithm does not need you to read: flags.py, runsetup.py (model,
+optimizer, resume, Ctrl-C), checkpoints.py, steplog.py (metrics, logs), distributed.py (torchrun:
+each rank owns whole groups; with one process every helper is a no-op) and speed.py (the fast
+drop-in for token_logprobs below, tested equal to it).
 """
 
 from __future__ import annotations
@@ -278,8 +277,7 @@ def update(run: Run, step: int, prompts, completions, advantages, loss_mask, old
         run.optimizer.step()
         updates += 1
         tokens = kept_tokens[members].sum().item()
-        for key, value in (("loss", loss_sum), ("clip_frac", clipped / tokens), ("kl", kl_sum / tokens),
-                           ("grad_norm", grad_norm)):
+        for key, value in zip(totals, (loss_sum, clipped / tokens, kl_sum / tokens, grad_norm)):
             totals[key] += value
     run.optimizer.zero_grad(set_to_none=True)   # gradients are spent: free their memory for sampling
     model.eval()
@@ -372,29 +370,17 @@ def load_data(cfg: Config):
     train = load_problems(cfg.dataset, data_dir=data_dir, seed=cfg.seed,
                           limit=cfg.num_problems or (2000 if synthetic else None),
                           exclude={problem_key(p["problem"]) for p in held_out})
-    if len(train) < cfg.batch_size <= len(train) + len(held_out) and not cfg.eval_dataset:   # the held-out draw took them
-        raise ConfigError(f"--eval_size {cfg.eval_size}: holds out {len(held_out)} problems of --dataset {cfg.dataset}, "
-                          f"leaving {len(train)} to train on, fewer than --batch_size {cfg.batch_size}; lower "
-                          f"--eval_size or give --eval_dataset")
-    if cfg.batch_size > len(train):
-        raise ConfigError(f"--batch_size {cfg.batch_size}: larger than the {len(train)} training problems "
-                          f"of --dataset {cfg.dataset}" + (" outside the held-out set" if held_out else ""))
+    flags.check_split(cfg, len(train), len(held_out))   # enough training problems for a step
     return train, held_out
 
 
-def data_order(num_problems: int, seed: int, epoch: int) -> list[int]:
-    """The order of the training problems in one pass; a function of (seed, epoch), so resuming
-    needs only the step number to find its place."""
-    order = list(range(num_problems))
-    random.Random(seed_for(seed, "data", epoch)).shuffle(order)
-    return order
-
-
 def batch_at(step: int, cfg: Config, num_problems: int) -> list[int]:
-    """Indices of the problems of training step `step` (epochs wrap around; no problem twice in one)."""
-    per_epoch = num_problems // cfg.batch_size
-    epoch, slot = divmod(step, per_epoch)
-    return data_order(num_problems, cfg.seed, epoch)[slot * cfg.batch_size:(slot + 1) * cfg.batch_size]
+    """Indices of the problems of training step `step`. Each pass over the problems (an epoch) is a shuffle
+    seeded by (seed, epoch), so no problem comes twice in one, and resuming needs only the step number."""
+    epoch, slot = divmod(step, num_problems // cfg.batch_size)
+    order = list(range(num_problems))
+    random.Random(seed_for(cfg.seed, "data", epoch)).shuffle(order)
+    return order[slot * cfg.batch_size:(slot + 1) * cfg.batch_size]
 
 
 def seed_for(seed: int, stream: str, *keys: int) -> int:

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 import speed
+import strategic_grams
 import train_grpo
 from rollout import checkpoints as rollout_checkpoints
-from conftest import build_model, fake_reward, read_metrics, tiny_args
+from conftest import ROOT, build_model, fake_reward, read_metrics, tiny_args
 from train_grpo import aggregate, group_advantages, kl_k3, policy_loss
 
 # ----------------------------------------------------------------------------- advantages
@@ -192,6 +193,25 @@ def micro_batch_cost(prompts, lens, batch, overhead):
     distinct = {tuple(prompts[i]) for i in batch}
     return (len(distinct) * max(len(prompts[i]) for i in batch) + len(batch) * max(lens[i] for i in batch)
             + overhead)
+
+
+@pytest.mark.parametrize("unit", ["tokens", "sequences"])
+def test_micro_batch_weights_are_shares_of_the_mini_batch(unit):
+    """speed.micro_batch_plan: each micro-batch weighs its share of the mini-batch's kept tokens or sequences
+    (by hand here), so the weights of a mini-batch add up to 1; an aggregation that declares another unit is
+    refused rather than given per-sequence weights."""
+    run = type("FakeRun", (), dict(rank=0, world=1, cfg=train_grpo.Config(micro_batch_tokens=40)))
+    prompts, completions = [[1, 2]] * 4, [[5] * 30, [5] * 4, [5] * 6, [5] * 5]
+    kept = torch.tensor([30.0, 0.0, 6.0, 5.0])     # row 1 was filtered out: not a member
+    plan = [(rows, weight) for rows, weight, _ in speed.micro_batch_plan(run, [0, 2, 3], kept, prompts, completions,
+                                                                         unit)]
+    assert sorted(r for rows, _ in plan for r in rows) == [0, 2, 3] and len(plan) == 2   # row 0 alone: budget
+    by_hand = {tuple(rows): (sum(kept[r].item() for r in rows) / 41 if unit == "tokens" else len(rows) / 3)
+               for rows, _ in plan}
+    assert all(weight == pytest.approx(by_hand[tuple(rows)]) for rows, weight in plan)
+    assert sum(weight for _, weight in plan) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="'tokens' or 'sequences'"):
+        next(speed.micro_batch_plan(run, [0], kept, prompts, completions, "sequence"))
 
 
 def test_micro_batches_split_off_a_long_outlier():
@@ -849,3 +869,29 @@ def test_the_run_says_when_clipping_cannot_act(qwen_dir, tmp_path, monkeypatch, 
     assert "PPO's ratio is exactly 1, so clipping (--eps_low, --eps_high) never acts" in capsys.readouterr().err
     train_grpo.main(tiny_args(qwen_dir, tmp_path / "off", "--max_steps", "1", "--eval_every", "0"))   # 2 mini-batches
     assert "never acts" not in capsys.readouterr().err
+
+
+def test_the_readme_recipe_runs_against_this_api(monkeypatch, tiny_tokenizer):
+    """README, "Modifying it": its one-step recipe builds a config, a reward and a hook that work with train()'s
+    seams (train itself replaced here; the recipe's run on the offline model is in the README)."""
+    readme = (ROOT / "README.md").read_text()
+    recipe = "# my_method.py" + readme.split("```python\n# my_method.py")[1].split("```")[0]
+    seen = {}
+    monkeypatch.setattr(train_grpo, "train", lambda cfg, **seams: seen.update(cfg=cfg, **seams))
+    exec(compile(recipe, "README.md", "exec"), {})
+    cfg, reward_fn, hook = seen["cfg"], seen["reward_fn"], seen["shape_advantages"]
+    assert (cfg.max_steps, cfg.batch_size, cfg.scale_by_std, cfg.alpha, cfg.grams) == (1, 4, False, 0.2, "paper")
+    assert reward_fn("The answer is 8.", {"problem": "What is 1 + 7?", "answer": "8"}) == pytest.approx(1 - 0.04)
+    assert reward_fn("The answer is 9.", {"problem": "What is 1 + 7?", "answer": "8"}) == pytest.approx(-0.04)
+    ids = tiny_tokenizer("So 1 + 7 = 8. Wait, but check it.", add_special_tokens=False)["input_ids"]
+    advantages = torch.full((1, len(ids)), -1.0)                                                     # [1, T]
+    entropy = torch.rand(1, len(ids), generator=torch.Generator().manual_seed(0)) + 0.1               # [1, T]
+    shaped, marked = hook(advantages, [ids], entropy, tiny_tokenizer, strategic_grams.load_grams("paper"), cfg, [0])
+    assert 0 < marked.sum() < len(ids)
+    assert torch.equal(shaped[marked == 0], advantages[marked == 0])            # execution tokens: unchanged
+    on_plan = shaped[marked == 1]                                               # less blame, most at the top entropy
+    assert (on_plan > -1).all() and (on_plan <= -0.8 + 1e-6).all()
+    entropy[marked == 1] = entropy.max() + 1.0                                 # now planning tokens top it
+    shaped, _ = hook(advantages, [ids], entropy, tiny_tokenizer, strategic_grams.load_grams("paper"), cfg, [0])
+    assert torch.allclose(shaped[marked == 1], torch.tensor(-0.8))              # A + 0.2|A|: HICRA there
+
