@@ -216,6 +216,7 @@ def make_placebo_list(train_args: list[str], seed: int, path: Path, prompts: int
     if path.exists():
         return
     import rollout
+    import runsetup
     import strategic_grams
     import train_grpo
     import train_hicra
@@ -223,8 +224,8 @@ def make_placebo_list(train_args: list[str], seed: int, path: Path, prompts: int
                                   train_hicra.HicraConfig, train_hicra.CHECKS)
     problems = train_grpo.load_data(cfg)[0][:prompts]
     model, tokenizer = rollout.load_model(cfg.model, device=cfg.device)
-    out = rollout.sample(model, rollout.encode_problems(tokenizer, problems, train_grpo.prompt_style(cfg), cfg.instruction),
-                         cfg.max_new_tokens, temperature=cfg.temperature, eos_token_id=tokenizer.stop_token_ids,
+    prompts = rollout.encode_problems(tokenizer, problems, runsetup.prompt_style(cfg), cfg.instruction)
+    out = rollout.sample(model, prompts, cfg.max_new_tokens, temperature=cfg.temperature, eos_token_id=tokenizer.stop_token_ids,
                          seed=seed, n=samples, pad_token_id=tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
     real = strategic_grams.load_grams(cfg.grams)

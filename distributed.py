@@ -18,16 +18,11 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from flags import ConfigError
-
 
 def setup_distributed(cfg) -> tuple[int, int, torch.device]:
     """(rank, world size, device): join torchrun's process group, NCCL on CUDA (one GPU per rank), gloo
-    on the CPU. The flags, --device among them, were checked by check_config."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        if cfg.fsdp:
-            raise ConfigError("--fsdp: shards over several ranks; launch with torchrun --nproc_per_node N (N >= 2)")
+    on the CPU. The flags (--device, --fsdp, --batch_size over the ranks) were checked by flags.check_config."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return 0, 1, torch.device(cfg.device)
     device = torch.device(cfg.device)
     if device.type == "cuda":

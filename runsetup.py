@@ -54,8 +54,6 @@ def start_run(cfg, train_set: list[dict], eval_set: list[dict], shape_advantages
     (the flags and data were checked by the caller): ranks, gram list, run folder (the first write), then
     model, optimizer, resume."""
     rank, world, device = setup_distributed(cfg)              # torchrun: one process per device
-    if world > 1 and cfg.batch_size % world:
-        raise ConfigError(f"--batch_size {cfg.batch_size}: does not split into whole groups over {world} ranks")
     grams = load_grams(cfg.grams) if cfg.grams else None
     out_dir, ckpt, state = prepare_run_folder(cfg, eval_set, write=rank == 0)   # the first write to the folder
     if rank == 0:

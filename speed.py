@@ -1,9 +1,11 @@
 """Speed machinery: nothing here changes what is computed, only how fast. The algorithm (train_grpo.py) does
 not depend on reading this file.
 
-completion_logprobs is a drop-in for train_grpo.token_logprobs, the plain teacher-forced log-probs (one
-forward of prompt + completion per row): tests/test_grpo.py checks that both give the same log-probs,
-entropies and gradients. It is faster in three ways:
+completion_logprobs computes what train_grpo.token_logprobs computes, the plain teacher-forced log-probs
+(one forward of prompt + completion per row; its signature adds pad_id, chunk and with_entropy):
+tests/test_grpo.py checks that both give the same log-probs, entropies and gradients. To read the loss with
+the plain version, call token_logprobs in train_grpo.rollouts_loss (one process: its per-row forwards are
+not what DDP expects). completion_logprobs is faster in three ways:
   - prompt sharing: the G rollouts of a group share one forward pass of their prompt (its keys and values
     are handed to every completion), U*P + b*Tc tokens instead of b*(P+Tc);
   - the vocabulary projection in chunks, recomputed in the backward pass: the [b, Tc, V] float32 logits

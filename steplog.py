@@ -20,14 +20,14 @@ from distributed import gather_rows
 from rollout import pad_rows
 
 
-def step_report(run, step: int, out, problems, texts, rewards, correct, seq_adv, advantages, marked, prompts,
-                losses: dict, updates: int, skipped: bool, lr: float, clock: Clock) -> dict:
+def step_report(run, step: int, out, *, seq_problems, seq_prompts, texts, rewards, correct, seq_adv, advantages,
+                marked, losses: dict, updates: int, skipped: bool, lr: float, clock: Clock) -> dict:
     """The metrics of a step, computed on rank 0 over every rank's rollouts, and a few rollouts logged.
     Other ranks get what the loop needs to stop in step with rank 0 (step, updates, skipped, diverged).
 
-    out: the sampler's Rollout; problems, texts, correct: one per rollout; rewards [P, G]; seq_adv [B];
-    advantages [B, T] (after the method's hook); marked [B, T] or None: the tokens the method singled out;
-    prompts: each rollout's prompt ids; losses: the means over the step's applied updates (empty if none).
+    out: the sampler's Rollout; seq_problems, seq_prompts (token ids), texts, correct: one per rollout;
+    rewards [P, G]; seq_adv [B]; advantages [B, T] (after the method's hook); marked [B, T] or None: the
+    tokens the method singled out; losses: the means over the step's applied updates (empty if none).
     Without an update (every row filtered, or every update skipped as non-finite) there is no loss or
     gradient to report: those keys are left out."""
     health = {"step": step, "updates": updates, "skipped": int(skipped),   # an update non-finite, not applied
@@ -36,7 +36,7 @@ def step_report(run, step: int, out, problems, texts, rewards, correct, seq_adv,
     def cut(padded):   # [B, T] -> one list per rollout, as long as its response
         return [r[:len(c)].tolist() for r, c in zip(padded, out.completion_ids)]
 
-    rows = gather_rows(run, problems=problems, texts=texts, completion_ids=out.completion_ids, finished=out.finished,
+    rows = gather_rows(run, problems=seq_problems, texts=texts, completion_ids=out.completion_ids, finished=out.finished,
                        logprobs=out.logprobs, entropies=out.entropies, advantages=cut(advantages),
                        seq_adv=seq_adv.tolist(), rewards=rewards.view(-1).tolist(), correct=correct,
                        marked=[None] * len(texts) if marked is None else cut(marked))
@@ -45,15 +45,16 @@ def step_report(run, step: int, out, problems, texts, rewards, correct, seq_adv,
     cfg, completions, G = run.cfg, rows["completion_ids"], run.cfg.group_size
     T = max(len(c) for c in completions)
     all_rewards = torch.tensor(rows["rewards"]).view(-1, G)                                   # [P, G] all ranks
+    correct = torch.tensor(rows["correct"], dtype=torch.float32).view(-1, G)                 # [P, G] all ranks
     tokens_mask = pad_rows([[1.0] * len(c) for c in completions], T)                         # [B, T]
     entropy, sampled_logp = pad_rows(rows["entropies"], T), pad_rows(rows["logprobs"], T)   # [B, T]
     resp_len = torch.tensor([len(c) for c in completions], dtype=torch.float32)              # [B]
-    train_tokens = sum(len(p) for p in prompts + out.completion_ids) * cfg.ppo_epochs * run.world
+    train_tokens = sum(len(p) for p in seq_prompts + out.completion_ids) * cfg.ppo_epochs * run.world
     metrics = {
         "step": step,
         "reward_mean": all_rewards.mean().item(),
         "accuracy": sum(rows["correct"]) / len(rows["correct"]),     # the verified answers, whatever the reward
-        "pass_at_group": (all_rewards.max(dim=1).values > 0.5).float().mean().item(),
+        "pass_at_group": (correct.max(dim=1).values > 0.5).float().mean().item(),   # a right answer in the group
         "zero_var_frac": (all_rewards.std(dim=1) == 0).float().mean().item(),
         "response_len_mean": resp_len.mean().item(),
         "response_len_max": int(resp_len.max().item()),
@@ -68,14 +69,14 @@ def step_report(run, step: int, out, problems, texts, rewards, correct, seq_adv,
         "step_seconds": clock.total(),
         **{f"{phase}_peak_gib": gib for phase, gib in clock.peaks.items() if gib is not None},   # CUDA only
     }
-    marked = None if rows["marked"][0] is None else pad_rows(rows["marked"], T)
+    shown = None if rows["marked"][0] is None else pad_rows(rows["marked"], T)   # [[ ]] in rollouts.jsonl
     if run.grams is not None:   # analysis only: the paper's planning vs execution token metrics
         planning = strategic_grams.planning_masks(run.tokenizer, completions, run.grams, T)                # [B, T]
         metrics.update(strategic_grams.planning_metrics(planning, tokens_mask, entropy, sampled_logp,
                                                         pad_rows(rows["advantages"], T), rows["texts"], run.grams,
                                                         run.state))
-        marked = planning if marked is None else marked
-    log_rollouts(run, step, rows, marked)
+        shown = planning if shown is None else shown
+    log_rollouts(run, step, rows, shown)
     return metrics
 
 

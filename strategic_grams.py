@@ -623,7 +623,8 @@ def compare_lists(texts, lists: dict) -> tuple[list[dict], float]:
 
 
 def read_corpus(paths, field="solution", filter_field=None, filter_min=None, max_docs=None):
-    """Document strings from JSON Lines files; rows failing the filter are skipped."""
+    """Document strings from JSON Lines files; rows failing the filter are skipped. filter_field may be a
+    tuple of fields: the first a row has is the one compared (True counts as 1)."""
     docs = []
     for path in paths:
         path = Path(path)
@@ -644,7 +645,8 @@ def read_corpus(paths, field="solution", filter_field=None, filter_min=None, max
                 if not isinstance(row, dict) or field not in row:
                     sys.exit(f"error: {path}:{lineno}: no field '{field}' (use --field)")
                 if filter_field is not None:
-                    value = row.get(filter_field)
+                    fields = filter_field if isinstance(filter_field, tuple) else (filter_field,)
+                    value = next((row[f] for f in fields if f in row), None)
                     if not isinstance(value, (int, float)) or value < filter_min:
                         continue
                 if isinstance(row[field], str) and row[field].strip():
@@ -681,12 +683,13 @@ MINE_CHECKS = [   # what each numeric flag of `mine` needs (see checks.py)
 
 def corpus_docs(args) -> list[str]:
     """The documents the corpus flags (add_corpus_flags) name: --corpus files, or --run's correct rollouts
-    (RUN/rollouts.jsonl, field response, reward >= 1), filtered; one line and exit on a bad combination."""
+    (RUN/rollouts.jsonl, field response, `correct`; runs that predate it: reward >= 1), filtered; one line and
+    exit on a bad combination."""
     if (args.corpus is None) == (args.run is None):
         sys.exit("error: give --corpus or --run (one of them)")
     if args.run is not None:   # a run's own successful responses
         args.corpus, args.field = [str(Path(args.run) / "rollouts.jsonl")], "response"
-        args.filter_field, args.filter_min = "reward", 1.0
+        args.filter_field, args.filter_min = ("correct", "reward"), 1.0   # whatever the run's reward was
     if (args.filter_field is None) != (args.filter_min is None):
         sys.exit("error: --filter_field and --filter_min go together")
     docs = read_corpus(args.corpus, args.field, args.filter_field, args.filter_min, args.max_docs)
@@ -783,7 +786,7 @@ def add_corpus_flags(parser, field: str):
     parser.add_argument("--corpus", nargs="+", default=None, help="JSON Lines file(s)")
     parser.add_argument("--run", default=None,
                         help="a training run folder instead: its correct rollouts (RUN/rollouts.jsonl, field response, "
-                             "reward >= 1), the paper's successful model responses; train with --log_rollouts at "
+                             "correct; older runs: reward >= 1), the paper's successful model responses; train with --log_rollouts at "
                              "least batch_size x group_size to log every rollout")
     parser.add_argument("--field", default=field, help=f"field holding the text (default: {field})")
     parser.add_argument("--filter_field", default=None, help="keep only rows whose numeric field ...")

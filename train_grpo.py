@@ -23,12 +23,9 @@ What it keeps from the textbook, and what it drops:
     and clipping never acts (the run says so). Else they are recomputed before the first update by
     the very forward the update runs, not taken from the sampler (on CUDA a bf16 copy).
 
-Changing the method: train(cfg, reward_fn=..., shape_advantages=...) (README, "Modifying it").
-This file holds the math, the loop, data and held-out evaluation, and the Config. The plumbing has
-files of its own that the algorithm does not need you to read: flags.py, runsetup.py (model,
-optimizer, resume, Ctrl-C), checkpoints.py, steplog.py (metrics, logs), distributed.py (torchrun:
-each rank owns whole groups; with one process every helper is a no-op) and speed.py (the fast
-drop-in for token_logprobs below, tested equal to it).
+Changing the method: train(cfg, reward_fn=..., shape_advantages=...) (README, "Modifying it"). The
+plumbing (flags, run setup, checkpoints, logs, torchrun, the fast log-probs of speed.py) lives in
+files of its own that the algorithm does not need you to read (README, "The code").
 """
 
 from __future__ import annotations
@@ -70,10 +67,11 @@ def group_advantages(rewards: torch.Tensor, scale_by_std: bool = True, eps: floa
     return centered / (rewards.std(dim=1, keepdim=True) + eps)               # [P, G]
 
 
-# Each loss aggregation and what it averages over. The update splits a mini-batch into micro-batches and
-# weights each by its share of these (speed.micro_batch_plan), so a new aggregation is added here with its
-# unit, or --loss_agg refuses it; tests/test_grpo.py checks every one against the unsplit gradient.
+# Each loss aggregation (a branch of aggregate) and what it averages over. The update splits a mini-batch
+# into micro-batches weighted by their share of these (speed.micro_batch_plan), so a new aggregation is added
+# here with its unit, or --loss_agg refuses it; tests/test_grpo.py checks each against the unsplit gradient.
 AGGREGATIONS = {"token_mean": "tokens", "seq_mean_token_mean": "sequences", "dr_grpo": "sequences"}
+assert set(AGGREGATIONS.values()) <= {"tokens", "sequences"}, "an aggregation averages over tokens or sequences"
 
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, agg: str = "token_mean",
               norm_len: int | None = None) -> torch.Tensor:
@@ -215,7 +213,7 @@ def grpo_step(run: Run, step: int) -> dict:
     loss_mask = tokens_mask * kept_rollouts(cfg, rewards, out.finished)[:, None]            # [B, T] (optional filters)
     advantages = seq_adv[:, None] * loss_mask                                                # [B, T]
 
-    # ---- 4. The method's hook: the one place a method changes GRPO (HICRA: train_hicra.py).
+    # ---- 4. The method's hook: where a method changes the advantages (HICRA: train_hicra.py).
     marked = None                                    # the tokens a method singled out, shown in rollouts.jsonl
     if run.shape_advantages is not None:
         entropy = pad_rows(out.entropies, T)                                                 # [B, T] the sampler's
@@ -237,8 +235,9 @@ def grpo_step(run: Run, step: int) -> dict:
     clock.lap("update")
 
     # ---- 7. Metrics, and a few rollouts to read, on rank 0 over every rank's rollouts.
-    return step_report(run, step, out, seq_problems, texts, rewards, correct, seq_adv, advantages, marked,
-                       seq_prompts, losses, updates, skipped, lr_at(cfg, step), clock)
+    return step_report(run, step, out, seq_problems=seq_problems, seq_prompts=seq_prompts, texts=texts,
+                       rewards=rewards, correct=correct, seq_adv=seq_adv, advantages=advantages, marked=marked,
+                       losses=losses, updates=updates, skipped=skipped, lr=lr_at(cfg, step), clock=clock)
 
 
 def update(run: Run, step: int, prompts, completions, advantages, loss_mask, old_logp, ref_logp):
@@ -254,7 +253,7 @@ def update(run: Run, step: int, prompts, completions, advantages, loss_mask, old
         for group in run.optimizer.param_groups:
             group["lr"] = lr_at(cfg, step)
         run.optimizer.zero_grad(set_to_none=True)
-        loss_sum, clipped, kl_sum = 0.0, 0.0, 0.0
+        loss_sum, clipped, kl_sum = 0.0, 0.0, 0.0           # this rank's, for the metrics
         # Speed machinery: micro-batches that fit memory, weighted so that their gradients add up to the
         # mini-batch's over all ranks; each rank runs its own rollouts of the mini-batch.
         for rows, weight, sync in micro_batch_plan(run, members, kept_tokens, prompts, completions,
@@ -268,16 +267,16 @@ def update(run: Run, step: int, prompts, completions, advantages, loss_mask, old
             loss_sum += loss.item() * weight
             clipped += stats["clipped"]
             kl_sum += stats["kl"]
-        loss_sum, clipped, kl_sum = sum_over_ranks(run, loss_sum, clipped, kl_sum)
+        step_loss, step_clipped, step_kl = sum_over_ranks(run, loss_sum, clipped, kl_sum)   # every rank's
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf))
-        if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+        if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
             run.optimizer.zero_grad(set_to_none=True)   # skip a non-finite update, keep the weights
             skipped = True
             continue
         run.optimizer.step()
         updates += 1
         tokens = kept_tokens[members].sum().item()
-        for key, value in zip(totals, (loss_sum, clipped / tokens, kl_sum / tokens, grad_norm)):
+        for key, value in zip(totals, (step_loss, step_clipped / tokens, step_kl / tokens, grad_norm)):
             totals[key] += value
     run.optimizer.zero_grad(set_to_none=True)   # gradients are spent: free their memory for sampling
     model.eval()

@@ -89,7 +89,7 @@ def entropy_mask(entropy: torch.Tensor, lengths: list[int], top_frac: float) -> 
 
 
 def shape_advantages(advantages, completion_ids, entropy, tokenizer, grams, cfg, row_seeds):
-    """The hook train_grpo.grpo_step calls just before the loss, a pure function: choose the tokens
+    """The hook train_grpo.grpo_step calls right after the group advantages, before the log-probs, a pure function: choose the tokens
     to amplify (--mask) and return (A + alpha|A| on them, their mask). advantages, entropy: [B, T];
     row_seeds: each rollout's own seed (the placebo draws its spans from it)."""
     lengths, width = [len(c) for c in completion_ids], advantages.shape[1]

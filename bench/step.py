@@ -28,7 +28,8 @@ alternative to a general trainer, so this measures four things in one command on
        (a) speed.completion_logprobs (chunked vocabulary projection, recomputed in backward), and
        (b) the plain way: model(ids).logits.float().log_softmax(-1), gather the targets,
      for a batch of --mem_batch x --mem_seq tokens. (a) is measured twice: with its entropy output
-     alive during backward (as grpo_step holds it) and with only the log-probs kept. On CUDA:
+     alive during backward (as train_grpo.rollouts_loss holds it with --entropy_coef > 0) and with
+     only the log-probs kept. On CUDA:
      torch.cuda.max_memory_allocated above the allocation before the call. On the CPU: each variant
      runs in a fresh subprocess with MALLOC_MMAP_THRESHOLD_=65536 (every block >= 64 KiB is its own
      mapping, unmapped on free) and reports its resident-set peak (getrusage ru_maxrss) minus its

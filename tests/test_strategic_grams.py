@@ -295,6 +295,17 @@ def test_mine_a_runs_correct_rollouts(tmp_path, monkeypatch):
         sg.main(["mine", "--out", str(out)])
 
 
+def test_a_run_with_a_shaped_reward_gives_its_correct_rollouts(tmp_path, capsys):
+    """--run reads `correct`, not the reward: a right answer with a length penalty (reward 0.4) counts, a wrong
+    one with a bonus (1.2) does not; rows of runs that predate `correct` fall back to reward >= 1."""
+    rows = [{"response": "So the answer is 4.", "reward": 0.4, "correct": True},
+            {"response": "But wait, 5.", "reward": 1.2, "correct": False},
+            {"response": "Hence 6.", "reward": 1.0}, {"response": "Maybe 7.", "reward": 0.0}]
+    (tmp_path / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sg.main(["compare", "--run", str(tmp_path), "--grams", "paper"])
+    assert capsys.readouterr().out.startswith(f"2 texts, {len('So the answer is 4.') + len('Hence 6.')} characters")
+
+
 def test_placebo_grams_mark_as_much_text_at_random(tmp_path):
     """The paper's placebo list: random n-grams of the responses, none overlapping a real gram, with the
     real list's lengths, marking as many characters of the corpus as the real list does."""
