@@ -1,6 +1,6 @@
 """Starting a run and stopping it cleanly: the Run the loop works with (start_run: ranks, run folder, model,
 optimizer, resume), the gram list and the context check, and the end of each step (end_of_step: checkpoints,
-a broken model, Ctrl-C that finishes the step and saves).
+a broken model, Ctrl-C that finishes the step and saves) and finish_run after the last.
 
 Plumbing: the algorithm (train_grpo.py) does not depend on reading this file.
 """
@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 import rollout
 import strategic_grams
 from checkpoints import load_optimizer_state, prepare_run_folder, save_checkpoint
 from distributed import distribute, max_over_ranks, setup_distributed
 from flags import ConfigError
+from steplog import plot_run
 
 
 @dataclass
@@ -117,6 +119,13 @@ def end_of_step(run: Run, step: int, metrics: dict, stop: dict) -> bool:
     if stop["requested"]:
         print(f"saved a checkpoint at step {done}; continue with --resume", file=sys.stderr)
     return stop["requested"]
+
+
+def finish_run(run: Run):
+    """After the last step: the plot of the run's metrics, and under torchrun the end of the process group."""
+    plot_run(run)
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @contextmanager

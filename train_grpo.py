@@ -38,7 +38,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 
 import eval as evaluation
 import flags
@@ -50,9 +49,9 @@ from distributed import all_rows, rank_share, refresh_policy, sum_over_ranks
 from flags import ConfigError, check_config
 from reward import math_reward
 from rollout import pad_rows
-from runsetup import Run, end_of_step, prompt_style, start_run, stop_after_step_on_ctrl_c
+from runsetup import Run, end_of_step, finish_run, prompt_style, start_run, stop_after_step_on_ctrl_c
 from speed import completion_logprobs, micro_batch_plan, teacher_forced_logprobs
-from steplog import Clock, log_metrics, plot_run, step_report
+from steplog import Clock, log_metrics, step_report
 
 # ----------------------------------------------------------------------------- the math of GRPO
 
@@ -170,9 +169,7 @@ def train(cfg: Config, reward_fn=None, shape_advantages=None, name: str = "grpo"
                     break
             if cfg.eval_every and not stop["requested"]:   # the trained policy: a row of its own
                 log_metrics(run, {"step": cfg.max_steps} | evaluate(run))
-        plot_run(run)
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        finish_run(run)                        # metrics.png; under torchrun, leave the process group
         return run.policy
     finally:
         runfolder.release(cfg.out_dir)   # the run folder's lock (runfolder.py), however the run ended
@@ -364,10 +361,8 @@ def load_data(cfg: Config):
                                      limit=cfg.eval_size, distinct=True)
         except DataError as e:   # too few distinct problems to hold out: the flag asks for too many
             raise ConfigError(f"--eval_size {cfg.eval_size}: {e}") if "distinct" in str(e) else e
-
-    synthetic = cfg.dataset.startswith("synthetic")
     train = load_problems(cfg.dataset, data_dir=data_dir, seed=cfg.seed,
-                          limit=cfg.num_problems or (2000 if synthetic else None),
+                          limit=cfg.num_problems or (2000 if cfg.dataset.startswith("synthetic") else None),
                           exclude={problem_key(p["problem"]) for p in held_out})
     flags.check_split(cfg, len(train), len(held_out))   # enough training problems for a step
     return train, held_out
