@@ -45,6 +45,11 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
             saved = json.loads((out_dir / "config.json").read_text())
         except (OSError, ValueError) as e:
             raise ConfigError(f"--resume: {out_dir / 'config.json'} is unreadable ({e}); nothing was changed")
+        # A flag added since the run was made ran at its default there.
+        saved = {f.name: f.default for f in dataclasses.fields(cfg)} | (saved if isinstance(saved, dict) else {})
+        if now["max_new_tokens"] < saved["max_new_tokens"]:   # resumable upwards only
+            raise ConfigError(f"--resume: --max_new_tokens {now['max_new_tokens']}: the run was made with "
+                              f"{saved['max_new_tokens']}; it may be raised, not lowered")
         fixed = [k for k in now if k not in RESUMABLE and saved.get(k) != now[k]]
         if fixed:
             raise ConfigError("--resume: the run was made with " + ", ".join(
@@ -83,8 +88,9 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
     return out_dir, ckpt, state
 
 # Flags that may differ when a run is resumed: they change how long it runs, how it is watched or how
-# fast it goes, not what it computes. Every other flag must match the run's config.json.
-RESUMABLE = ("max_steps", "resume", "out_dir", "preset", "device", "data_dir", "eval_every", "save_every",
+# fast it goes, not what it computes (and --max_new_tokens, which may be raised by hand, as the context rule
+# does). Every other flag must match the run's config.json.
+RESUMABLE = ("max_steps", "max_new_tokens", "resume", "out_dir", "preset", "device", "data_dir", "eval_every", "save_every",
              "log_rollouts", "plot", "wandb_project", "cuda_graphs", "sampler_dtype", "micro_batch_tokens", "logprob_chunk",
              "grad_checkpointing", "max_bad_steps", "deterministic", "dist_timeout")
 

@@ -76,7 +76,8 @@ def start_run(cfg, train_set: list[dict], eval_set: list[dict], shape_advantages
     train_set = fit_context(train_set, cfg, tokenizer, context, "training")
     eval_set = fit_context(eval_set, cfg, tokenizer, context, "held-out")
     if len(train_set) < cfg.batch_size:
-        raise ConfigError(f"--max_new_tokens {cfg.max_new_tokens}: leaves {len(train_set)} training problems "
+        flag = "max_new_tokens_final" if cfg.max_new_tokens_final > cfg.max_new_tokens else "max_new_tokens"
+        raise ConfigError(f"--{flag} {getattr(cfg, flag)}: leaves {len(train_set)} training problems "
                           f"that fit the context of {context}, fewer than --batch_size {cfg.batch_size}")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     reference = None
@@ -162,15 +163,18 @@ def load_grams(path: str, flag: str = "--grams") -> list[str]:
     return grams
 
 def fit_context(problems: list[dict], cfg, tokenizer, context: int | None, what: str) -> list[dict]:
-    """The problems whose prompt leaves room for --max_new_tokens in the model's context; the others
-    are dropped now, with a count, rather than failing at the step that meets them."""
+    """The problems whose prompt leaves room for the longest response the run may take (--max_new_tokens, or
+    --max_new_tokens_final if it grows) in the model's context; the others are dropped now, with a count,
+    rather than failing at the step that meets them."""
     if not context or not problems:
         return problems
     lengths = [len(p) for p in rollout.encode_problems(tokenizer, problems, prompt_style(cfg), cfg.instruction)]
-    kept = [p for p, n in zip(problems, lengths) if n + cfg.max_new_tokens <= context]
+    longest = max(cfg.max_new_tokens, cfg.max_new_tokens_final)
+    kept = [p for p, n in zip(problems, lengths) if n + longest <= context]
     if len(kept) < len(problems):
-        print(f"dropped {len(problems) - len(kept)} of {len(problems)} {what} problems: prompt + --max_new_tokens "
-              f"{cfg.max_new_tokens} exceeds the model's context of {context} tokens", file=sys.stderr)
+        print(f"dropped {len(problems) - len(kept)} of {len(problems)} {what} problems: prompt + {longest} new "
+              f"tokens (--max_new_tokens, --max_new_tokens_final) exceeds the model's context of {context} tokens",
+              file=sys.stderr)
     return kept
 
 def prompt_style(cfg) -> str:

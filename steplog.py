@@ -21,7 +21,8 @@ from rollout import pad_rows
 
 
 def step_report(run, step: int, out, *, seq_problems, seq_prompts, texts, rewards, correct, seq_adv, advantages,
-                marked, losses: dict, updates: int, skipped: bool, lr: float, clock: Clock) -> dict:
+                marked, losses: dict, updates: int, skipped: bool, lr: float, clock: Clock,
+                max_new_tokens: int) -> dict:
     """The metrics of a step, computed on rank 0 over every rank's rollouts, and a few rollouts logged.
     Other ranks get what the loop needs to stop in step with rank 0 (step, updates, skipped, diverged).
 
@@ -59,6 +60,7 @@ def step_report(run, step: int, out, *, seq_problems, seq_prompts, texts, reward
         "response_len_mean": resp_len.mean().item(),
         "response_len_max": int(resp_len.max().item()),
         "truncated_frac": 1.0 - sum(rows["finished"]) / len(rows["finished"]),
+        "max_new_tokens": max_new_tokens,                                # the length responses could take
         **losses,
         "entropy": ((entropy * tokens_mask).sum() / tokens_mask.sum()).item(),
         "lr": lr,

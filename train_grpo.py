@@ -45,7 +45,7 @@ import rollout
 import runfolder
 from checks import one_of
 from data import DataError, load_problems, problem_key
-from distributed import all_rows, rank_share, refresh_policy, sum_over_ranks
+from distributed import all_rows, from_rank0, rank_share, refresh_policy, sum_over_ranks
 from flags import ConfigError, check_config
 from reward import math_reward
 from rollout import pad_rows
@@ -163,6 +163,7 @@ def train(cfg: Config, reward_fn=None, shape_advantages=None, name: str = "grpo"
                 evaluated = evaluate(run) if cfg.eval_every and step % cfg.eval_every == 0 else {}
                 metrics = grpo_step(run, step) | evaluated
                 log_metrics(run, metrics)
+                grow_responses(run, metrics)                 # (optional) the paper's context rule
                 bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward_mean", "response_len_mean", "loss",
                                                                   "eval_accuracy") if k in metrics})
                 if end_of_step(run, step, metrics, stop):   # checkpoints, a broken model, Ctrl-C (runsetup.py)
@@ -189,7 +190,7 @@ def grpo_step(run: Run, step: int) -> dict:
     prompts = rollout.encode_problems(tokenizer, problems, prompt_style(cfg), cfg.instruction)
     row_seeds = [seed_for(cfg.seed, "rollout", step, i, j) for i in indices for j in range(G)]   # one per rollout
     run.policy.eval()
-    out = rollout.sample(run.policy, prompts, cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+    out = rollout.sample(run.policy, prompts, response_budget(run), temperature=cfg.temperature, top_p=cfg.top_p,
                          eos_token_id=tokenizer.stop_token_ids, row_seeds=row_seeds, n=G,
                          pad_token_id=tokenizer.pad_token_id, graphs=cfg.cuda_graphs)
     texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
@@ -234,7 +235,8 @@ def grpo_step(run: Run, step: int) -> dict:
     # ---- 7. Metrics, and a few rollouts to read, on rank 0 over every rank's rollouts.
     return step_report(run, step, out, seq_problems=seq_problems, seq_prompts=seq_prompts, texts=texts,
                        rewards=rewards, correct=correct, seq_adv=seq_adv, advantages=advantages, marked=marked,
-                       losses=losses, updates=updates, skipped=skipped, lr=lr_at(cfg, step), clock=clock)
+                       losses=losses, updates=updates, skipped=skipped, lr=lr_at(cfg, step), clock=clock,
+                       max_new_tokens=response_budget(run))
 
 
 def update(run: Run, step: int, prompts, completions, advantages, loss_mask, old_logp, ref_logp):
@@ -284,7 +286,7 @@ def rollouts_loss(run: Run, prompts, completions, advantages, loss_mask, old_log
     """The loss of a few rollouts: log-probs under the policy -> the clipped surrogate (+ KL, - entropy
     bonus). advantages, loss_mask, old_logp, ref_logp: [b, T] on the CPU (old_logp None: on-policy).
     Returns (loss, {"clipped": clipped tokens, "kl": summed KL}) for the metrics."""
-    cfg, device = run.cfg, next(run.model.parameters()).device
+    cfg, device, norm_len = run.cfg, next(run.model.parameters()).device, response_budget(run)
     # token_logprobs above, faster: a prompt pass shared by each group, the projection in chunks (speed.py)
     logp, entropy = completion_logprobs(run.model, prompts, completions, run.tokenizer.pad_token_id,
                                         cfg.logprob_chunk, with_entropy=cfg.entropy_coef > 0)   # [b, t]
@@ -293,14 +295,14 @@ def rollouts_loss(run: Run, prompts, completions, advantages, loss_mask, old_log
     old = logp.detach() if old_logp is None else old_logp[:, :t].to(device)   # on-policy: ratio 1
     stats = {}
     loss = policy_loss(logp, old, adv, mask, cfg.eps_low, cfg.eps_high, cfg.loss_agg,
-                       norm_len=cfg.max_new_tokens, stats=stats)
+                       norm_len=norm_len, stats=stats)
     kl_sum = 0.0
     if cfg.kl_coef > 0:            # (optional) k3 KL to the initial model
         kl = kl_k3(logp, ref_logp[:, :t].to(device))                                            # [b, t]
-        loss = loss + cfg.kl_coef * aggregate(kl, mask, cfg.loss_agg, cfg.max_new_tokens)
+        loss = loss + cfg.kl_coef * aggregate(kl, mask, cfg.loss_agg, norm_len)
         kl_sum = (kl.detach() * mask).sum().item()   # logged per token, whatever the aggregation
     if cfg.entropy_coef > 0:       # (optional) entropy bonus: the paper's entropy baseline
-        loss = loss - cfg.entropy_coef * aggregate(entropy, mask, cfg.loss_agg, cfg.max_new_tokens)
+        loss = loss - cfg.entropy_coef * aggregate(entropy, mask, cfg.loss_agg, norm_len)
     return loss, {"clipped": stats.get("clip_frac", 0.0) * mask.sum().item(), "kl": kl_sum}
 
 
@@ -332,6 +334,32 @@ def mini_batches(cfg: Config, step: int, kept_tokens: torch.Tensor):
             members = [i for i in sorted(order[mb::cfg.mini_batches]) if kept_tokens[i] > 0]
             if members:                      # else every sequence here was filtered out: nothing to learn
                 yield members
+
+
+def response_budget(run: Run) -> int:
+    """The tokens a response may take now: --max_new_tokens, or the length the context rule grew it to."""
+    return max(run.cfg.max_new_tokens, run.state.get("max_new_tokens", 0))
+
+
+def grow_responses(run: Run, metrics: dict):
+    """(optional) The paper's context rule: once the share of truncated responses, averaged over the last
+    --grow_window steps, exceeds --grow_when_truncated, responses may take --max_new_tokens_final tokens
+    from the next step on (16K -> 32K at 20% in the paper). Rank 0 decides, where the metrics are; the
+    grown length is kept in run.state, which the checkpoint saves, so a resumed run keeps it."""
+    cfg = run.cfg
+    if response_budget(run) >= cfg.max_new_tokens_final:          # 0: never grow; or grown already
+        return
+    grow = False
+    if run.rank == 0:
+        window = run.state.setdefault("truncated_fracs", [])
+        window[:] = (window + [metrics["truncated_frac"]])[-cfg.grow_window:]
+        grow = sum(window) / len(window) > cfg.grow_when_truncated
+    if from_rank0(grow):
+        run.state["max_new_tokens"] = cfg.max_new_tokens_final
+        if run.rank == 0:
+            print(f"step {metrics['step']}: {sum(window) / len(window):.0%} of responses truncated, above "
+                  f"--grow_when_truncated {cfg.grow_when_truncated}: responses may now take "
+                  f"{cfg.max_new_tokens_final} tokens", file=sys.stderr)
 
 
 def lr_at(cfg: Config, step: int) -> float:
@@ -396,7 +424,7 @@ def evaluate(run: Run) -> dict:
         chunk = run.eval_set[start:start + 64]
         prompts = rollout.encode_problems(run.tokenizer, chunk, prompt_style(cfg), cfg.instruction)
         _, right, _ = evaluation.sample_and_grade(run.policy, run.tokenizer, prompts, [p["answer"] for p in chunk],
-                                                  cfg.max_new_tokens, cfg.eval_temperature, 1.0, cfg.seed,
+                                                  response_budget(run), cfg.eval_temperature, 1.0, cfg.seed,
                                                   cfg.strict_box, graphs=cfg.cuda_graphs)
         correct += sum(right)
     return {"eval_accuracy": correct / len(run.eval_set), "eval_seconds": time.perf_counter() - t0}
@@ -424,7 +452,10 @@ class Config:
     max_steps: int = 200
     batch_size: int = 32                    # prompts per step
     group_size: int = 8                     # rollouts per prompt (G)
-    max_new_tokens: int = 1024
+    max_new_tokens: int = 1024              # response length at the start (may be raised on --resume)
+    max_new_tokens_final: int = 0           # the context rule: grow to this length; 0 = never grow
+    grow_when_truncated: float = 0.2        # ... once this share of responses is cut (the paper: 20%)
+    grow_window: int = 5                    # ... averaged over the last this many steps (chosen here)
     temperature: float = 1.0
     top_p: float = 1.0
     sampler_dtype: str = "auto"             # auto (bfloat16 on CUDA, else float32) | float32 | bfloat16

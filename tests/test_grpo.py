@@ -895,3 +895,46 @@ def test_the_readme_recipe_runs_against_this_api(monkeypatch, tiny_tokenizer):
     shaped, _ = hook(advantages, [ids], entropy, tiny_tokenizer, strategic_grams.load_grams("paper"), cfg, [0])
     assert torch.allclose(shaped[marked == 1], torch.tensor(-0.8))              # A + 0.2|A|: HICRA there
 
+
+
+# ----------------------------------------------------------------------------- the context rule (issue 25)
+
+def test_the_context_rule_grows_responses_and_a_resume_keeps_them(qwen_dir, tmp_path, monkeypatch):
+    """--max_new_tokens_final: once the truncated share over --grow_window steps exceeds --grow_when_truncated,
+    responses may grow from the next step on; metrics.jsonl logs the length of every step, and a resumed run
+    (from the checkpoint after the growth) keeps the grown length."""
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    out = tmp_path / "run"
+    grow = ["--max_new_tokens", "3", "--max_new_tokens_final", "12", "--grow_when_truncated", "0.2",
+            "--grow_window", "2", "--save_every", "1", "--eval_every", "0"]
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "2", *grow))
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "3", "--resume", *grow))
+    rows = read_metrics(out)
+    assert rows[0]["truncated_frac"] > 0.2, "the test needs a step that passes the threshold"
+    assert [r["max_new_tokens"] for r in rows] == [3, 12, 12]
+    assert rows[0]["response_len_max"] <= 3 < max(r["response_len_max"] for r in rows[1:])
+    never = tmp_path / "never"   # the same run without the rule keeps its length
+    train_grpo.main(tiny_args(qwen_dir, never, "--max_steps", "2", *grow[:2], "--eval_every", "0"))
+    assert [r["max_new_tokens"] for r in read_metrics(never)] == [3, 3]
+
+
+def test_max_new_tokens_may_be_raised_on_resume_not_lowered(qwen_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    out = tmp_path / "run"
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "1", "--max_new_tokens", "6"))
+    with pytest.raises(SystemExit, match="--max_new_tokens 4: the run was made with 6; it may be raised, not lowered"):
+        train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "2", "--resume", "--max_new_tokens", "4"))
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "2", "--resume", "--max_new_tokens", "10"))
+    resumes = [json.loads(line) for line in (out / "resumes.jsonl").read_text().splitlines()]
+    assert resumes[-1]["changed"]["max_new_tokens"] == [6, 10]
+    assert [r["max_new_tokens"] for r in read_metrics(out) if "max_new_tokens" in r] == [6, 10]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--max_new_tokens_final", "8", "--max_new_tokens", "8"], "--max_new_tokens_final 8: not above --max_new_tokens 8"),
+    (["--grow_when_truncated", "1.0"], "--grow_when_truncated 1.0: needs a number in [0, 1)"),
+    (["--grow_window", "0"], "--grow_window 0: needs an integer >= 1")])
+def test_context_rule_flags_are_checked(qwen_dir, tmp_path, flags, message):
+    with pytest.raises(SystemExit) as info:
+        train_grpo.main(tiny_args(qwen_dir, tmp_path / "run", *flags))
+    assert str(info.value.code).startswith("error: " + message), info.value.code
