@@ -90,9 +90,10 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
 # Flags that may differ when a run is resumed: they change how long it runs, how it is watched or how
 # fast it goes, not what it computes (and --max_new_tokens, which may be raised by hand, as the context rule
 # does). Every other flag must match the run's config.json.
-RESUMABLE = ("max_steps", "max_new_tokens", "resume", "out_dir", "preset", "device", "data_dir", "eval_every", "save_every",
-             "log_rollouts", "plot", "wandb_project", "cuda_graphs", "sampler_dtype", "micro_batch_tokens", "logprob_chunk",
-             "grad_checkpointing", "max_bad_steps", "deterministic", "dist_timeout")
+RESUMABLE = ("max_steps", "max_new_tokens", "resume", "out_dir", "preset", "device", "data_dir", "eval_every",
+             "save_every", "log_rollouts", "plot", "wandb_project", "cuda_graphs", "sampler_dtype",
+             "micro_batch_tokens", "logprob_chunk", "grad_checkpointing", "max_bad_steps", "deterministic",
+             "dist_timeout")
 
 def find_checkpoint(out_dir: Path) -> tuple[Path | None, dict]:
     """The newest complete checkpoint and its trainer state: ckpt, or ckpt.old if a crash hit between

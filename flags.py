@@ -108,11 +108,13 @@ CHECKS = [
 def check_config(cfg, table):
     """Nonsense settings fail here, in one line naming the flag, before any data or model is loaded."""
     rollouts, world = cfg.batch_size * cfg.group_size, int(os.environ.get("WORLD_SIZE", "1"))   # torchrun's ranks
-    cross = [(cfg.mini_batches > rollouts, f"--mini_batches {cfg.mini_batches}: more than the {rollouts} rollouts of a step"),
-             (0 < cfg.max_new_tokens_final <= cfg.max_new_tokens, f"--max_new_tokens_final {cfg.max_new_tokens_final}: "
-              f"not above --max_new_tokens {cfg.max_new_tokens} (0 = never grow)"),
-             (cfg.fsdp and world == 1, "--fsdp: shards over several ranks; launch with torchrun --nproc_per_node N (N >= 2)"),
-             (cfg.batch_size % world != 0, f"--batch_size {cfg.batch_size}: does not split into whole groups over {world} ranks")]
+    cross = [
+        (cfg.mini_batches > rollouts, f"--mini_batches {cfg.mini_batches}: more than the {rollouts} rollouts of a step"),
+        (0 < cfg.max_new_tokens_final <= cfg.max_new_tokens, f"--max_new_tokens_final {cfg.max_new_tokens_final}: "
+         f"not above --max_new_tokens {cfg.max_new_tokens} (0 = never grow)"),
+        (cfg.fsdp and world == 1, "--fsdp: shards over several ranks; launch with torchrun --nproc_per_node N (N >= 2)"),
+        (cfg.batch_size % world != 0, f"--batch_size {cfg.batch_size}: does not split into whole groups over {world} ranks"),
+    ]
     message = checks.problem(dataclasses.asdict(cfg), table) or next((text for bad, text in cross if bad), None)
     message = message or checks.device_problem(cfg.device)
     if message:

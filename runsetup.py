@@ -1,6 +1,7 @@
 """Starting a run and stopping it cleanly: the Run the loop works with (start_run: ranks, run folder, model,
 optimizer, resume), the gram list and the context check, and the end of each step (end_of_step: checkpoints,
-a broken model, Ctrl-C that finishes the step and saves) and finish_run after the last.
+a broken model, Ctrl-C that finishes the step and saves), the paper's context rule (grow_responses: the length
+responses may take, kept in the checkpointed run state) and finish_run after the last step.
 
 Plumbing: the algorithm (train_grpo.py) does not depend on reading this file.
 """
@@ -22,7 +23,7 @@ import torch.distributed as dist
 import rollout
 import strategic_grams
 from checkpoints import load_optimizer_state, prepare_run_folder, save_checkpoint
-from distributed import distribute, max_over_ranks, setup_distributed
+from distributed import distribute, from_rank0, max_over_ranks, setup_distributed
 from flags import ConfigError
 from steplog import plot_run
 
@@ -120,6 +121,30 @@ def end_of_step(run: Run, step: int, metrics: dict, stop: dict) -> bool:
     if stop["requested"]:
         print(f"saved a checkpoint at step {done}; continue with --resume", file=sys.stderr)
     return stop["requested"]
+
+
+def response_budget(run: Run) -> int:
+    """The tokens a response may take now: --max_new_tokens, or the length the context rule grew it to."""
+    return max(run.cfg.max_new_tokens, run.state.get("max_new_tokens", 0))
+
+
+def grow_responses(run: Run, metrics: dict):
+    """(optional) The paper's context rule: once the share of truncated responses, averaged over the last
+    --grow_window steps, exceeds --grow_when_truncated, responses may take --max_new_tokens_final tokens
+    from the next step on (16K -> 32K at 20% in the paper). Rank 0 decides, where the metrics are; the
+    grown length is kept in run.state, which the checkpoint saves, so a resumed run keeps it."""
+    cfg = run.cfg
+    if response_budget(run) >= cfg.max_new_tokens_final:          # 0: never grow; or grown already
+        return
+    window = run.state.setdefault("truncated_fracs", [])   # rank 0's: the metrics are there
+    if run.rank == 0:
+        window[:] = (window + [metrics["truncated_frac"]])[-cfg.grow_window:]
+    if from_rank0(run.rank == 0 and sum(window) / len(window) > cfg.grow_when_truncated):
+        run.state["max_new_tokens"] = cfg.max_new_tokens_final
+        if run.rank == 0:
+            print(f"step {metrics['step']}: {sum(window) / len(window):.0%} of responses truncated, above "
+                  f"--grow_when_truncated {cfg.grow_when_truncated}: responses may now take "
+                  f"{cfg.max_new_tokens_final} tokens", file=sys.stderr)
 
 
 def finish_run(run: Run):

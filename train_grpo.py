@@ -6,9 +6,8 @@
 
 Each step (grpo_step): sample G rollouts for each of `batch_size` prompts (rollout.sample) ->
 reward each one (reward.math_reward: 1 if the final answer is right) -> group-relative advantages
-A = (r - mean_group) / std_group on every token of the rollout -> the method's hook (HICRA:
-train_hicra.py) -> teacher-forced log-probs -> PPO's clipped surrogate with clip-higher ->
-backward -> AdamW step.
+A = (r - mean_group) / std_group on every token -> the method's hook (HICRA: train_hicra.py) ->
+teacher-forced log-probs -> PPO's clipped surrogate with clip-higher -> backward -> AdamW step.
 
 What it keeps from the textbook, and what it drops:
   - kept: PPO's clipped ratio with DAPO's asymmetric clip (eps_low 0.2, eps_high 0.28), several
@@ -45,11 +44,12 @@ import rollout
 import runfolder
 from checks import one_of
 from data import DataError, load_problems, problem_key
-from distributed import all_rows, from_rank0, rank_share, refresh_policy, sum_over_ranks
+from distributed import all_rows, rank_share, refresh_policy, sum_over_ranks
 from flags import ConfigError, check_config
 from reward import math_reward
 from rollout import pad_rows
-from runsetup import Run, end_of_step, finish_run, prompt_style, start_run, stop_after_step_on_ctrl_c
+from runsetup import Run, end_of_step, finish_run, grow_responses, prompt_style, response_budget, start_run
+from runsetup import stop_after_step_on_ctrl_c
 from speed import completion_logprobs, micro_batch_plan, teacher_forced_logprobs
 from steplog import Clock, log_metrics, step_report
 
@@ -163,7 +163,7 @@ def train(cfg: Config, reward_fn=None, shape_advantages=None, name: str = "grpo"
                 evaluated = evaluate(run) if cfg.eval_every and step % cfg.eval_every == 0 else {}
                 metrics = grpo_step(run, step) | evaluated
                 log_metrics(run, metrics)
-                grow_responses(run, metrics)                 # (optional) the paper's context rule
+                grow_responses(run, metrics)                 # (optional) the paper's context rule (runsetup.py)
                 bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward_mean", "response_len_mean", "loss",
                                                                   "eval_accuracy") if k in metrics})
                 if end_of_step(run, step, metrics, stop):   # checkpoints, a broken model, Ctrl-C (runsetup.py)
@@ -240,10 +240,9 @@ def grpo_step(run: Run, step: int) -> dict:
 
 
 def update(run: Run, step: int, prompts, completions, advantages, loss_mask, old_logp, ref_logp):
-    """Step 6: for each mini-batch (one of all the step's rollouts by default; PPO epochs x mini-batches if
-    asked), the loss of its rollouts -> backward -> one optimizer step. All tensors [B, T], this rank's.
-    Returns (the means of loss, clip_frac, kl and grad_norm over the applied updates, or {} if none, the
-    number of updates, whether one was skipped as non-finite)."""
+    """Step 6: per mini-batch (all the step's rollouts by default), its loss -> backward -> an optimizer step.
+    Tensors [B, T], this rank's. Returns (means of loss, clip_frac, kl, grad_norm over the applied updates,
+    or {} if none; the number of updates; whether one was skipped as non-finite)."""
     cfg, model = run.cfg, run.model
     kept_tokens = all_rows(run, loss_mask.sum(1))          # [B x ranks] kept tokens of every rank's rollouts
     totals, updates, skipped = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "grad_norm": 0.0}, 0, False
@@ -283,9 +282,8 @@ def update(run: Run, step: int, prompts, completions, advantages, loss_mask, old
 
 
 def rollouts_loss(run: Run, prompts, completions, advantages, loss_mask, old_logp, ref_logp):
-    """The loss of a few rollouts: log-probs under the policy -> the clipped surrogate (+ KL, - entropy
-    bonus). advantages, loss_mask, old_logp, ref_logp: [b, T] on the CPU (old_logp None: on-policy).
-    Returns (loss, {"clipped": clipped tokens, "kl": summed KL}) for the metrics."""
+    """The loss of a few rollouts: log-probs -> clipped surrogate (+ KL, - entropy bonus); inputs [b, T] on the
+    CPU (old_logp None: on-policy). Returns (loss, {"clipped": clipped tokens, "kl": summed KL})."""
     cfg, device, norm_len = run.cfg, next(run.model.parameters()).device, response_budget(run)
     # token_logprobs above, faster: a prompt pass shared by each group, the projection in chunks (speed.py)
     logp, entropy = completion_logprobs(run.model, prompts, completions, run.tokenizer.pad_token_id,
@@ -307,9 +305,8 @@ def rollouts_loss(run: Run, prompts, completions, advantages, loss_mask, old_log
 
 
 def kept_rollouts(cfg: Config, rewards: torch.Tensor, finished: list[bool]) -> torch.Tensor:
-    """(optional filters) 1.0 for the rollouts that enter the loss, 0.0 for those dropped: groups whose
-    rewards are all equal (--skip_zero_var, DAPO's dynamic sampling) and responses cut at
-    max_new_tokens (--mask_truncated). All 1.0 by default."""
+    """(optional filters) 1.0 for the rollouts that enter the loss, 0.0 for those dropped: groups of equal rewards
+    (--skip_zero_var, DAPO's dynamic sampling) and responses cut short (--mask_truncated). All 1.0 by default."""
     keep = torch.ones(rewards.numel(), dtype=torch.bool)                                     # [B]
     if cfg.skip_zero_var:
         keep = (rewards.std(dim=1) > 0).repeat_interleave(cfg.group_size)
@@ -336,32 +333,6 @@ def mini_batches(cfg: Config, step: int, kept_tokens: torch.Tensor):
                 yield members
 
 
-def response_budget(run: Run) -> int:
-    """The tokens a response may take now: --max_new_tokens, or the length the context rule grew it to."""
-    return max(run.cfg.max_new_tokens, run.state.get("max_new_tokens", 0))
-
-
-def grow_responses(run: Run, metrics: dict):
-    """(optional) The paper's context rule: once the share of truncated responses, averaged over the last
-    --grow_window steps, exceeds --grow_when_truncated, responses may take --max_new_tokens_final tokens
-    from the next step on (16K -> 32K at 20% in the paper). Rank 0 decides, where the metrics are; the
-    grown length is kept in run.state, which the checkpoint saves, so a resumed run keeps it."""
-    cfg = run.cfg
-    if response_budget(run) >= cfg.max_new_tokens_final:          # 0: never grow; or grown already
-        return
-    grow = False
-    if run.rank == 0:
-        window = run.state.setdefault("truncated_fracs", [])
-        window[:] = (window + [metrics["truncated_frac"]])[-cfg.grow_window:]
-        grow = sum(window) / len(window) > cfg.grow_when_truncated
-    if from_rank0(grow):
-        run.state["max_new_tokens"] = cfg.max_new_tokens_final
-        if run.rank == 0:
-            print(f"step {metrics['step']}: {sum(window) / len(window):.0%} of responses truncated, above "
-                  f"--grow_when_truncated {cfg.grow_when_truncated}: responses may now take "
-                  f"{cfg.max_new_tokens_final} tokens", file=sys.stderr)
-
-
 def lr_at(cfg: Config, step: int) -> float:
     """Linear warm-up over warmup_steps, then constant or cosine decay to 10% at max_steps."""
     if step < cfg.warmup_steps:
@@ -377,10 +348,9 @@ def lr_at(cfg: Config, step: int) -> float:
 def load_data(cfg: Config):
     """Training and held-out problems, never sharing a problem (compared by data.problem_key).
 
-    The held-out set is eval_size distinct problems of --eval_dataset, or else of the training source
-    (drawn with another seed). Training problems are then drawn without those: a file's other rows, or
-    the synthetic generator's other problems (it then never produces a held-out one for training).
-    num_problems counts training problems (synthetic default: 2000 drawn, with repeats)."""
+    The held-out set is eval_size distinct problems of --eval_dataset, or else of the training source (drawn
+    with another seed). Training problems are then drawn without those: a file's other rows, or the synthetic
+    generator's others. num_problems counts training problems (synthetic default: 2000 drawn, with repeats)."""
     data_dir = cfg.data_dir or None
     held_out = []
     if cfg.eval_every:
@@ -406,10 +376,9 @@ def batch_at(step: int, cfg: Config, num_problems: int) -> list[int]:
 
 
 def seed_for(seed: int, stream: str, *keys: int) -> int:
-    """The seed of one random stream: a hash of the run's seed, the stream's name and its keys, and
-    of nothing else (not the batch layout, the number of processes or how far a resumed run got).
-    Streams: "rollout" (step, problem, sample: the tokens of one rollout, and HICRA's placebo spans
-    in it), "minibatch" (step: PPO's shuffles), "data" (epoch: the order of the problems)."""
+    """The seed of one random stream: a hash of the run's seed, the stream's name and its keys, and of nothing
+    else (not the batch layout, the number of processes or how far a resumed run got). Streams: "rollout" (step,
+    problem, sample: one rollout's tokens and HICRA's placebo spans), "minibatch" (step), "data" (epoch)."""
     text = ":".join(map(str, (seed, stream, *keys)))
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
 
