@@ -12,6 +12,7 @@ Six methods, the same seeds, data, budget and settings (only the method differs)
   placebo        train_hicra.py --mask random               random spans, exactly as many tokens as the grams
   entropy_reg    train_grpo.py --entropy_coef C             GRPO plus a token-entropy bonus
   high_entropy   train_hicra.py --mask entropy              amplification on the top-30% entropy tokens
+                                                            (this project's reading of the paper's baseline)
 Every run logs the planning-token metrics with the paper's list (all get --grams), so curves compare
 side by side. The paper's placebo list of each seed, <out>/placebo_grams-s<seed>.txt, is drawn once
 from the base model's own responses to training problems (strategic_grams.placebo_grams).

@@ -22,7 +22,10 @@ clipped surrogate consumes the result. Everything else is train_grpo.py, unchang
                 `strategic_grams.py placebo`), which marks as much of such responses as the real list
   random        a stricter placebo: random spans of the same responses marking exactly as many tokens
                 as the Strategic Grams would (per response), so only *which* tokens differs
-  entropy       the top `entropy_top_frac` (30%) highest-entropy tokens of each response
+  entropy       the top `entropy_top_frac` (30%) highest-entropy tokens of each response: this project's
+                reading of the paper's high-entropy baseline ("advantage modulation on high-entropy tokens",
+                citing Cheng et al. and Wang et al. 2025d), whose definition the paper does not give; 30% is
+                the paper's own cut for a high-entropy token (its Figure 10)
 The planning-token metrics always use --grams, whatever the mask.
 """
 
@@ -53,7 +56,7 @@ class HicraConfig(train_grpo.Config):
     alpha: float = 0.2                        # the paper's value
     mask: str = "strategic"                   # strategic | random_grams (the paper's placebo) | random | entropy
     placebo_grams: str = ""                   # --mask random_grams: the random list (strategic_grams.py placebo)
-    entropy_top_frac: float = 0.3             # --mask entropy: fraction of each response amplified
+    entropy_top_frac: float = 0.3             # --mask entropy (this project's reading): fraction of each response amplified
 
 
 def hicra_advantages(advantages: torch.Tensor, planning_mask: torch.Tensor, alpha: float) -> torch.Tensor:
