@@ -45,9 +45,11 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
             saved = json.loads((out_dir / "config.json").read_text())
         except (OSError, ValueError) as e:
             raise ConfigError(f"--resume: {out_dir / 'config.json'} is unreadable ({e}); nothing was changed")
-        # A flag added since the run was made ran at its default there.
-        saved = {f.name: f.default for f in dataclasses.fields(cfg)} | (saved if isinstance(saved, dict) else {})
-        if now["max_new_tokens"] < saved["max_new_tokens"]:   # resumable upwards only
+        if not isinstance(saved, dict):
+            raise ConfigError(f"--resume: {out_dir / 'config.json'} is not a run's config (a JSON object); nothing "
+                              f"was changed")
+        saved = {f.name: f.default for f in dataclasses.fields(cfg)} | saved   # a flag added since ran at its default
+        if isinstance(saved["max_new_tokens"], int) and now["max_new_tokens"] < saved["max_new_tokens"]:   # upwards only
             raise ConfigError(f"--resume: --max_new_tokens {now['max_new_tokens']}: the run was made with "
                               f"{saved['max_new_tokens']}; it may be raised, not lowered")
         fixed = [k for k in now if k not in RESUMABLE and saved.get(k) != now[k]]

@@ -48,7 +48,8 @@ def problem(values: dict, table) -> str | None:
     for flag, test, need in table:
         value = values.get(flag)
         if value is not None and not test(value):
-            return f"--{flag} {value!r}: needs {need}" if isinstance(value, str) else f"--{flag} {value}: needs {need}"
+            shown = repr(value) if isinstance(value, str) else value   # a string in quotes, so '' shows
+            return f"--{flag} {shown}: needs {need}"
     return None
 
 

@@ -46,7 +46,7 @@ def step_report(run, step: int, out, *, seq_problems, seq_prompts, texts, reward
     cfg, completions, G = run.cfg, rows["completion_ids"], run.cfg.group_size
     T = max(len(c) for c in completions)
     all_rewards = torch.tensor(rows["rewards"]).view(-1, G)                                   # [P, G] all ranks
-    correct = torch.tensor(rows["correct"], dtype=torch.float32).view(-1, G)                 # [P, G] all ranks
+    right = torch.tensor(rows["correct"], dtype=torch.float32).view(-1, G)                   # [P, G] all ranks
     tokens_mask = pad_rows([[1.0] * len(c) for c in completions], T)                         # [B, T]
     entropy, sampled_logp = pad_rows(rows["entropies"], T), pad_rows(rows["logprobs"], T)   # [B, T]
     resp_len = torch.tensor([len(c) for c in completions], dtype=torch.float32)              # [B]
@@ -55,7 +55,7 @@ def step_report(run, step: int, out, *, seq_problems, seq_prompts, texts, reward
         "step": step,
         "reward_mean": all_rewards.mean().item(),
         "accuracy": sum(rows["correct"]) / len(rows["correct"]),     # the verified answers, whatever the reward
-        "pass_at_group": (correct.max(dim=1).values > 0.5).float().mean().item(),   # a right answer in the group
+        "pass_at_group": (right.max(dim=1).values > 0.5).float().mean().item(),   # a right answer in the group
         "zero_var_frac": (all_rewards.std(dim=1) == 0).float().mean().item(),
         "response_len_mean": resp_len.mean().item(),
         "response_len_max": int(resp_len.max().item()),

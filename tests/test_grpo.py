@@ -938,3 +938,20 @@ def test_context_rule_flags_are_checked(qwen_dir, tmp_path, flags, message):
     with pytest.raises(SystemExit) as info:
         train_grpo.main(tiny_args(qwen_dir, tmp_path / "run", *flags))
     assert str(info.value.code).startswith("error: " + message), info.value.code
+
+
+def test_resume_reads_an_older_config_at_defaults_and_refuses_one_that_is_not_a_config(qwen_dir, tmp_path, monkeypatch):
+    """A flag added since a run was made (absent from its config.json) ran at its default there, so the run
+    resumes; a config.json that is not a JSON object is refused in one line, nothing changed."""
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    out = tmp_path / "run"
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "1", "--eval_every", "0"))
+    older = {k: v for k, v in json.loads((out / "config.json").read_text()).items()
+             if k not in ("max_new_tokens_final", "grow_when_truncated", "grow_window")}
+    (out / "config.json").write_text(json.dumps(older))
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "2", "--eval_every", "0", "--resume"))
+    assert [r["step"] for r in read_metrics(out)] == [0, 1]
+    (out / "config.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="config.json is not a run's config"):
+        train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "3", "--eval_every", "0", "--resume"))
+    assert [r["step"] for r in read_metrics(out)] == [0, 1]
