@@ -59,7 +59,7 @@ PRESETS = {
     # Sized for one 80 GB GPU (not run yet; cost estimate in the README): the paper's G = 8, lr 1e-6,
     # responses up to 2048 tokens, strict \boxed{} rewards, and 4 mini-batches a step, so that the ratio
     # moves and clip-higher acts (the paper's baseline is "GRPO with clip-higher").
-    "gpu": dict(train=["--model", "Qwen/Qwen2.5-0.5B", "--dataset", "math:train_level3to5", "--batch_size", "32",
+    "gpu": dict(train=["--model", "Qwen/Qwen2.5-0.5B", "--prompt_style", "plain", "--dataset", "math:train_level3to5", "--batch_size", "32",
                        "--group_size", "8", "--max_new_tokens", "2048", "--lr", "1e-6", "--max_steps", "300",
                        "--eval_every", "50", "--save_every", "25", "--micro_batch_tokens", "32768",
                        "--grad_checkpointing", "--mini_batches", "4", "--strict_box", "true"],
@@ -225,7 +225,7 @@ def make_placebo_list(train_args: list[str], seed: int, path: Path, prompts: int
                                   train_hicra.HicraConfig, train_hicra.CHECKS)
     problems = train_grpo.load_data(cfg)[0][:prompts]
     model, tokenizer = rollout.load_model(cfg.model, device=cfg.device)
-    prompts = rollout.encode_problems(tokenizer, problems, runsetup.prompt_style(cfg), cfg.instruction)
+    prompts = rollout.encode_problems(tokenizer, problems, cfg.prompt_style, cfg.instruction)
     out = rollout.sample(model, prompts, cfg.max_new_tokens, temperature=cfg.temperature, eos_token_id=tokenizer.stop_token_ids,
                          seed=seed, n=samples, pad_token_id=tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)

@@ -141,17 +141,18 @@ def read_samples(path: Path) -> list[dict]:
 
 
 def resolve_model(name: str):
-    """(what load_model gets, default prompt style). A run folder stands for its checkpoint."""
+    """(what load_model gets, the run's prompt style or "": chat if the tokenizer has a chat template). A run
+    folder stands for its checkpoint."""
     path = Path(name).expanduser()
     path = next(iter(rollout.checkpoints(path)), path)
     if not path.is_dir():
-        return name, rollout.default_prompt_style(name)
+        return name, ""
     run_config = path.parent / "config.json"  # train_grpo's config, beside its ckpt
     try:
         run = json.loads(run_config.read_text())
-        return str(path.resolve()), run.get("prompt_style") or rollout.default_prompt_style(run["model"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return str(path.resolve()), rollout.default_prompt_style(name)
+        return str(path.resolve()), str(run.get("prompt_style") or "")
+    except (OSError, ValueError, AttributeError):
+        return str(path.resolve()), ""
 
 
 def weights_fingerprint(source: str) -> str | None:
@@ -249,7 +250,7 @@ def parse_args(argv=None):
     p.add_argument("--top_p", type=float, default=None, help="default 1, or 0.95 under --protocol paper")
     p.add_argument("--max_new_tokens", type=int, default=4096 if cuda else 1024)
     p.add_argument("--prompt_style", choices=["chat", "plain"], default=None,
-                   help="default: the run's, else chat for instruct models, plain for base models")
+                   help="default: the run's, else chat if the tokenizer has a chat template, else plain")
     p.add_argument("--strict", action=argparse.BooleanOptionalAction, default=None,
                    help="grade \\boxed{} answers only (default: on under --protocol paper)")
     p.add_argument("--batch_size", type=int, default=64 if cuda else 16, help="sequences per sampler call")

@@ -2,7 +2,7 @@
 
     load_model(name)        a local Hugging Face folder, a Hub id, the offline alias `smollm2-135m`,
                             or random:FOLDER (random weights in a config's shape, for speed checks)
-    format_prompt(...)      a math problem as a chat prompt (instruct models) or a plain prompt (base models)
+    format_prompt(...)      a math problem as a chat prompt (tokenizers with a template) or a plain prompt
     sample(model, ids, ...) batched sampling with our own decoding loop
 
 Why our own sampler instead of `model.generate`: an RL step samples many sequences of very
@@ -208,11 +208,10 @@ CHATML_TEMPLATE = (
 
 
 def prepare_tokenizer(tokenizer, model=None):
-    """Give the tokenizer what sampling and batching need: a pad token, a chat template, stop ids."""
+    """Give the tokenizer what sampling and batching need: a pad token and stop ids. Its chat template is left
+    as the model shipped it (or without one), since whether it has one picks the default prompt style."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = CHATML_TEMPLATE
     stop = []
     candidates = [tokenizer.eos_token_id]
     if model is not None and model.generation_config is not None:
@@ -238,21 +237,25 @@ PLAIN_TEMPLATE = (
 )
 
 
-def default_prompt_style(model_name: str) -> str:
-    """Instruct/chat models get their chat template; base models a plain completion prompt."""
-    lowered = model_name.lower()
-    return "chat" if any(k in lowered for k in ("instruct", "chat", "smollm2-135m", "-it")) else "plain"
+def default_prompt_style(tokenizer) -> str:
+    """chat if the model's tokenizer ships a chat template, else plain: decided by what the tokenizer has,
+    never by the model's name. Base models whose tokenizer carries a template anyway (Qwen2.5's and Qwen3's
+    base models do) get the plain prompt of the paper's zero-RL runs by saying so: --prompt_style plain."""
+    return "chat" if tokenizer.chat_template else "plain"
 
 
-def format_prompt(tokenizer, problem: str, style: str = "chat", instruction: str = BOXED_INSTRUCTION) -> str:
+def format_prompt(tokenizer, problem: str, style: str = "", instruction: str = BOXED_INSTRUCTION) -> str:
     """One math problem as the text the model continues.
 
-    style="chat": the model's chat template with one user turn (problem + instruction).
-    style="plain": an R1-Zero-style completion prompt for base models (no template tokens).
+    style="chat": the model's chat template with one user turn (problem + instruction); ChatML for a
+    tokenizer that has none. style="plain": an R1-Zero-style completion prompt (no template tokens), the
+    base models' prompt. style="": default_prompt_style(tokenizer).
     """
+    style = style or default_prompt_style(tokenizer)
     if style == "chat":
         messages = [{"role": "user", "content": f"{problem}\n{instruction}".strip()}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                             chat_template=tokenizer.chat_template or CHATML_TEMPLATE)
     if style == "plain":
         return PLAIN_TEMPLATE.format(problem=problem)
     raise ValueError(f"--prompt_style {style!r}: expected 'chat' or 'plain'")
@@ -263,8 +266,9 @@ def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
-def encode_problems(tokenizer, problems: list[dict], style: str, instruction: str = BOXED_INSTRUCTION):
-    """Prompt token ids of problems (dicts with "problem"): the one prompt encoder of the project."""
+def encode_problems(tokenizer, problems: list[dict], style: str = "", instruction: str = BOXED_INSTRUCTION):
+    """Prompt token ids of problems (dicts with "problem"): the one prompt encoder of the project. style: chat,
+    plain, or "" (chat if the tokenizer has a chat template)."""
     return encode_prompts(tokenizer, [format_prompt(tokenizer, p["problem"], style, instruction) for p in problems])
 
 
@@ -673,7 +677,7 @@ def main(argv=None):
         model, tokenizer = load_model(args.model, device=args.device)
     except (ModelLoadError, DataError) as e:
         sys.exit(f"error: {e}")
-    prompts = encode_problems(tokenizer, problems, args.prompt_style or default_prompt_style(args.model))
+    prompts = encode_problems(tokenizer, problems, args.prompt_style or "")   # "": by the tokenizer
     out = sample(model, prompts, args.max_new_tokens, temperature=args.temperature,
                  eos_token_id=tokenizer.stop_token_ids, seed=args.seed, n=args.samples,
                  pad_token_id=tokenizer.pad_token_id)

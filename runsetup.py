@@ -193,7 +193,7 @@ def fit_context(problems: list[dict], cfg, tokenizer, context: int | None, what:
     rather than failing at the step that meets them."""
     if not context or not problems:
         return problems
-    lengths = [len(p) for p in rollout.encode_problems(tokenizer, problems, prompt_style(cfg), cfg.instruction)]
+    lengths = [len(p) for p in rollout.encode_problems(tokenizer, problems, cfg.prompt_style, cfg.instruction)]
     longest = max(cfg.max_new_tokens, cfg.max_new_tokens_final)
     kept = [p for p, n in zip(problems, lengths) if n + longest <= context]
     if len(kept) < len(problems):
@@ -201,7 +201,3 @@ def fit_context(problems: list[dict], cfg, tokenizer, context: int | None, what:
               f"tokens (--max_new_tokens, --max_new_tokens_final) exceeds the model's context of {context} tokens",
               file=sys.stderr)
     return kept
-
-def prompt_style(cfg) -> str:
-    """chat or plain: --prompt_style, else what rollout.default_prompt_style picks for the model."""
-    return cfg.prompt_style or rollout.default_prompt_style(cfg.model)

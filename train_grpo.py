@@ -48,7 +48,7 @@ from distributed import all_rows, rank_share, refresh_policy, sum_over_ranks
 from flags import ConfigError, check_config
 from reward import math_reward
 from rollout import pad_rows
-from runsetup import Run, end_of_step, finish_run, grow_responses, prompt_style, response_budget, start_run
+from runsetup import Run, end_of_step, finish_run, grow_responses, response_budget, start_run
 from runsetup import stop_after_step_on_ctrl_c
 from speed import completion_logprobs, micro_batch_plan, teacher_forced_logprobs
 from steplog import Clock, log_metrics, step_report
@@ -186,7 +186,7 @@ def grpo_step(run: Run, step: int) -> dict:
     #         N ranks, resumed or not, sample the same rollouts.
     indices = rank_share(run, batch_at(step, cfg, len(run.train_set)))
     problems = [run.train_set[i] for i in indices]
-    prompts = rollout.encode_problems(tokenizer, problems, prompt_style(cfg), cfg.instruction)
+    prompts = rollout.encode_problems(tokenizer, problems, cfg.prompt_style, cfg.instruction)
     row_seeds = [seed_for(cfg.seed, "rollout", step, i, j) for i in indices for j in range(G)]   # one per rollout
     run.policy.eval()
     out = rollout.sample(run.policy, prompts, response_budget(run), temperature=cfg.temperature, top_p=cfg.top_p,
@@ -390,7 +390,7 @@ def evaluate(run: Run) -> dict:
     cfg, t0, correct = run.cfg, time.perf_counter(), 0
     for start in range(0, len(run.eval_set), 64):
         chunk = run.eval_set[start:start + 64]
-        prompts = rollout.encode_problems(run.tokenizer, chunk, prompt_style(cfg), cfg.instruction)
+        prompts = rollout.encode_problems(run.tokenizer, chunk, cfg.prompt_style, cfg.instruction)
         _, right, _ = evaluation.sample_and_grade(run.policy, run.tokenizer, prompts, [p["answer"] for p in chunk],
                                                   response_budget(run), cfg.eval_temperature, 1.0, cfg.seed,
                                                   cfg.strict_box, graphs=cfg.cuda_graphs)
@@ -407,7 +407,7 @@ class Config:
     dataset: str = "math:train_level3to5"   # name, name:split, .jsonl path, or synthetic:<level>
     data_dir: str = ""                      # default: $HICRA_DATA_DIR (see data/__init__.py)
     num_problems: int = 0                   # 0 = all problems (synthetic: 2000 generated)
-    prompt_style: str = ""                  # chat | plain; default: chat for instruct models
+    prompt_style: str = ""                  # chat | plain; default: chat if the tokenizer has a chat template
     instruction: str = rollout.BOXED_INSTRUCTION
     strict_box: bool = True                 # reward only \boxed{} answers, as the paper's training and evaluation do
     out_dir: str = "runs/grpo"

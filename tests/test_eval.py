@@ -160,9 +160,11 @@ def test_paper_protocol_and_run_folder(tmp_path, model_dir):
     for f in model_dir.iterdir():
         (run / "ckpt" / f.name).write_bytes(f.read_bytes())
     (run / "ckpt" / "trainer_state.pt").write_bytes(b"")   # written last: the checkpoint is complete
-    (run / "config.json").write_text(json.dumps({"model": "Qwen/Qwen2.5-0.5B", "prompt_style": ""}))
+    (run / "config.json").write_text(json.dumps({"model": "Qwen/Qwen2.5-0.5B", "prompt_style": "plain"}))
     source, style = ev.resolve_model(str(run))
-    assert source == str((run / "ckpt").resolve()) and style == "plain"
+    assert source == str((run / "ckpt").resolve()) and style == "plain"   # the run's own
+    (run / "config.json").write_text(json.dumps({"model": "Qwen/Qwen2.5-0.5B", "prompt_style": ""}))
+    assert ev.resolve_model(str(run))[1] == ""   # by the checkpoint's tokenizer, as the run did
 
 
 def test_a_run_trained_further_is_never_reported_with_the_old_samples(model_dir, data_dir, tmp_path, monkeypatch):

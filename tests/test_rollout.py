@@ -61,7 +61,7 @@ def test_folder_round_trip_gives_same_logits(tiny_model_dir, tiny_tokenizer):
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in tokenizer.stop_token_ids
 
 
-def test_load_model_adds_missing_pad_and_template(tmp_path, tiny_tokenizer):
+def test_load_model_adds_missing_pad_and_chat_falls_back_to_chatml(tmp_path, tiny_tokenizer):
     import copy
     tok = copy.deepcopy(tiny_tokenizer)
     tok.pad_token = None
@@ -287,11 +287,26 @@ def test_prompt_styles(tiny_tokenizer):
     assert chat.startswith("<|im_start|>user\nWhat is 2+2?") and "\\boxed{}" in chat
     plain = rollout.format_prompt(tiny_tokenizer, "What is 2+2?", "plain")
     assert "<|im_start|>" not in plain and "What is 2+2?" in plain and plain.endswith("Solution:")
-    assert rollout.default_prompt_style("Qwen/Qwen2.5-0.5B") == "plain"
-    assert rollout.default_prompt_style("Qwen/Qwen2.5-0.5B-Instruct") == "chat"
-    assert rollout.default_prompt_style("smollm2-135m") == "chat"
     with pytest.raises(ValueError, match="prompt_style"):
         rollout.format_prompt(tiny_tokenizer, "x", "fancy")
+
+
+def test_the_default_prompt_style_is_what_the_tokenizer_has_not_what_the_model_is_called(tmp_path, tiny_tokenizer):
+    """A model folder named like a base model (DeepSeek-R1-Distill-Llama-8B has no "instruct" in its name) whose
+    tokenizer ships a chat template gets it; one named "-Instruct" whose tokenizer has none gets the plain prompt.
+    The old rule went by the name and got both wrong."""
+    import copy
+
+    from transformers import AutoTokenizer
+    without = copy.deepcopy(tiny_tokenizer)
+    without.chat_template = None
+    for name, tok, style in (("DeepSeek-R1-Distill-Llama-8B", tiny_tokenizer, "chat"),
+                             ("Some-Model-Instruct", without, "plain")):
+        tok.save_pretrained(tmp_path / name)
+        loaded = rollout.prepare_tokenizer(AutoTokenizer.from_pretrained(tmp_path / name))
+        assert rollout.default_prompt_style(loaded) == style
+        assert rollout.format_prompt(loaded, "What is 2+2?") == rollout.format_prompt(loaded, "What is 2+2?", style)
+        assert (loaded.chat_template is None) == (style == "plain")   # prepare_tokenizer installs no template
 
 
 def graph_vs_eager(model, tokenizer, monkeypatch):
