@@ -4,6 +4,7 @@
     python ablation.py --preset gpu            # Qwen2.5-0.5B on MATH levels 3-5, one GPU
     python ablation.py --preset gpu --gpus 0,1,2,3   # the same runs, four at a time, one per GPU
     python ablation.py --preset gpu --gpus 0,1,2,3 --ranks_per_run 2   # two at a time, each on 2 GPUs (torchrun)
+    python ablation.py --preset paper_qwen3_4b_instruct --gpus 0,1,2,3,4,5,6,7 --ranks_per_run 8   # a paper run
 
 Six methods, the same seeds, data, budget and settings (only the method differs):
   grpo           train_grpo.py                              the baseline (clip-higher, no KL)
@@ -47,6 +48,7 @@ METHODS = {
 }
 ROOT = Path(__file__).resolve().parent   # the scripts run from any directory
 sys.path.insert(0, str(ROOT))
+import presets  # noqa: E402
 import runfolder  # noqa: E402
 from data import STRATEGIC_GRAMS  # noqa: E402
 
@@ -66,6 +68,17 @@ PRESETS = {
                 seeds=[0, 1, 2], entropy_coef=0.001,
                 eval=["--benchmarks", "math500,amc23,aime24", "--protocol", "paper", "--max_new_tokens", "2048"]),
 }
+# The paper's comparison for each of its runs (presets.py), each run on the GPUs of one node (torchrun, FSDP):
+#     python ablation.py --preset paper_qwen3_4b_instruct --gpus 0,1,2,3,4,5,6,7 --ranks_per_run 8
+# GRPO and HICRA with one seed, as Table 1 reports them (--methods adds the baselines, --seeds more seeds),
+# evaluated with the paper's protocol on its six benchmarks at the final response length, so that no answer is
+# cut shorter than training let it grow (eval.py --batch_size: the preset's sample_rows, the KV cache per GPU).
+for _name, _cfg in presets.PAPER.items():
+    PRESETS[_name] = dict(train=["--preset", _name], seeds=[0], methods=["grpo", "hicra"],
+                          entropy_coef=0.001,   # the entropy baseline's bonus, if asked for (chosen: the gpu preset's)
+                          eval=["--benchmarks", "aime24,aime25,math500,amc23,minerva_math,olympiadbench", "--protocol",
+                                "paper", "--max_new_tokens", str(_cfg["max_new_tokens_final"]),
+                                "--batch_size", str(_cfg["sample_rows"])])
 
 
 def run_dir(out: Path, method: str, seed: int) -> Path:
@@ -104,9 +117,12 @@ def finished(folder: Path, max_steps: int, evaluates: bool) -> bool:
     return bool(rows) and rows[-1]["step"] + 1 >= max_steps + evaluates
 
 
-def flag_value(args: list[str], flag: str, default: str) -> str:
-    """The value of the last `flag` in args (argparse semantics: flags after -- override the preset)."""
-    return ([value for name, value in zip(args, args[1:]) if name == flag] or [default])[-1]
+def run_config(args: list[str]):
+    """The config the training runs get from `args`, as the trainers parse them (a --preset in them included;
+    flags after -- override the preset's)."""
+    import train_grpo
+    import train_hicra
+    return train_grpo.parse_config(args, train_hicra.HicraConfig, train_hicra.CHECKS)
 
 
 def train_all(preset: dict, out: Path, methods, seeds, extra, gpus=(), ranks=1):
@@ -115,8 +131,8 @@ def train_all(preset: dict, out: Path, methods, seeds, extra, gpus=(), ranks=1):
     so for seeds and baselines this beats spreading one run over the GPUs. With ranks > 1 each run is
     launched by torchrun on that many processes (and takes that many of the GPUs)."""
     args = preset["train"] + extra
-    max_steps = int(flag_value(args, "--max_steps", "200"))
-    evaluates = int(flag_value(args, "--eval_every", "25")) > 0
+    cfg = run_config(args)
+    max_steps, evaluates = cfg.max_steps, cfg.eval_every > 0
     todo = []
     for seed in seeds:
         for method in methods:
@@ -217,7 +233,6 @@ def make_placebo_list(train_args: list[str], seed: int, path: Path, prompts: int
     if path.exists():
         return
     import rollout
-    import runsetup
     import strategic_grams
     import train_grpo
     import train_hicra
@@ -303,7 +318,8 @@ def main(argv=None):
                                      epilog="Flags after -- go to every training run, e.g. -- --max_steps 4")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--out", default="", help="output folder (default: runs/ablation-<preset>)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
+    parser.add_argument("--methods", default="", help="comma-separated subset of the methods (default: the preset's, "
+                        "else all six)")
     parser.add_argument("--seeds", default="", help="comma-separated seeds (default: the preset's)")
     parser.add_argument("--gpus", default="", help="comma-separated GPU ids: one run per GPU at a time (e.g. 0,1,2,3)")
     parser.add_argument("--ranks_per_run", type=int, default=1,
@@ -311,7 +327,7 @@ def main(argv=None):
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
     preset = PRESETS[args.preset]
-    methods = args.methods.split(",")
+    methods = args.methods.split(",") if args.methods else preset.get("methods", list(METHODS))
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         sys.exit(f"error: --methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")

@@ -94,7 +94,7 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
 # does). Every other flag must match the run's config.json.
 RESUMABLE = ("max_steps", "max_new_tokens", "resume", "out_dir", "preset", "device", "data_dir", "eval_every",
              "save_every", "log_rollouts", "plot", "wandb_project", "cuda_graphs", "sampler_dtype",
-             "micro_batch_tokens", "logprob_chunk", "grad_checkpointing", "max_bad_steps", "deterministic",
+             "micro_batch_tokens", "sample_rows", "logprob_chunk", "grad_checkpointing", "max_bad_steps", "deterministic",
              "dist_timeout")
 
 def find_checkpoint(out_dir: Path) -> tuple[Path | None, dict]:

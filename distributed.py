@@ -130,9 +130,17 @@ def gather_rows(run, **columns: list) -> dict | None:
     """Per-rollout lists from every rank, concatenated in rank order, on rank 0 (None elsewhere)."""
     if run.world == 1:
         return columns
-    parts = [None] * run.world
-    dist.all_gather_object(parts, columns)
+    parts = all_objects(run, columns)
     return {key: [x for part in parts for x in part[key]] for key in columns} if run.rank == 0 else None
+
+
+def all_objects(run, value) -> list:
+    """Every rank's `value` (any picklable object), in rank order, on every rank."""
+    if run.world == 1:
+        return [value]
+    parts = [None] * run.world
+    dist.all_gather_object(parts, value)
+    return parts
 
 
 def barrier():

@@ -171,12 +171,13 @@ def weights_fingerprint(source: str) -> str | None:
 
 
 def sample_and_grade(model, tokenizer, prompts, golds, max_new_tokens, temperature, top_p, seed, strict,
-                     graphs=False):
-    """One sampler call on prompt token ids, and each answer graded against its gold answer:
-    (decoded outputs, correct flags, the Rollout). Used here and by train_grpo's in-loop evaluation."""
+                     graphs=False, max_rows=0):
+    """One sampler call on prompt token ids (max_rows sequences at a time, 0 = all), and each answer graded
+    against its gold answer: (decoded outputs, correct flags, the Rollout). Used here and by train_grpo's
+    in-loop evaluation."""
     out = rollout.sample(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p,
                          eos_token_id=tokenizer.stop_token_ids, seed=seed, pad_token_id=tokenizer.pad_token_id,
-                         graphs=graphs)
+                         graphs=graphs, max_rows=max_rows)
     outputs = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
     return outputs, [reward.verify(o, g, strict=strict) for o, g in zip(outputs, golds)], out
 

@@ -21,15 +21,25 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message is one line naming the flag."""
 
 
-def parse_config(argv, config_class, checks_table, presets: dict, description: str = ""):
+def parse_config(argv, config_class, checks_table, presets: dict, description: str = "", sources: dict | None = None):
     """Every field of `config_class` is a flag (`--lr 1e-5`, `--scale_by_std false`, `--x none` for a field
     that may be None); `--preset NAME` sets the defaults of `presets[NAME]`, and flags given win over it.
-    --help shows each flag's default and, from the checks table, what it needs."""
-    parser = argparse.ArgumentParser(description=description)
+    --help shows each flag's default (the preset's, with --preset) and, from the checks table, what it needs;
+    sources[NAME][flag] = (value, where it comes from) adds the latter to the preset's flags."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--preset", default="")
+    name = early.parse_known_args(argv)[0].preset
+    if name and name not in presets:
+        early.error(f"--preset {name!r}: choose from {', '.join(presets)}")
+    preset, origin = presets.get(name, {}), (sources or {}).get(name, {})
+    parser = argparse.ArgumentParser(description=description + (f" Preset {name}: defaults below." if name else ""))
     needs = {flag: need for flag, _, need in checks_table}
     hints = typing.get_type_hints(config_class)
     for f in dataclasses.fields(config_class):
         help_text = (needs.get(f.name, "") + " (default: %(default)s)").strip()
+        if f.name in origin:
+            help_text += f" [{origin[f.name][1]}]".replace("%", "%%")
         kind, optional = _flag_type(hints[f.name], f.name)
         if kind is bool and not optional:
             parser.add_argument(f"--{f.name}", type=_bool, nargs="?", const=True, default=f.default, help=help_text)
@@ -38,14 +48,8 @@ def parse_config(argv, config_class, checks_table, presets: dict, description: s
             parser.add_argument(f"--{f.name}", default=f.default, help=help_text,
                                 type=(lambda text, convert=convert: None if text.lower() in ("none", "null") else
                                       convert(text)) if optional else convert)
-    args = parser.parse_args(argv)
-    given = {a.lstrip("-").split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
-    values = vars(args)
-    if args.preset:
-        if args.preset not in presets:
-            parser.error(f"--preset {args.preset!r}: choose from {', '.join(presets)}")
-        values.update({k: v for k, v in presets[args.preset].items() if k not in given})
-    return config_class(**values)
+    parser.set_defaults(**preset)   # the preset's values are the defaults: flags given win, --help shows them
+    return config_class(**vars(parser.parse_args(argv)))
 
 
 def _flag_type(hint, name: str) -> tuple[type, bool]:
@@ -78,6 +82,7 @@ CHECKS = [
     ("max_new_tokens_final", at_least(0), "an integer >= 0 (0 = never grow)"),
     ("grow_when_truncated", lambda x: number(x) and 0 <= x < 1, "a number in [0, 1)"),
     ("grow_window", at_least(1), "an integer >= 1"),
+    ("dynamic_sampling_rounds", at_least(1), "an integer >= 1 (1 = no extra draws)"),
     ("temperature", positive, "a number > 0 (training samples)"),
     ("top_p", fraction, "a number in (0, 1]"),
     ("eps_low", lambda x: number(x) and 0 < x < 1, "a number in (0, 1)"),
@@ -91,6 +96,7 @@ CHECKS = [
     ("ppo_epochs", at_least(1), "an integer >= 1"),
     ("mini_batches", at_least(1), "an integer >= 1"),
     ("micro_batch_tokens", at_least(1), "an integer >= 1"),
+    ("sample_rows", at_least(0), "an integer >= 0 (0 = a rank's rollouts in one sampler call)"),
     ("logprob_chunk", at_least(1), "an integer >= 1"),
     ("max_bad_steps", at_least(1), "an integer >= 1"),
     ("eval_every", at_least(0), "an integer >= 0 (0 = never)"),

@@ -415,7 +415,7 @@ def _next_token(logits, temperature, top_p, top_k, generator, u=None):
 def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
            top_p: float = 1.0, eos_token_id: int | list[int] | None = None, seed: int | None = None,
            top_k: int = 0, n: int = 1, pad_token_id: int = 0, graphs: bool = False,
-           row_seeds: list[int] | None = None) -> Rollout:
+           row_seeds: list[int] | None = None, max_rows: int = 0) -> Rollout:
     """Sample `n` continuations of each prompt (sequence i continues prompt i // n).
 
     temperature=0 is greedy; top_k=0 and top_p=1 switch those filters off. Each sequence stops
@@ -428,7 +428,17 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
     graphs=True runs each decode step as a replayed CUDA graph of a fixed shape (DecodeGraphs, below):
     on CUDA it removes the launch overhead of the few hundred small kernels of a step; on the CPU the
     same fixed-shape steps run eagerly (which is how the tests check them against the eager loop).
+    max_rows > 0 samples at most that many sequences a call (whole prompts, at least one), one call after
+    the other: the KV cache is allocated for max_rows sequences, not all of them (with row_seeds, the
+    same sequences as one call).
     """
+    if 0 < max_rows < len(prompt_ids) * n and len(prompt_ids) > 1:
+        per = max(1, max_rows // n)                         # prompts a call
+        return concat_rollouts([
+            sample(model, prompt_ids[i:i + per], max_new_tokens, temperature, top_p, eos_token_id,
+                   None if seed is None else seed + i, top_k, n, pad_token_id, graphs,
+                   None if row_seeds is None else row_seeds[i * n:(i + per) * n])
+            for i in range(0, len(prompt_ids), per)])
     _check_sample_args(model, prompt_ids, max_new_tokens, temperature, top_p, top_k, n)
     t0 = time.perf_counter()
     device = next(model.parameters()).device
@@ -535,6 +545,18 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
         prompt_index=[i // n for i in range(B)],
         stats={"tokens": total, "seconds": seconds, "tokens_per_s": total / max(seconds, 1e-9)},
     )
+
+
+def concat_rollouts(parts: list[Rollout]) -> Rollout:
+    """Rollouts of consecutive prompts as one: prompt indices follow on, seconds and tokens add up."""
+    offsets = [0]
+    for part in parts:
+        offsets.append(offsets[-1] + (max(part.prompt_index) + 1 if part.prompt_index else 0))
+    tokens, seconds = sum(p.stats.get("tokens", 0) for p in parts), sum(p.stats.get("seconds", 0.0) for p in parts)
+    return Rollout([c for p in parts for c in p.completion_ids], [x for p in parts for x in p.logprobs],
+                   [x for p in parts for x in p.entropies], [f for p in parts for f in p.finished],
+                   [k + off for p, off in zip(parts, offsets) for k in p.prompt_index],
+                   {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)})
 
 
 def _compute_dtype(model, device) -> torch.dtype:

@@ -84,7 +84,8 @@ def step_report(run, step: int, out, *, seq_problems, seq_prompts, texts, reward
 
 class Clock:
     """Seconds and CUDA peak memory of each phase of a step, for the metrics only: clock.lap("sample") ends
-    the phase "sample" (its seconds, and on CUDA its peak GiB, counted from the previous lap)."""
+    the phase "sample" (its seconds, and on CUDA its peak GiB, counted from the previous lap; a phase lapped
+    twice adds its seconds and keeps the higher peak)."""
     MEMORY = ("sample", "old_logp", "update")   # the phases whose peak memory is reported
 
     def __init__(self, device: torch.device):
@@ -93,10 +94,10 @@ class Clock:
         self.start = self.last = time.perf_counter()
 
     def lap(self, phase: str):
-        if phase in self.MEMORY:
-            self.peaks[phase] = phase_peak(self.device)   # waits for the phase's kernels: its seconds are its own
-        now = time.perf_counter()
-        self.seconds[phase], self.last = now - self.last, now
+        if phase in self.MEMORY:   # waits for the phase's kernels: its seconds are its own
+            self.peaks[phase] = max(self.peaks.get(phase) or 0.0, phase_peak(self.device) or 0.0) or None
+        now = time.perf_counter()   # a phase run several times a step (dynamic sampling's rounds) adds up
+        self.seconds[phase], self.last = self.seconds.get(phase, 0.0) + now - self.last, now
 
     def total(self) -> float:
         return self.last - self.start

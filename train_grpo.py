@@ -14,7 +14,8 @@ What it keeps from the textbook, and what it drops:
     PPO epochs / mini-batches if asked, three loss aggregations (DAPO's token mean, the original
     GRPO's per-sequence mean, Dr. GRPO's constant normaliser), optional k3 KL to a frozen
     reference, optional entropy bonus (the paper's entropy-regularisation baseline), optional
-    DAPO dynamic-sampling filter (drop groups whose rewards are all equal: they carry no signal).
+    DAPO dynamic sampling (groups whose rewards are all equal carry no signal: draw more prompts
+    until the batch holds none, or only drop them with --skip_zero_var).
   - dropped: a value network (GRPO's group baseline replaces it), reward models (the reward is
     verified), and the KL term by default (with kl_coef = 0 no reference model is loaded).
   - old log-probs: on-policy (one PPO epoch, one mini-batch, the default) the policy that sampled
@@ -40,11 +41,12 @@ import torch
 
 import eval as evaluation
 import flags
+import presets
 import rollout
 import runfolder
 from checks import one_of
 from data import DataError, load_problems, problem_key
-from distributed import all_rows, rank_share, refresh_policy, sum_over_ranks
+from distributed import all_objects, all_rows, rank_share, refresh_policy, sum_over_ranks
 from flags import ConfigError, check_config
 from reward import math_reward
 from rollout import pad_rows
@@ -181,27 +183,17 @@ def grpo_step(run: Run, step: int) -> dict:
     cfg, tokenizer, G = run.cfg, run.tokenizer, run.cfg.group_size
     clock = Clock(next(run.model.parameters()).device)          # seconds and peak memory of each phase
 
-    # ---- 1. Sample G rollouts for each prompt. Each rank takes whole groups (a block of the step's
-    #         prompts); each rollout's random stream is seeded by (seed, step, problem, sample), so 1 or
-    #         N ranks, resumed or not, sample the same rollouts.
-    indices = rank_share(run, batch_at(step, cfg, len(run.train_set)))
-    problems = [run.train_set[i] for i in indices]
-    prompts = rollout.encode_problems(tokenizer, problems, cfg.prompt_style, cfg.instruction)
-    row_seeds = [seed_for(cfg.seed, "rollout", step, i, j) for i in indices for j in range(G)]   # one per rollout
-    run.policy.eval()
-    out = rollout.sample(run.policy, prompts, response_budget(run), temperature=cfg.temperature, top_p=cfg.top_p,
-                         eos_token_id=tokenizer.stop_token_ids, row_seeds=row_seeds, n=G,
-                         pad_token_id=tokenizer.pad_token_id, graphs=cfg.cuda_graphs)
-    texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
-    seq_prompts = [prompts[k] for k in out.prompt_index]       # the prompt of each of the B = P x G rollouts
+    # ---- 1-2. Sample G rollouts for each of this rank's prompts and reward each one (sample_groups, below).
+    batch = sample_groups(run, step, rank_share(run, batch_at(step, cfg, len(run.train_set))), clock)
+    drawn = {}
+    if cfg.dynamic_sampling:     # (optional) DAPO: more prompts until batch_size groups have rewards that differ
+        batch, drawn = dynamic_sampling(run, step, batch, clock)
+    out, texts, correct = batch.out, batch.texts, batch.correct
+    problems = [run.train_set[i] for i in batch.indices]
+    seq_prompts = [batch.prompts[k] for k in out.prompt_index]   # the prompt of each of the B = P x G rollouts
     seq_problems = [problems[k] for k in out.prompt_index]
-    clock.lap("sample")
-
-    # ---- 2. Reward each rollout: 1 if its final answer is right, else 0 (or the run's reward_fn).
-    correct = [math_reward(t, p["answer"], strict=cfg.strict_box) for t, p in zip(texts, seq_problems)]
-    scores = correct if run.reward_fn is None else [float(run.reward_fn(t, p)) for t, p in zip(texts, seq_problems)]
-    rewards = torch.tensor(scores).view(len(problems), G)                                     # [P, G]
-    clock.lap("reward")
+    row_seeds = [seed_for(cfg.seed, "rollout", step, i, j) for i in batch.indices for j in range(G)]   # [B]
+    rewards = torch.tensor(batch.scores).view(len(problems), G)                               # [P, G]
 
     # ---- 3. Advantages: each rollout against the others of its group, on every token of the rollout.
     seq_adv = group_advantages(rewards, cfg.scale_by_std).view(-1)                           # [B]
@@ -235,7 +227,42 @@ def grpo_step(run: Run, step: int) -> dict:
     return step_report(run, step, out, seq_problems=seq_problems, seq_prompts=seq_prompts, texts=texts,
                        rewards=rewards, correct=correct, seq_adv=seq_adv, advantages=advantages, marked=marked,
                        losses=losses, updates=updates, skipped=skipped, lr=lr_at(cfg, step), clock=clock,
-                       max_new_tokens=response_budget(run))
+                       max_new_tokens=response_budget(run)) | drawn
+
+
+@dataclass
+class Groups:
+    """What phases 1-2 hand the rest of a step: P prompts with G rollouts each (rollout k answers prompt k // G)."""
+    indices: list[int]              # [P] the problems, as indices of run.train_set
+    prompts: list[list[int]]        # [P] their prompts' token ids
+    out: rollout.Rollout            # [B = P x G] completions, the sampler's log-probs and entropies, finished
+    texts: list[str]                # [B] the completions, decoded
+    correct: list[float]            # [B] 1.0 if the verified final answer is right, else 0.0
+    scores: list[float]             # [B] the reward: `correct`, or the run's reward_fn
+
+
+def sample_groups(run: Run, step: int, indices: list[int], clock: Clock) -> Groups:
+    """Phases 1 and 2 of a step, for the problems `indices` (this rank's block of the step's prompts)."""
+    cfg, tokenizer, G = run.cfg, run.tokenizer, run.cfg.group_size
+    # ---- 1. Sample G rollouts for each prompt. Each rank takes whole groups (a block of the step's
+    #         prompts); each rollout's random stream is seeded by (seed, step, problem, sample), so 1 or
+    #         N ranks, resumed or not, sample the same rollouts.
+    problems = [run.train_set[i] for i in indices]
+    prompts = rollout.encode_problems(tokenizer, problems, cfg.prompt_style, cfg.instruction)
+    row_seeds = [seed_for(cfg.seed, "rollout", step, i, j) for i in indices for j in range(G)]   # one per rollout
+    run.policy.eval()
+    out = rollout.sample(run.policy, prompts, response_budget(run), temperature=cfg.temperature, top_p=cfg.top_p,
+                         eos_token_id=tokenizer.stop_token_ids, row_seeds=row_seeds, n=G,
+                         pad_token_id=tokenizer.pad_token_id, graphs=cfg.cuda_graphs, max_rows=cfg.sample_rows)
+    texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+    clock.lap("sample")
+
+    # ---- 2. Reward each rollout: 1 if its final answer is right, else 0 (or the run's reward_fn).
+    seq_problems = [problems[k] for k in out.prompt_index]
+    correct = [math_reward(t, p["answer"], strict=cfg.strict_box) for t, p in zip(texts, seq_problems)]
+    scores = correct if run.reward_fn is None else [float(run.reward_fn(t, p)) for t, p in zip(texts, seq_problems)]
+    clock.lap("reward")
+    return Groups(indices, prompts, out, texts, correct, scores)
 
 
 def update(run: Run, step: int, prompts, completions, advantages, loss_mask, old_logp, ref_logp):
@@ -307,11 +334,67 @@ def kept_rollouts(cfg: Config, rewards: torch.Tensor, finished: list[bool]) -> t
     """(optional filters) 1.0 for the rollouts that enter the loss, 0.0 for those dropped: groups of equal rewards
     (--skip_zero_var, DAPO's dynamic sampling) and responses cut short (--mask_truncated). All 1.0 by default."""
     keep = torch.ones(rewards.numel(), dtype=torch.bool)                                     # [B]
-    if cfg.skip_zero_var:
+    if cfg.skip_zero_var or cfg.dynamic_sampling:   # dynamic sampling's batch holds such groups only when short
         keep = (rewards.std(dim=1) > 0).repeat_interleave(cfg.group_size)
     if cfg.mask_truncated:
         keep &= torch.tensor(finished)
     return keep.float()
+
+
+def dynamic_sampling(run: Run, step: int, first: Groups, clock: Clock) -> tuple[Groups, dict]:
+    """(optional) DAPO's dynamic sampling. A group whose rewards are all equal has A = 0 and teaches nothing;
+    rather than train on a shrunken batch (--skip_zero_var), draw batch_size more prompts, again and again,
+    until batch_size groups whose rewards differ are found or --dynamic_sampling_rounds draws were made, and
+    train on the first batch_size of them (in the order drawn). Short of them at the cap, the batch is filled
+    with the zero-variance groups drawn first, which the loss drops (kept_rollouts), and ds_short says how many.
+
+    The extra prompts are a shuffle of the training problems seeded by (seed, step), without the step's own
+    batch, so the data stays a function of (seed, step) and resume replays it. Each rank samples its block of
+    every draw, and the chosen groups are then dealt to the ranks in blocks, so 1 or N ranks train on the
+    same groups. Returns (the step's groups on this rank, metrics: draws, prompts drawn, their zero-variance
+    share and accuracy, ds_short)."""
+    cfg, G = run.cfg, run.cfg.group_size
+    own = set(batch_at(step, cfg, len(run.train_set)))
+    spare = [i for i in range(len(run.train_set)) if i not in own]
+    random.Random(seed_for(cfg.seed, "refill", step)).shuffle(spare)
+    draws = [first]                                         # this rank's groups of each draw
+    differs = [all_rows(run, torch.tensor(first.scores).view(-1, G).std(dim=1) > 0).tolist()]   # every rank's
+    while sum(map(sum, differs)) < cfg.batch_size and len(draws) < cfg.dynamic_sampling_rounds:
+        indices = spare[(len(draws) - 1) * cfg.batch_size:len(draws) * cfg.batch_size]
+        if len(indices) < cfg.batch_size:                   # the training set is spent for this step
+            break
+        draws.append(sample_groups(run, step, rank_share(run, indices), clock))
+        differs.append(all_rows(run, torch.tensor(draws[-1].scores).view(-1, G).std(dim=1) > 0).tolist())
+    # Groups are numbered (draw, position among every rank's groups of the draw); choose batch_size of them.
+    numbered = [(d, k) for d, flags in enumerate(differs) for k in range(len(flags))]
+    chosen = ([n for n in numbered if differs[n[0]][n[1]]] + [n for n in numbered if not differs[n[0]][n[1]]])
+    chosen = sorted(chosen[:cfg.batch_size])
+    per_rank, wanted = len(first.indices), set(chosen)       # every rank samples the same number of groups a draw
+    mine = {(d, run.rank * per_rank + k): one_group(groups, k) for d, groups in enumerate(draws)
+            for k in range(per_rank) if (d, run.rank * per_rank + k) in wanted}
+    everyone = {n: g for part in all_objects(run, mine) for n, g in part.items()}   # the chosen groups, all ranks
+    batch = join_groups([everyone[n] for n in rank_share(run, chosen)])
+    batch.out.stats = rollout.concat_rollouts([g.out for g in draws]).stats   # this rank's sampling, every draw
+    right, sampled = sum_over_ranks(run, sum(sum(g.correct) for g in draws), sum(len(g.correct) for g in draws))
+    found = sum(map(sum, differs))
+    return batch, {"ds_draws": len(draws), "ds_prompts": len(numbered), "ds_zero_var_frac": 1 - found / len(numbered),
+                   "ds_accuracy": right / sampled, "ds_short": max(0, cfg.batch_size - found)}
+
+
+def one_group(groups: Groups, k: int) -> Groups:
+    """Group k of `groups`: its prompt and its G rollouts."""
+    G, out = len(groups.texts) // len(groups.indices), groups.out
+    rows = lambda xs: xs[k * G:(k + 1) * G]   # noqa: E731
+    return Groups([groups.indices[k]], [groups.prompts[k]], rollout.Rollout(
+        rows(out.completion_ids), rows(out.logprobs), rows(out.entropies), rows(out.finished), [0] * G),
+        rows(groups.texts), rows(groups.correct), rows(groups.scores))
+
+
+def join_groups(parts: list[Groups]) -> Groups:
+    """Several Groups as one, in order."""
+    flat = lambda key: [x for g in parts for x in getattr(g, key)]   # noqa: E731
+    return Groups(flat("indices"), flat("prompts"), rollout.concat_rollouts([g.out for g in parts]), flat("texts"),
+                  flat("correct"), flat("scores"))
 
 
 def on_policy(cfg: Config) -> bool:
@@ -393,7 +476,7 @@ def evaluate(run: Run) -> dict:
         prompts = rollout.encode_problems(run.tokenizer, chunk, cfg.prompt_style, cfg.instruction)
         _, right, _ = evaluation.sample_and_grade(run.policy, run.tokenizer, prompts, [p["answer"] for p in chunk],
                                                   response_budget(run), cfg.eval_temperature, 1.0, cfg.seed,
-                                                  cfg.strict_box, graphs=cfg.cuda_graphs)
+                                                  cfg.strict_box, graphs=cfg.cuda_graphs, max_rows=cfg.sample_rows)
         correct += sum(right)
     return {"eval_accuracy": correct / len(run.eval_set), "eval_seconds": time.perf_counter() - t0}
 
@@ -428,9 +511,13 @@ class Config:
     top_p: float = 1.0
     sampler_dtype: str = "auto"             # auto (bfloat16 on CUDA, else float32) | float32 | bfloat16
     cuda_graphs: bool = False               # decode through captured CUDA graphs (rollout.DecodeGraphs)
+    sample_rows: int = 0                    # most rollouts a sampler call holds (its KV cache); 0 = all at once
     # advantages and loss
     scale_by_std: bool = True               # False = Dr. GRPO (no division by the group std)
-    skip_zero_var: bool = False             # DAPO dynamic sampling: drop groups with equal rewards
+    skip_zero_var: bool = False             # drop groups with equal rewards (A = 0); the batch shrinks
+    dynamic_sampling: bool = False          # DAPO: draw more prompts until batch_size groups' rewards differ
+    dynamic_sampling_rounds: int = 10       # ... at most this many draws of batch_size prompts a step (DAPO's
+                                            #     recipe: 10 generation batches, verl's max_num_gen_batches)
     mask_truncated: bool = False            # no loss on responses cut at max_new_tokens
     eps_low: float = 0.2
     eps_high: float = 0.28
@@ -460,7 +547,7 @@ class Config:
     log_rollouts: int = 4                   # rollouts per step to rollouts.jsonl (>= batch x G: all, for mining)
     plot: bool = True                       # write metrics.png at the end
     wandb_project: str = ""                 # log to Weights & Biases too (if installed)
-    preset: str = ""                        # cpu_demo: a small offline run that finishes in minutes
+    preset: str = ""                        # cpu_demo (offline, minutes), cpu_ablation, or a paper run (presets.py)
 
 
 PRESETS = {
@@ -476,6 +563,7 @@ PRESETS = {
 # only the answer sentence; sampled at T=0.7 because at T=1 the 135M model mostly writes unrelated text.
 STEP_BY_STEP = "Solve it step by step, then end with a sentence of the form 'The answer is N.'"
 PRESETS["cpu_ablation"] = dict(PRESETS["cpu_demo"], max_new_tokens=64, temperature=0.7, instruction=STEP_BY_STEP)
+PRESETS |= presets.PAPER   # the paper's runs, each value with its source (presets.py)
 
 # What each flag needs (flags.py), and --loss_agg: one of the aggregations above.
 CHECKS = flags.CHECKS + [("loss_agg", one_of(*AGGREGATIONS), "one of " + ", ".join(AGGREGATIONS))]
@@ -483,7 +571,8 @@ CHECKS = flags.CHECKS + [("loss_agg", one_of(*AGGREGATIONS), "one of " + ", ".jo
 
 def parse_config(argv=None, config_class=Config, checks_table=None) -> Config:
     """Every Config field is a flag (`--lr 1e-5`, `--scale_by_std false`); --preset sets defaults (flags.py)."""
-    return flags.parse_config(argv, config_class, checks_table or CHECKS, PRESETS, __doc__.split("\n\n")[0])
+    return flags.parse_config(argv, config_class, checks_table or CHECKS, PRESETS, __doc__.split("\n\n")[0],
+                              presets.SOURCES)
 
 
 def main(argv=None):

@@ -7,10 +7,25 @@ where the source has one, `source`, plus a few upstream fields (subject, level, 
   * MATH train and Minerva: the content of the last `\\boxed{}` (or `\\fbox{}`), braces matched.
 Sources are the public GitHub files that ../shared/data/README.md names (their default
 branch; that README gives the commits the shared copy was taken from).
+
+The paper's training sets, from the Hugging Face Hub (train split only, deduplicated):
+  * dapo_math_17k: BytedTsinghua-SIA/DAPO-Math-17k, data/dapo-math-17k.parquet (Apache-2.0). A verl-format
+    Parquet file (needs pyarrow) whose 17.4K problems repeat about 100 times (1.79M rows). The problem is the
+    user turn without DAPO's own answer-format wrapper ("Solve the following math problem step by step. The
+    last line of your response should be of the form Answer: $Answer ..."), since the trainer adds its
+    instruction (\\boxed{} by default); the answer is reward_model.ground_truth (an integer: DAPO rewrote
+    every answer as one), the id extra_info.index. A row without that wrapper or with an empty answer stops
+    the script, naming the row: a changed upstream format is not guessed at.
+  * deepscaler: agentica-org/DeepScaleR-Preview-Dataset, deepscaler.json (MIT): 40.3K problems from AIME
+    1984-2023, AMC before 2023, Omni-MATH and STILL, as a JSON list of {problem, answer, solution}; the id is
+    the row's position upstream. Rows with an empty answer are left out (counted in the output).
+Both keep the first row of each problem (the loader's problem_key: Unicode-normalised, case-folded,
+whitespace collapsed) and say how many repeats they dropped.
 Needs the network; offline it stops with one line. Then point HICRA_DATA_DIR at a copy.
 
     python data/prepare.py                       # all sets into data/
     python data/prepare.py --datasets gsm8k,math500 --out_dir /tmp/data
+    python data/prepare.py --datasets dapo_math_17k,deepscaler   # the paper's training sets
 """
 import argparse
 import io
@@ -22,9 +37,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as a script: the project's data package
+from data import problem_key  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 RAW = "https://raw.githubusercontent.com"
 QWEN = f"{RAW}/QwenLM/Qwen2.5-Math/HEAD/evaluation/data"
+HUB = "https://huggingface.co/datasets"
 URLS = {
     "gsm8k": f"{RAW}/openai/grade-school-math/HEAD/grade_school_math/data/{{split}}.jsonl",
     "math500": f"{RAW}/hkust-nlp/simpleRL-reason/HEAD/examples/simplelr_math_eval/data/math500/test.jsonl",
@@ -35,7 +54,14 @@ URLS = {
     "olympiadbench": f"{QWEN}/olympiadbench/test.jsonl",
     # The MATH train split as 7500 small files; one tarball is far quicker than 7500 requests.
     "math": "https://codeload.github.com/aiwaves-cn/agents/tar.gz/HEAD",
+    # The paper's training sets (see above).
+    "dapo_math_17k": f"{HUB}/BytedTsinghua-SIA/DAPO-Math-17k/resolve/main/data/dapo-math-17k.parquet",
+    "deepscaler": f"{HUB}/agentica-org/DeepScaleR-Preview-Dataset/resolve/main/deepscaler.json",
 }
+# DAPO-Math-17k wraps every problem in its own answer-format instruction; the trainer adds its own.
+DAPO_PREFIX = ("Solve the following math problem step by step. The last line of your response should be of the "
+               "form Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n")
+DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 
 
 # ---- pure normalisers (unit-tested; no network) ----
@@ -141,6 +167,52 @@ def norm_math_train(files):
     return out
 
 
+def first_of_each_problem(rows):
+    """rows without repeats of a problem (data.problem_key), the first kept; and how many were dropped."""
+    seen, kept = set(), []
+    for r in rows:
+        key = problem_key(r["problem"])
+        if key not in seen:
+            seen.add(key)
+            kept.append(r)
+    return kept, len(rows) - len(kept)
+
+
+def norm_dapo(rows):
+    """DAPO-Math-17k's verl rows (prompt: [{role, content}], reward_model: {ground_truth}, extra_info: {index})."""
+    out = []
+    for i, r in enumerate(rows):
+        try:
+            content = next(m["content"] for m in r["prompt"] if m["role"] == "user")
+            answer, index = str(r["reward_model"]["ground_truth"]).strip(), str(r["extra_info"]["index"])
+        except (KeyError, TypeError, StopIteration) as e:
+            sys.exit(f"prepare.py: dapo_math_17k row {i}: not DAPO's verl format (missing {e})")
+        if not (content.startswith(DAPO_PREFIX) and content.endswith(DAPO_SUFFIX)) or not answer:
+            sys.exit(f"prepare.py: dapo_math_17k row {i} (index {index}): not DAPO's answer-format wrapper around "
+                     "a problem with a ground truth; has the upstream format changed?")
+        out.append({"id": f"dapo-{index}", "problem": content[len(DAPO_PREFIX):-len(DAPO_SUFFIX)].strip(),
+                    "answer": answer, "source": "dapo_math_17k"})
+    return out
+
+
+def norm_deepscaler(rows):
+    """DeepScaleR's JSON list of {problem, answer, solution}; rows with an empty answer are left out."""
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        sys.exit("prepare.py: deepscaler: not a JSON list of {problem, answer, solution} objects; has the upstream "
+                 "format changed?")
+    return [{"id": f"deepscaler-{i}", "problem": r["problem"].strip(), "answer": str(r["answer"]).strip(),
+             "solution": r.get("solution") or "", "source": "deepscaler"}
+            for i, r in enumerate(rows) if str(r.get("answer") or "").strip() and str(r.get("problem") or "").strip()]
+
+
+def read_parquet(data):
+    try:
+        import pyarrow.parquet
+    except ImportError:
+        sys.exit("prepare.py: DAPO-Math-17k is a Parquet file: pip install pyarrow (requirements.txt has it)")
+    return pyarrow.parquet.read_table(io.BytesIO(data)).to_pylist()
+
+
 # ---- download and write ----
 
 def fetch(url):
@@ -170,6 +242,12 @@ def build(name):
                     files[hit.group(1)] = json.load(tar.extractfile(m))
         rows = norm_math_train(files)
         return {"train": rows, "train_level3to5": [r for r in rows if r.get("level", 0) >= 3]}
+    if name in ("dapo_math_17k", "deepscaler"):
+        rows = norm_dapo(read_parquet(fetch(url))) if name == "dapo_math_17k" else \
+            norm_deepscaler(json.loads(fetch(url)))
+        kept, repeats = first_of_each_problem(rows)
+        print(f"{name}: {len(kept)} problems ({repeats} repeated rows dropped)")
+        return {"train": kept}
     rows = fetch_jsonl(url)
     norm = {"math500": norm_math500, "minerva_math": norm_minerva, "olympiadbench": norm_olympiad}
     return {"test": norm[name](rows) if name in norm else norm_aime(rows, name)}
@@ -187,13 +265,13 @@ def write_jsonl(path, rows):
     tmp.replace(path)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description="Download the public math sets and normalise them "
                                 "into <out_dir>/<name>/<split>.jsonl (needs the network).")
     p.add_argument("--out_dir", default=str(REPO / "data"), help="where to write (default: <repo>/data)")
     p.add_argument("--datasets", default=",".join(URLS), help=f"comma list (default: all of {','.join(URLS)})")
     p.add_argument("--force", action="store_true", help="download again even if the files exist")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     unknown = [n for n in names if n not in URLS]
     if unknown:

@@ -28,8 +28,10 @@ def test_a_run_is_finished_once_its_final_evaluation_is_logged(tmp_path):
     (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text() + '{"step": 4, "eval_accuracy": 0.5}\n')
     assert ablation.finished(run, 4, evaluates=True)
     assert not ablation.finished(tmp_path / "missing", 4, evaluates=True)
-    assert ablation.flag_value(["--max_steps", "12", "--lr", "1", "--max_steps", "3"], "--max_steps", "200") == "3"
-    assert ablation.flag_value([], "--eval_every", "25") == "25"
+    assert ablation.run_config(["--max_steps", "12", "--lr", "1", "--max_steps", "3"]).max_steps == 3
+    assert ablation.run_config([]).eval_every == 25
+    paper = ablation.run_config(ablation.PRESETS["paper_qwen3_4b_base"]["train"] + ["--max_steps", "7"])
+    assert (paper.max_steps, paper.max_new_tokens_final, paper.fsdp) == (7, 30720, True)   # the preset's, overridden
 
 
 def test_results_per_method_over_seeds(tmp_path):

@@ -267,3 +267,74 @@ def test_prepare_help_and_unknown_dataset(tmp_path):
     bad = subprocess.run(cmd + ["--datasets", "nope", "--out_dir", str(tmp_path)], cwd=REPO,
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown dataset(s) nope" in bad.stderr
+
+
+# ---- prepare.py: the paper's training sets, from files in their upstream formats made here ----
+
+DAPO_WRAP = ("Solve the following math problem step by step. The last line of your response should be of the form "
+             "Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n{}\n\nRemember to put "
+             "your answer on its own line after \"Answer:\".")
+
+
+def dapo_row(problem, answer, index):
+    """One row of DAPO-Math-17k's verl Parquet file, as upstream writes it."""
+    return {"data_source": "math_dapo", "prompt": [{"content": DAPO_WRAP.format(problem), "role": "user"}],
+            "ability": "MATH", "reward_model": {"ground_truth": answer, "style": "rule-lighteval/MATH_v2"},
+            "extra_info": {"index": index}}
+
+
+def serve(monkeypatch, files: dict):
+    """prepare.fetch answers from `files` (URL ending -> bytes) instead of the network."""
+    import data.prepare as prepare
+    monkeypatch.setattr(prepare, "fetch", lambda url: next(v for k, v in files.items() if url.endswith(k)))
+    return prepare
+
+
+def parquet_bytes(rows):
+    import io
+
+    import pyarrow
+    import pyarrow.parquet
+    sink = io.BytesIO()
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), sink)
+    return sink.getvalue()
+
+
+def test_dapo_and_deepscaler_are_normalised_deduplicated_and_load(tmp_path, monkeypatch, capsys):
+    """DAPO's Parquet repeats each problem (100 times upstream) inside its answer-format wrapper; DeepScaleR is a
+    JSON list with some repeats and an empty answer. Out come the loader's rows: the bare problem (the trainer
+    adds its own instruction), the answer as a string, one row per problem, and the training loop loads them."""
+    problems = ["What is $1+1$?", "Find the least prime $p > 10$.", "How many  divisors does 12 have?"]
+    dapo = [dapo_row(p, a, f"uid-{i}") for _ in range(3) for i, (p, a) in enumerate(zip(problems, ["2", "11", "6"]))]
+    dapo.append(dapo_row("how many divisors does 12 have?", "6", "uid-dup"))   # the same problem, other case
+    deepscaler = [{"problem": "Compute $\\frac{1}{2}+\\frac{1}{3}$.", "answer": "\\frac{5}{6}", "solution": "..."},
+                  {"problem": "Compute $\\frac{1}{2}+\\frac{1}{3}$.", "answer": "\\frac{5}{6}", "solution": "again"},
+                  {"problem": "An unanswered one.", "answer": "", "solution": ""},
+                  {"problem": "Let $x=3$. Find $x^2$.", "answer": 9, "solution": "9"}]
+    prepare = serve(monkeypatch, {"dapo-math-17k.parquet": parquet_bytes(dapo),
+                                  "deepscaler.json": json.dumps(deepscaler).encode()})
+    prepare.main(["--datasets", "dapo_math_17k,deepscaler", "--out_dir", str(tmp_path)])
+    rows = load_problems("dapo_math_17k:train", data_dir=tmp_path)
+    assert [(r["id"], r["problem"], r["answer"]) for r in rows] == [
+        ("dapo-uid-0", problems[0], "2"), ("dapo-uid-1", problems[1], "11"), ("dapo-uid-2", problems[2], "6")]
+    assert {r["source"] for r in rows} == {"dapo_math_17k"}
+    rows = load_problems("deepscaler", data_dir=tmp_path)
+    assert [(r["id"], r["answer"]) for r in rows] == [("deepscaler-0", "\\frac{5}{6}"), ("deepscaler-3", "9")]
+    assert rows[0]["problem"] == "Compute $\\frac{1}{2}+\\frac{1}{3}$."    # LaTeX kept as written
+    said = capsys.readouterr().out
+    assert "dapo_math_17k: 3 problems (7 repeated rows dropped)" in said
+    assert "deepscaler: 2 problems (1 repeated rows dropped)" in said
+    import train_grpo
+    cfg = train_grpo.parse_config(["--dataset", "dapo_math_17k:train", "--data_dir", str(tmp_path), "--eval_size", "1",
+                                   "--batch_size", "2"])
+    train, held_out = train_grpo.load_data(cfg)
+    assert len(train) == 2 and len(held_out) == 1
+
+
+def test_a_dapo_row_in_another_format_is_refused_naming_it(tmp_path, monkeypatch):
+    row = dapo_row("What is 2+2?", "4", "uid-7")
+    row["prompt"][0]["content"] = "What is 2+2? Put the answer in a box."   # no DAPO wrapper: upstream changed
+    prepare = serve(monkeypatch, {"dapo-math-17k.parquet": parquet_bytes([dapo_row("What is 1+1?", "2", "u0"), row])})
+    with pytest.raises(SystemExit, match=r"dapo_math_17k row 1 \(index uid-7\): not DAPO's answer-format wrapper"):
+        prepare.main(["--datasets", "dapo_math_17k", "--out_dir", str(tmp_path)])
+    assert not (tmp_path / "dapo_math_17k").exists()

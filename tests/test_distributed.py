@@ -25,12 +25,13 @@ args = sys.argv[1:]
 (train_hicra.main if args[0] == "hicra" else train_grpo.main)(args[1:])
 """
 
-# HICRA's placebo, two mini-batches, a filter, a per-sequence loss, KL and an entropy bonus: every
-# part of the step that needs the whole step's counts or a rollout's own seed.
+# HICRA's placebo, two mini-batches, a filter, dynamic sampling (groups drawn on one rank, trained on another),
+# a per-sequence loss, KL and an entropy bonus: every part of the step that needs the whole step's counts or a
+# rollout's own seed.
 FLAGS = ["--dataset", "synthetic:1", "--num_problems", "40", "--batch_size", "4", "--group_size", "4",
          "--max_new_tokens", "16", "--lr", "1e-4", "--warmup_steps", "0", "--eval_every", "2", "--eval_size", "4",
          "--save_every", "1", "--micro_batch_tokens", "200", "--plot", "false", "--mask", "random",
-         "--mini_batches", "2", "--skip_zero_var", "--loss_agg", "seq_mean_token_mean", "--kl_coef", "0.05",
+         "--mini_batches", "2", "--skip_zero_var", "--dynamic_sampling", "--dynamic_sampling_rounds", "2", "--loss_agg", "seq_mean_token_mean", "--kl_coef", "0.05",
          "--entropy_coef", "0.01"]
 
 
@@ -64,6 +65,7 @@ def assert_same_run(one, other, steps):
         for key in ra:
             assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), key
     assert any(r.get("loss") for r in a), "the test needs real updates"
+    assert any(r.get("ds_draws", 1) > 1 for r in a), "the test needs a step that draws more prompts"
     # The same rollouts, to the character.
     assert (one / "rollouts.jsonl").read_text() == (other / "rollouts.jsonl").read_text()
     wa, wb = load_file(str(one / "ckpt" / "model.safetensors")), load_file(str(other / "ckpt" / "model.safetensors"))

@@ -955,3 +955,86 @@ def test_resume_reads_an_older_config_at_defaults_and_refuses_one_that_is_not_a_
     with pytest.raises(SystemExit, match="config.json is not a run's config"):
         train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "3", "--eval_every", "0", "--resume"))
     assert [r["step"] for r in read_metrics(out)] == [0, 1]
+
+
+# ----------------------------------------------------------------------------- dynamic sampling (issue 25)
+
+def informative(batch, reward, problems):
+    """Per group of a recorded sampler call: whether its rewards differ."""
+    G = len(batch["texts"]) // len(problems)
+    scores = [reward(t, problems[k]["answer"]) for t, k in zip(batch["texts"], batch["out"].prompt_index)]
+    return [len(set(scores[g * G:(g + 1) * G])) > 1 for g in range(len(problems))]
+
+
+@pytest.mark.parametrize("rounds", [10, 1])
+def test_dynamic_sampling_refills_the_batch_with_groups_whose_rewards_differ(qwen_dir, tmp_path, monkeypatch,
+                                                                             tiny_tokenizer, rounds):
+    """--dynamic_sampling: the step trains on the first batch_size groups, in the order drawn, whose rewards
+    differ; the sampler is called again (batch_size prompts a draw) until it has them. With one draw allowed
+    (the cap), the batch is the step's own and its zero-variance groups are left out of the loss and counted
+    as ds_short. Recomputed here from every sampler call the run made."""
+    seen = record_run(monkeypatch, tiny_tokenizer, grouped_reward)
+    out = tmp_path / "run"
+    cfg = train_grpo.parse_config(tiny_args(qwen_dir, out, "--batch_size", "4", "--num_problems", "60",
+                                            "--max_steps", "2", "--eval_every", "0", "--log_rollouts", "1000",
+                                            "--dynamic_sampling", "--dynamic_sampling_rounds", str(rounds)))
+    train_grpo.train(cfg)
+    train, _ = train_grpo.load_data(cfg)
+    tokenizer = train_grpo.rollout.load_model(str(qwen_dir))[1]   # the run's
+    by_prompt = {}
+    for p in train:   # the prompt the sampler saw -> the problem, to grade the recorded draws here
+        by_prompt[tuple(train_grpo.rollout.encode_problems(tokenizer, [p], cfg.prompt_style)[0])] = p
+    rows, calls = read_metrics(out), iter(seen["batches"])
+    logged = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    for row in rows:
+        draws = [next(calls) for _ in range(row["ds_draws"])]
+        groups = []          # (problem, differs) of every group drawn, in the order drawn
+        for batch in draws:
+            firsts = [batch["prompts"][g * cfg.group_size] for g in range(len(batch["texts"]) // cfg.group_size)]
+            problems = [by_prompt[tuple(p)] for p in firsts]
+            groups += zip(problems, informative(batch, grouped_reward, problems))
+        assert len(groups) == row["ds_prompts"] == cfg.batch_size * row["ds_draws"]
+        found = [p for p, differs in groups if differs]
+        assert row["ds_zero_var_frac"] == pytest.approx(1 - len(found) / len(groups))
+        trained = [r["prompt"] for r in logged if r["step"] == row["step"]][::cfg.group_size]
+        if rounds > 1:
+            assert row["ds_draws"] > 1 or row["ds_zero_var_frac"] == 0
+            assert trained == [p["problem"] for p in found[:cfg.batch_size]]
+            assert row["zero_var_frac"] == 0 and row["ds_short"] == 0
+        else:   # the cap: the step's own batch, its zero-variance groups dropped from the loss
+            assert row["ds_draws"] == 1 and trained == [p["problem"] for p, _ in groups]
+            assert row["ds_short"] == cfg.batch_size - len(found) == round(row["zero_var_frac"] * cfg.batch_size)
+    assert any(r["ds_draws"] > 1 for r in rows) or rounds == 1, "the test needs a step that draws again"
+    assert any(r["ds_short"] > 0 for r in rows) or rounds > 1, "the test needs a step short at the cap"
+
+
+def test_dynamic_sampling_resumes_exactly(qwen_dir, tmp_path, monkeypatch):
+    """The extra prompts are a function of (seed, step): two steps equal one step, then a resumed one."""
+    monkeypatch.setattr(train_grpo, "math_reward", grouped_reward)
+    flags = ["--batch_size", "4", "--num_problems", "60", "--eval_every", "0", "--save_every", "1",
+             "--log_rollouts", "1000", "--dynamic_sampling"]
+    train_grpo.main(tiny_args(qwen_dir, tmp_path / "one", "--max_steps", "2", *flags))
+    train_grpo.main(tiny_args(qwen_dir, tmp_path / "two", "--max_steps", "1", *flags))
+    train_grpo.main(tiny_args(qwen_dir, tmp_path / "two", "--max_steps", "2", "--resume", *flags))
+    drop = lambda r: {k: v for k, v in r.items() if "seconds" not in k and "per_s" not in k}   # noqa: E731
+    assert [drop(r) for r in read_metrics(tmp_path / "one")] == [drop(r) for r in read_metrics(tmp_path / "two")]
+    assert (tmp_path / "one" / "rollouts.jsonl").read_text() == (tmp_path / "two" / "rollouts.jsonl").read_text()
+    assert any(r["ds_draws"] > 1 for r in read_metrics(tmp_path / "one")), "the test needs a refill"
+
+
+def test_sample_rows_bounds_a_sampler_call_and_changes_nothing_else(qwen_dir, tmp_path, monkeypatch):
+    """--sample_rows 5 with 4 prompts x 4 rollouts: four sampler calls of one prompt each, the same run."""
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    calls = []
+    real = train_grpo.rollout.sample
+    monkeypatch.setattr(train_grpo.rollout, "sample", lambda model, prompts, *a, **k: calls.append(
+        k.get("max_rows")) or real(model, prompts, *a, **k))
+    flags = ["--batch_size", "4", "--max_steps", "2", "--eval_every", "0", "--log_rollouts", "1000"]
+    train_grpo.main(tiny_args(qwen_dir, tmp_path / "all", *flags))
+    train_grpo.main(tiny_args(qwen_dir, tmp_path / "five", *flags, "--sample_rows", "5"))
+    assert calls == [0, 0] + [5, None, None, None, None] * 2   # per step: the trainer's call, then one per prompt
+    assert [json.loads(line)["response"] for line in (tmp_path / "all" / "rollouts.jsonl").read_text().splitlines()] \
+        == [json.loads(line)["response"] for line in (tmp_path / "five" / "rollouts.jsonl").read_text().splitlines()]
+    for a, b in zip(read_metrics(tmp_path / "all"), read_metrics(tmp_path / "five"), strict=True):
+        for key in (k for k in a if "seconds" not in k and "per_s" not in k):   # float sums of another batch shape
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key

@@ -396,6 +396,14 @@ def test_row_seeds_make_each_sequence_independent_of_its_batch(tiny):
     assert other.completion_ids != alone.completion_ids
     with pytest.raises(ValueError, match="row_seeds: 3 seeds for 2 sequences"):
         rollout.sample(model, [b], 120, row_seeds=[1, 2, 3], **kwargs)
+    # max_rows: the same sequences, a few whole prompts a call (a KV cache for 3 rows, not 6)
+    for max_rows in (1, 3, 4):
+        chunked = rollout.sample(model, [a, b, c], 120, row_seeds=[1, 2, 3, 4, 5, 6], max_rows=max_rows, **kwargs)
+        assert chunked.completion_ids == together.completion_ids and chunked.finished == together.finished
+        assert chunked.prompt_index == together.prompt_index == [0, 0, 1, 1, 2, 2]
+        assert all(torch.allclose(torch.tensor(x), torch.tensor(y), atol=1e-5)
+                   for x, y in zip(chunked.logprobs, together.logprobs))
+        assert chunked.stats["tokens"] == together.stats["tokens"]
 
 
 # ----------------------------------------------------------------------------- random models of real shapes

@@ -1,0 +1,91 @@
+"""What a preset needs per GPU, by arithmetic (no GPU, no weights): the memory of each phase of a step.
+
+    python bench/hardware.py                               # every paper preset on 8 and 16 GPUs
+    python bench/hardware.py --preset paper_qwen3_4b_base --gpus 8
+
+The model's shape comes from its config in configs/ (the parameter count from a model built on the meta
+device). Per GPU, in GiB (2^30 bytes), with FSDP over `gpus` ranks:
+  state      AdamW's float32 master weights and two moments, sharded: 12 bytes x params / gpus
+  sampler    the sampler's bf16 copy of the full weights (every rank samples): 2 bytes x params
+  kv cache   sampling: sample_rows x (prompt + final response length) x 2 (K, V) x layers x KV heads x
+             head dim x 2 bytes (bf16)
+  grads      float32 gradients, sharded, during the update only: 4 bytes x params / gpus
+  activations  the update with gradient checkpointing, one micro-batch of micro_batch_tokens: each layer's
+             float32 input kept (tokens x hidden x layers x 4 bytes), one layer recomputed at a time in bf16
+             (tokens x (8 x hidden + 6 x intermediate) x 2 bytes: attention projections and the MLP, with their
+             gradients), and one chunk of float32 logits (logprob_chunk x vocab x 4 bytes x 3: logits,
+             log-softmax, gradient)
+The peak is state + sampler + the larger of the two phases (sampling: kv cache; update: grads + activations),
+since the gradients are freed before sampling. Not counted: the CUDA context and allocator slack (a few GiB),
+FSDP's gathered layer (one layer's bf16 weights), the prompt cache of the prefill.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+GIB = 2 ** 30
+PROMPT_TOKENS = 2048      # DAPO's max_prompt_length: the prompt budget beside the responses
+CONFIGS = {"Qwen/Qwen3-4B-Instruct-2507": "qwen3-4b-instruct-2507", "Qwen/Qwen3-4B-Base": "qwen3-4b-base",
+           "Qwen/Qwen2.5-7B": "qwen2.5-7b", "meta-llama/Llama-3.1-8B-Instruct": "llama-3.1-8b-instruct"}
+
+
+def parameter_count(config_dir: Path) -> int:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config_dir))
+    return sum(p.numel() for p in model.parameters())
+
+
+def memory(config: dict, params: int, gpus: int, sample_rows: int, tokens_per_row: int, micro_batch_tokens: int,
+           logprob_chunk: int) -> dict:
+    """GiB per GPU of each item (see the module docstring) for a model `config` (its config.json as a dict)."""
+    layers, hidden = config["num_hidden_layers"], config["hidden_size"]
+    head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
+    kv_per_token = 2 * layers * config["num_key_value_heads"] * head_dim * 2
+    parts = {
+        "state": 12 * params / gpus,
+        "sampler": 2 * params,
+        "kv cache": sample_rows * tokens_per_row * kv_per_token,
+        "grads": 4 * params / gpus,
+        "activations": (micro_batch_tokens * hidden * layers * 4
+                        + micro_batch_tokens * (8 * hidden + 6 * config["intermediate_size"]) * 2
+                        + logprob_chunk * config["vocab_size"] * 4 * 3),
+    }
+    parts = {k: v / GIB for k, v in parts.items()}
+    parts["peak"] = parts["state"] + parts["sampler"] + max(parts["kv cache"], parts["grads"] + parts["activations"])
+    return parts
+
+
+def preset_memory(name: str, gpus: int) -> dict:
+    import train_grpo
+    cfg = train_grpo.parse_config(["--preset", name])
+    folder = ROOT / "configs" / CONFIGS[cfg.model]
+    config = json.loads((folder / "config.json").read_text())
+    final = max(cfg.max_new_tokens, cfg.max_new_tokens_final)
+    return memory(config, parameter_count(folder), gpus, cfg.sample_rows, PROMPT_TOKENS + final,
+                  cfg.micro_batch_tokens, cfg.logprob_chunk)
+
+
+def main(argv=None):
+    import presets
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="", help=f"one of {', '.join(presets.PAPER)} (default: all)")
+    p.add_argument("--gpus", default="8,16", help="comma-separated GPU counts (FSDP ranks)")
+    args = p.parse_args(argv)
+    names = [args.preset] if args.preset else list(presets.PAPER)
+    print("| preset | GPUs | state | sampler | kv cache | grads | activations | peak (GiB per GPU) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name in names:
+        for gpus in (int(g) for g in args.gpus.split(",")):
+            m = preset_memory(name, gpus)
+            print(f"| {name} | {gpus} | " + " | ".join(f"{m[k]:.1f}" for k in
+                  ("state", "sampler", "kv cache", "grads", "activations", "peak")) + " |")
+
+
+if __name__ == "__main__":
+    main()
