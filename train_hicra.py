@@ -24,8 +24,11 @@ clipped surrogate consumes the result. Everything else is train_grpo.py, unchang
                 as the Strategic Grams would (per response), so only *which* tokens differs
   entropy       the top `entropy_top_frac` (30%) highest-entropy tokens of each response: this project's
                 reading of the paper's high-entropy baseline ("advantage modulation on high-entropy tokens",
-                citing Cheng et al. and Wang et al. 2025d), whose definition the paper does not give; 30% is
-                the paper's own cut for a high-entropy token (its Figure 10)
+                citing Cheng et al. and Wang et al. 2025d), whose definition the paper does not give. It
+                follows Wang et al. ("Beyond the 80/20 Rule", arXiv 2506.01939: the high-entropy "forking"
+                tokens, their top 20%) and Cheng et al. ("Reasoning with Exploration: An Entropy Perspective",
+                arXiv 2506.14758: an advantage term that grows with entropy), with the paper's own cut for a
+                high-entropy token, 30% (its Figure 10), and HICRA's amplification in place of their terms
 The planning-token metrics always use --grams, whatever the mask.
 """
 
