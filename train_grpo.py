@@ -1,7 +1,8 @@
 """GRPO for math reasoning with verifiable rewards, in one loop you can read top to bottom.
 
-    python train_grpo.py --model Qwen/Qwen2.5-0.5B --dataset math:train_level3to5   # one GPU
+    python train_grpo.py --model Qwen/Qwen2.5-0.5B --prompt_style plain               # one GPU
     torchrun --nproc_per_node 4 train_grpo.py --model ...                          # several (--fsdp shards)
+    torchrun --nproc_per_node 8 train_grpo.py --preset paper_qwen3_4b_instruct     # a paper run (presets.py)
     python train_grpo.py --preset cpu_demo                                          # offline, CPU
 
 Each step (grpo_step): sample G rollouts for each of `batch_size` prompts (rollout.sample) ->
@@ -460,7 +461,8 @@ def batch_at(step: int, cfg: Config, num_problems: int) -> list[int]:
 def seed_for(seed: int, stream: str, *keys: int) -> int:
     """The seed of one random stream: a hash of the run's seed, the stream's name and its keys, and of nothing
     else (not the batch layout, the number of processes or how far a resumed run got). Streams: "rollout" (step,
-    problem, sample: one rollout's tokens and HICRA's placebo spans), "minibatch" (step), "data" (epoch)."""
+    problem, sample: one rollout's tokens and HICRA's placebo spans), "minibatch" (step), "data" (epoch), "refill"
+    (step: dynamic sampling's extra prompts)."""
     text = ":".join(map(str, (seed, stream, *keys)))
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
 

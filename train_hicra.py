@@ -1,6 +1,7 @@
 """HICRA: GRPO plus one change, read this file to see the whole method.
 
-    python train_hicra.py --model Qwen/Qwen2.5-0.5B --dataset math:train_level3to5      # one GPU
+    python train_hicra.py --model Qwen/Qwen2.5-0.5B --prompt_style plain                # one GPU
+    torchrun --nproc_per_node 8 train_hicra.py --preset paper_qwen3_4b_instruct       # a paper run (presets.py)
     python train_hicra.py --preset cpu_demo                                           # offline, CPU
 
 Hierarchy-Aware Credit Assignment (Wang et al., arXiv 2509.03646). GRPO spreads one advantage
