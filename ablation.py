@@ -242,7 +242,7 @@ def make_placebo_list(train_args: list[str], seed: int, path: Path, prompts: int
     model, tokenizer = rollout.load_model(cfg.model, device=cfg.device)
     prompts = rollout.encode_problems(tokenizer, problems, cfg.prompt_style, cfg.instruction)
     out = rollout.sample(model, prompts, cfg.max_new_tokens, temperature=cfg.temperature, eos_token_id=tokenizer.stop_token_ids,
-                         seed=seed, n=samples, pad_token_id=tokenizer.pad_token_id)
+                         seed=seed, n=samples, pad_token_id=tokenizer.pad_token_id, max_rows=cfg.sample_rows)
     texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
     real = strategic_grams.load_grams(cfg.grams)
     picked = strategic_grams.placebo_grams(texts, real, seed=seed)

@@ -28,8 +28,9 @@ from flags import ConfigError
 def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[Path, Path | None, dict]:
     """Check everything about --out_dir and --resume, then (and only then) write to the folder.
 
-    A new run writes config.json. A resumed run must have the flags of its config.json but for the
-    RESUMABLE ones, whose changes go to resumes.jsonl; config.json is never rewritten. A folder whose
+    A new run writes config.json, with --prompt_style "" resolved by the model's tokenizer. A resumed run must
+    have the flags of its config.json but for the RESUMABLE ones, whose changes go to resumes.jsonl (an empty
+    --prompt_style takes the run's); config.json is never rewritten. A folder whose
     run died before its first checkpoint starts over under --resume. Returns (out_dir, checkpoint
     folder or None, trainer state)."""
     out_dir = Path(cfg.out_dir)
@@ -39,6 +40,8 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
     if logged and not cfg.resume:
         raise ConfigError(f"--out_dir {out_dir}: already holds a run; pass --resume or pick another folder")
     ckpt, state = find_checkpoint(out_dir) if cfg.resume else (None, {})
+    if not ckpt and not cfg.prompt_style:   # a new run records the style its model's tokenizer decides
+        cfg.prompt_style = rollout.prompt_style_of(cfg.model)
     now = dataclasses.asdict(cfg)
     if ckpt:
         try:
@@ -49,6 +52,10 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
             raise ConfigError(f"--resume: {out_dir / 'config.json'} is not a run's config (a JSON object); nothing "
                               f"was changed")
         saved = {f.name: f.default for f in dataclasses.fields(cfg)} | saved   # a flag added since ran at its default
+        if saved["prompt_style"] == "" and isinstance(saved["model"], str):   # made before the style was recorded
+            saved["prompt_style"] = rollout.prompt_style_before_it_was_recorded(saved["model"])
+        if not cfg.prompt_style:   # "": the style the run was made with
+            cfg.prompt_style = now["prompt_style"] = saved["prompt_style"]
         if isinstance(saved["max_new_tokens"], int) and now["max_new_tokens"] < saved["max_new_tokens"]:   # upwards only
             raise ConfigError(f"--resume: --max_new_tokens {now['max_new_tokens']}: the run was made with "
                               f"{saved['max_new_tokens']}; it may be raised, not lowered")
@@ -91,7 +98,9 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
 
 # Flags that may differ when a run is resumed: they change how long it runs, how it is watched or how
 # fast it goes, not what it computes (and --max_new_tokens, which may be raised by hand, as the context rule
-# does). Every other flag must match the run's config.json.
+# does; past the length the problems were fit to at the start, prompts that no longer fit are dropped and the
+# data order changes; --sample_rows keeps the training rollouts, each seeded on its own, but a sampled in-loop
+# evaluation draws others). Every other flag must match the run's config.json.
 RESUMABLE = ("max_steps", "max_new_tokens", "resume", "out_dir", "preset", "device", "data_dir", "eval_every",
              "save_every", "log_rollouts", "plot", "wandb_project", "cuda_graphs", "sampler_dtype",
              "micro_batch_tokens", "sample_rows", "logprob_chunk", "grad_checkpointing", "max_bad_steps", "deterministic",

@@ -134,6 +134,23 @@ def gather_rows(run, **columns: list) -> dict | None:
     return {key: [x for part in parts for x in part[key]] for key in columns} if run.rank == 0 else None
 
 
+def exchange(run, outgoing: dict) -> list:
+    """Point to point: send outgoing[r] to each other rank r and receive what each sends here. Returns, in rank
+    order, what every rank sent this one (outgoing.get(run.rank) for its own). The pairs take turns in one
+    fixed order, so each rank sends and receives only its own part, not everybody's."""
+    received = [None] * run.world
+    received[run.rank] = outgoing.get(run.rank)
+    for source in range(run.world):
+        for target in range(run.world):
+            if source != target and run.rank == source:
+                dist.send_object_list([outgoing.get(target)], dst=target)
+            elif source != target and run.rank == target:
+                box = [None]
+                dist.recv_object_list(box, src=source)
+                received[source] = box[0]
+    return received
+
+
 def all_objects(run, value) -> list:
     """Every rank's `value` (any picklable object), in rank order, on every rank."""
     if run.world == 1:

@@ -141,8 +141,8 @@ def read_samples(path: Path) -> list[dict]:
 
 
 def resolve_model(name: str):
-    """(what load_model gets, the run's prompt style or "": chat if the tokenizer has a chat template). A run
-    folder stands for its checkpoint."""
+    """(what load_model gets, the run's prompt style or "" for a model that is not a run). A run folder stands
+    for its checkpoint; one made before runs recorded their style gets the style it was made with."""
     path = Path(name).expanduser()
     path = next(iter(rollout.checkpoints(path)), path)
     if not path.is_dir():
@@ -150,8 +150,9 @@ def resolve_model(name: str):
     run_config = path.parent / "config.json"  # train_grpo's config, beside its ckpt
     try:
         run = json.loads(run_config.read_text())
-        return str(path.resolve()), str(run.get("prompt_style") or "")
-    except (OSError, ValueError, AttributeError):
+        return str(path.resolve()), str(run.get("prompt_style") or rollout.prompt_style_before_it_was_recorded(
+            str(run["model"])))
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return str(path.resolve()), ""
 
 
@@ -287,7 +288,10 @@ def main(argv=None):
         print("temperature 0 is greedy: every sample would be the same, so K is capped at 1", file=sys.stderr)
         samples = dict.fromkeys(benches, 1)
     source, style = resolve_model(args.model)
-    args.prompt_style = args.prompt_style or style
+    try:   # recorded as used: chat if the tokenizer has a chat template, unless the run or the flag says otherwise
+        args.prompt_style = args.prompt_style or style or rollout.prompt_style_of(source)
+    except rollout.ModelLoadError as e:
+        sys.exit(f"error: {e}")
     out_dir = Path(args.out_dir)
     settings = {key: getattr(args, key, None) for key in SETTINGS} | {"model": source,
                                                                         "weights": weights_fingerprint(source)}

@@ -6,6 +6,8 @@ each flag, and in the README's table "The paper and this project"):
   inferred  the paper implies it (its plots, its baseline's name)
   chosen    the paper is silent: chosen here, after the source named (DAPO's recipe: verl's recipe/dapo scripts
             for DAPO-Math-17k, the setup the paper builds on)
+  arithmetic  sized for the hardware by bench/hardware.py (the paper's GPUs: A100 80GB; it does not say how it
+            sharded or batched)
 
 Hardware (`python bench/hardware.py` prints the arithmetic per GPU, README "The paper's runs"): every preset
 shards the model with FSDP over the GPUs of one node (8 x 80 GB, the paper's A100s) and checkpoints activations;
@@ -56,6 +58,8 @@ COMMON = {
     "fsdp": (True, "arithmetic (bench/hardware.py): AdamW's float32 state does not fit one GPU"),
     "grad_checkpointing": (True, "arithmetic (bench/hardware.py): activations of a 34K-token sequence"),
     "micro_batch_tokens": (36864, "arithmetic: one 32K response with its prompt"),
+    "dist_timeout": (120.0, "arithmetic: rank 0 evaluates 30 AIME problems at up to 32K tokens, 8 at a time, while "
+                     "the other ranks wait: about an hour at 25 ms a decode step (an estimate, not measured)"),
 }
 
 # What differs between the paper's runs.

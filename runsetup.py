@@ -132,13 +132,15 @@ def grow_responses(run: Run, metrics: dict):
     """(optional) The paper's context rule: once the share of truncated responses, averaged over the last
     --grow_window steps, exceeds --grow_when_truncated, responses may take --max_new_tokens_final tokens
     from the next step on (16K -> 32K at 20% in the paper). Rank 0 decides, where the metrics are; the
-    grown length is kept in run.state, which the checkpoint saves, so a resumed run keeps it."""
+    grown length is kept in run.state, which the checkpoint saves, so a resumed run keeps it. With dynamic
+    sampling the share is over every response drawn (ds_truncated_frac), not the trained batch, which keeps the
+    groups whose rewards differ and so leaves out many of the truncated (mostly wrong) responses."""
     cfg = run.cfg
     if response_budget(run) >= cfg.max_new_tokens_final:          # 0: never grow; or grown already
         return
     window = run.state.setdefault("truncated_fracs", [])   # rank 0's: the metrics are there
     if run.rank == 0:
-        window[:] = (window + [metrics["truncated_frac"]])[-cfg.grow_window:]
+        window[:] = (window + [metrics.get("ds_truncated_frac", metrics["truncated_frac"])])[-cfg.grow_window:]
     if from_rank0(run.rank == 0 and sum(window) / len(window) > cfg.grow_when_truncated):
         run.state["max_new_tokens"] = cfg.max_new_tokens_final
         if run.rank == 0:

@@ -47,7 +47,7 @@ import rollout
 import runfolder
 from checks import one_of
 from data import DataError, load_problems, problem_key
-from distributed import all_objects, all_rows, rank_share, refresh_policy, sum_over_ranks
+from distributed import all_rows, exchange, rank_share, refresh_policy, sum_over_ranks
 from flags import ConfigError, check_config
 from reward import math_reward
 from rollout import pad_rows
@@ -352,8 +352,8 @@ def dynamic_sampling(run: Run, step: int, first: Groups, clock: Clock) -> tuple[
     The extra prompts are a shuffle of the training problems seeded by (seed, step), without the step's own
     batch, so the data stays a function of (seed, step) and resume replays it. Each rank samples its block of
     every draw, and the chosen groups are then dealt to the ranks in blocks, so 1 or N ranks train on the
-    same groups. Returns (the step's groups on this rank, metrics: draws, prompts drawn, their zero-variance
-    share and accuracy, ds_short)."""
+    same groups (each rank receives only the groups it trains). Returns (the step's groups on this rank, metrics: draws, prompts drawn, their zero-variance
+    share, accuracy and truncated share (what the context rule reads), ds_short)."""
     cfg, G = run.cfg, run.cfg.group_size
     own = set(batch_at(step, cfg, len(run.train_set)))
     spare = [i for i in range(len(run.train_set)) if i not in own]
@@ -370,16 +370,18 @@ def dynamic_sampling(run: Run, step: int, first: Groups, clock: Clock) -> tuple[
     numbered = [(d, k) for d, flags in enumerate(differs) for k in range(len(flags))]
     chosen = ([n for n in numbered if differs[n[0]][n[1]]] + [n for n in numbered if not differs[n[0]][n[1]]])
     chosen = sorted(chosen[:cfg.batch_size])
-    per_rank, wanted = len(first.indices), set(chosen)       # every rank samples the same number of groups a draw
-    mine = {(d, run.rank * per_rank + k): one_group(groups, k) for d, groups in enumerate(draws)
-            for k in range(per_rank) if (d, run.rank * per_rank + k) in wanted}
-    everyone = {n: g for part in all_objects(run, mine) for n, g in part.items()}   # the chosen groups, all ranks
-    batch = join_groups([everyone[n] for n in rank_share(run, chosen)])
+    per_rank, share = len(first.indices), len(chosen) // run.world   # groups a rank samples a draw, trains a step
+    outgoing = {r: {(d, k): one_group(draws[d], k - run.rank * per_rank) for d, k in chosen[r * share:(r + 1) * share]
+                    if k // per_rank == run.rank} for r in range(run.world)}   # what I sampled, to the rank it is dealt
+    dealt = {n: g for part in exchange(run, outgoing) for n, g in part.items()}
+    batch = join_groups([dealt[n] for n in rank_share(run, chosen)])
     batch.out.stats = rollout.concat_rollouts([g.out for g in draws]).stats   # this rank's sampling, every draw
-    right, sampled = sum_over_ranks(run, sum(sum(g.correct) for g in draws), sum(len(g.correct) for g in draws))
+    right, cut, sampled = sum_over_ranks(run, sum(sum(g.correct) for g in draws),
+                                         sum(g.out.finished.count(False) for g in draws), sum(len(g.correct) for g in draws))
     found = sum(map(sum, differs))
     return batch, {"ds_draws": len(draws), "ds_prompts": len(numbered), "ds_zero_var_frac": 1 - found / len(numbered),
-                   "ds_accuracy": right / sampled, "ds_short": max(0, cfg.batch_size - found)}
+                   "ds_accuracy": right / sampled, "ds_truncated_frac": cut / sampled,
+                   "ds_short": max(0, cfg.batch_size - found)}
 
 
 def one_group(groups: Groups, k: int) -> Groups:

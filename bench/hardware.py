@@ -15,8 +15,13 @@ device). Per GPU, in GiB (2^30 bytes), with FSDP over `gpus` ranks:
              (tokens x (8 x hidden + 6 x intermediate) x 2 bytes: attention projections and the MLP, with their
              gradients), and one chunk of float32 logits (logprob_chunk x vocab x 4 bytes x 3: logits,
              log-softmax, gradient)
-The peak is state + sampler + the larger of the two phases (sampling: kv cache; update: grads + activations),
-since the gradients are freed before sampling. Not counted: the CUDA context and allocator slack (a few GiB),
+  refresh    after the update, FSDP gathers the full float32 weights on every rank to refresh the sampler's copy
+             (distributed.refresh_policy): 4 bytes x params
+  startup    before sharding, each rank holds the float32 model it loaded and the copy it casts to bf16 for the
+             sampler (distributed.distribute): 8 bytes x params
+The peak is the larger of the startup and state + sampler + the largest of the three phases of a step
+(sampling: kv cache; update: grads + activations; refresh), since the gradients are freed before sampling and
+the gathered weights before the next step. Not counted: the CUDA context and allocator slack (a few GiB),
 FSDP's gathered layer (one layer's bf16 weights), the prompt cache of the prefill.
 """
 import argparse
@@ -52,12 +57,15 @@ def memory(config: dict, params: int, gpus: int, sample_rows: int, tokens_per_ro
         "sampler": 2 * params,
         "kv cache": sample_rows * tokens_per_row * kv_per_token,
         "grads": 4 * params / gpus,
+        "refresh": 4 * params,
+        "startup": 8 * params,
         "activations": (micro_batch_tokens * hidden * layers * 4
                         + micro_batch_tokens * (8 * hidden + 6 * config["intermediate_size"]) * 2
                         + logprob_chunk * config["vocab_size"] * 4 * 3),
     }
     parts = {k: v / GIB for k, v in parts.items()}
-    parts["peak"] = parts["state"] + parts["sampler"] + max(parts["kv cache"], parts["grads"] + parts["activations"])
+    step = max(parts["kv cache"], parts["grads"] + parts["activations"], parts["refresh"])
+    parts["peak"] = max(parts["startup"], parts["state"] + parts["sampler"] + step)
     return parts
 
 
@@ -78,13 +86,13 @@ def main(argv=None):
     p.add_argument("--gpus", default="8,16", help="comma-separated GPU counts (FSDP ranks)")
     args = p.parse_args(argv)
     names = [args.preset] if args.preset else list(presets.PAPER)
-    print("| preset | GPUs | state | sampler | kv cache | grads | activations | peak (GiB per GPU) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    keys = ("state", "sampler", "kv cache", "grads", "activations", "refresh", "startup", "peak")
+    print("| preset | GPUs | " + " | ".join(keys[:-1]) + " | peak (GiB per GPU) |")
+    print("| --- | ---: | " + " | ".join("---:" for _ in keys) + " |")
     for name in names:
         for gpus in (int(g) for g in args.gpus.split(",")):
             m = preset_memory(name, gpus)
-            print(f"| {name} | {gpus} | " + " | ".join(f"{m[k]:.1f}" for k in
-                  ("state", "sampler", "kv cache", "grads", "activations", "peak")) + " |")
+            print(f"| {name} | {gpus} | " + " | ".join(f"{m[k]:.1f}" for k in keys) + " |")
 
 
 if __name__ == "__main__":

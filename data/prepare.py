@@ -18,7 +18,7 @@ The paper's training sets, from the Hugging Face Hub (train split only, deduplic
     the script, naming the row: a changed upstream format is not guessed at.
   * deepscaler: agentica-org/DeepScaleR-Preview-Dataset, deepscaler.json (MIT): 40.3K problems from AIME
     1984-2023, AMC before 2023, Omni-MATH and STILL, as a JSON list of {problem, answer, solution}; the id is
-    the row's position upstream. Rows with an empty answer are left out (counted in the output).
+    the row's position upstream. Rows with an empty problem or answer are left out (the count is printed).
 Both keep the first row of each problem (the loader's problem_key: Unicode-normalised, case-folded,
 whitespace collapsed) and say how many repeats they dropped.
 Needs the network; offline it stops with one line. Then point HICRA_DATA_DIR at a copy.
@@ -168,19 +168,22 @@ def norm_math_train(files):
 
 
 def first_of_each_problem(rows):
-    """rows without repeats of a problem (data.problem_key), the first kept; and how many were dropped."""
-    seen, kept = set(), []
+    """rows (any iterable) without repeats of a problem (data.problem_key), the first kept; and how many were
+    dropped. Only the kept rows are held: DAPO's 1.79M rows are read one by one."""
+    seen, kept, dropped = set(), [], 0
     for r in rows:
         key = problem_key(r["problem"])
-        if key not in seen:
+        if key in seen:
+            dropped += 1
+        else:
             seen.add(key)
             kept.append(r)
-    return kept, len(rows) - len(kept)
+    return kept, dropped
 
 
 def norm_dapo(rows):
-    """DAPO-Math-17k's verl rows (prompt: [{role, content}], reward_model: {ground_truth}, extra_info: {index})."""
-    out = []
+    """DAPO-Math-17k's verl rows (prompt: [{role, content}], reward_model: {ground_truth}, extra_info: {index}),
+    one normalised row at a time."""
     for i, r in enumerate(rows):
         try:
             content = next(m["content"] for m in r["prompt"] if m["role"] == "user")
@@ -190,9 +193,8 @@ def norm_dapo(rows):
         if not (content.startswith(DAPO_PREFIX) and content.endswith(DAPO_SUFFIX)) or not answer:
             sys.exit(f"prepare.py: dapo_math_17k row {i} (index {index}): not DAPO's answer-format wrapper around "
                      "a problem with a ground truth; has the upstream format changed?")
-        out.append({"id": f"dapo-{index}", "problem": content[len(DAPO_PREFIX):-len(DAPO_SUFFIX)].strip(),
-                    "answer": answer, "source": "dapo_math_17k"})
-    return out
+        yield {"id": f"dapo-{index}", "problem": content[len(DAPO_PREFIX):-len(DAPO_SUFFIX)].strip(),
+               "answer": answer, "source": "dapo_math_17k"}
 
 
 def norm_deepscaler(rows):
@@ -200,17 +202,22 @@ def norm_deepscaler(rows):
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         sys.exit("prepare.py: deepscaler: not a JSON list of {problem, answer, solution} objects; has the upstream "
                  "format changed?")
-    return [{"id": f"deepscaler-{i}", "problem": r["problem"].strip(), "answer": str(r["answer"]).strip(),
-             "solution": r.get("solution") or "", "source": "deepscaler"}
-            for i, r in enumerate(rows) if str(r.get("answer") or "").strip() and str(r.get("problem") or "").strip()]
+    given = lambda value: value is not None and str(value).strip() != ""   # noqa: E731  (an answer 0 counts)
+    out = [{"id": f"deepscaler-{i}", "problem": str(r["problem"]).strip(), "answer": str(r["answer"]).strip(),
+            "solution": r.get("solution") or "", "source": "deepscaler"}
+           for i, r in enumerate(rows) if given(r.get("answer")) and given(r.get("problem"))]
+    print(f"deepscaler: {len(rows) - len(out)} rows without a problem or an answer left out")
+    return out
 
 
-def read_parquet(data):
+def parquet_rows(data, columns):
+    """The rows of a Parquet file (bytes) as dicts of `columns`, one at a time."""
     try:
         import pyarrow.parquet
     except ImportError:
         sys.exit("prepare.py: DAPO-Math-17k is a Parquet file: pip install pyarrow (requirements.txt has it)")
-    return pyarrow.parquet.read_table(io.BytesIO(data)).to_pylist()
+    for batch in pyarrow.parquet.read_table(io.BytesIO(data), columns=columns).to_batches():
+        yield from batch.to_pylist()
 
 
 # ---- download and write ----
@@ -243,8 +250,8 @@ def build(name):
         rows = norm_math_train(files)
         return {"train": rows, "train_level3to5": [r for r in rows if r.get("level", 0) >= 3]}
     if name in ("dapo_math_17k", "deepscaler"):
-        rows = norm_dapo(read_parquet(fetch(url))) if name == "dapo_math_17k" else \
-            norm_deepscaler(json.loads(fetch(url)))
+        rows = norm_dapo(parquet_rows(fetch(url), ["prompt", "reward_model", "extra_info"])) \
+            if name == "dapo_math_17k" else norm_deepscaler(json.loads(fetch(url)))
         kept, repeats = first_of_each_problem(rows)
         print(f"{name}: {len(kept)} problems ({repeats} repeated rows dropped)")
         return {"train": kept}

@@ -310,7 +310,8 @@ def test_dapo_and_deepscaler_are_normalised_deduplicated_and_load(tmp_path, monk
     deepscaler = [{"problem": "Compute $\\frac{1}{2}+\\frac{1}{3}$.", "answer": "\\frac{5}{6}", "solution": "..."},
                   {"problem": "Compute $\\frac{1}{2}+\\frac{1}{3}$.", "answer": "\\frac{5}{6}", "solution": "again"},
                   {"problem": "An unanswered one.", "answer": "", "solution": ""},
-                  {"problem": "Let $x=3$. Find $x^2$.", "answer": 9, "solution": "9"}]
+                  {"problem": "Let $x=3$. Find $x^2$.", "answer": 9, "solution": "9"},
+                  {"problem": "What is $3-3$?", "answer": 0, "solution": "0"}]   # an answer 0 is an answer
     prepare = serve(monkeypatch, {"dapo-math-17k.parquet": parquet_bytes(dapo),
                                   "deepscaler.json": json.dumps(deepscaler).encode()})
     prepare.main(["--datasets", "dapo_math_17k,deepscaler", "--out_dir", str(tmp_path)])
@@ -319,11 +320,13 @@ def test_dapo_and_deepscaler_are_normalised_deduplicated_and_load(tmp_path, monk
         ("dapo-uid-0", problems[0], "2"), ("dapo-uid-1", problems[1], "11"), ("dapo-uid-2", problems[2], "6")]
     assert {r["source"] for r in rows} == {"dapo_math_17k"}
     rows = load_problems("deepscaler", data_dir=tmp_path)
-    assert [(r["id"], r["answer"]) for r in rows] == [("deepscaler-0", "\\frac{5}{6}"), ("deepscaler-3", "9")]
+    assert [(r["id"], r["answer"]) for r in rows] == [("deepscaler-0", "\\frac{5}{6}"), ("deepscaler-3", "9"),
+                                                      ("deepscaler-4", "0")]
     assert rows[0]["problem"] == "Compute $\\frac{1}{2}+\\frac{1}{3}$."    # LaTeX kept as written
     said = capsys.readouterr().out
     assert "dapo_math_17k: 3 problems (7 repeated rows dropped)" in said
-    assert "deepscaler: 2 problems (1 repeated rows dropped)" in said
+    assert "deepscaler: 3 problems (1 repeated rows dropped)" in said
+    assert "deepscaler: 1 rows without a problem or an answer left out" in said
     import train_grpo
     cfg = train_grpo.parse_config(["--dataset", "dapo_math_17k:train", "--data_dir", str(tmp_path), "--eval_size", "1",
                                    "--batch_size", "2"])

@@ -163,8 +163,10 @@ def test_paper_protocol_and_run_folder(tmp_path, model_dir):
     (run / "config.json").write_text(json.dumps({"model": "Qwen/Qwen2.5-0.5B", "prompt_style": "plain"}))
     source, style = ev.resolve_model(str(run))
     assert source == str((run / "ckpt").resolve()) and style == "plain"   # the run's own
-    (run / "config.json").write_text(json.dumps({"model": "Qwen/Qwen2.5-0.5B", "prompt_style": ""}))
-    assert ev.resolve_model(str(run))[1] == ""   # by the checkpoint's tokenizer, as the run did
+    for model, style in (("Qwen/Qwen2.5-0.5B", "plain"), ("Qwen/Qwen2.5-0.5B-Instruct", "chat")):
+        # made before runs recorded their style ("" in config.json): the style the model's name gave then
+        (run / "config.json").write_text(json.dumps({"model": model, "prompt_style": ""}))
+        assert ev.resolve_model(str(run))[1] == style
 
 
 def test_a_run_trained_further_is_never_reported_with_the_old_samples(model_dir, data_dir, tmp_path, monkeypatch):

@@ -957,6 +957,29 @@ def test_resume_reads_an_older_config_at_defaults_and_refuses_one_that_is_not_a_
     assert [r["step"] for r in read_metrics(out)] == [0, 1]
 
 
+def test_a_run_records_its_prompt_style_and_an_older_run_resumes_with_the_one_it_used(qwen_dir, tmp_path, monkeypatch):
+    """--prompt_style "" is resolved by the tokenizer (the test tokenizer has a chat template) and recorded. A run
+    folder made before that recorded "", and its model's name decided: a base-looking name (this one's) meant the
+    plain prompt, so a resume without the flag goes on with plain, and one that asks for chat is refused."""
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    styles = []
+    encode = train_grpo.rollout.encode_problems
+    monkeypatch.setattr(train_grpo.rollout, "encode_problems",
+                        lambda tokenizer, problems, style="", *a: styles.append(style) or encode(tokenizer, problems,
+                                                                                                  style, *a))
+    out = tmp_path / "run"
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "1", "--eval_every", "0"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["prompt_style"] == "chat" and set(styles) == {"chat"}
+    (out / "config.json").write_text(json.dumps(config | {"prompt_style": ""}))   # as the old code wrote it
+    with pytest.raises(SystemExit, match=r"--resume: the run was made with --prompt_style 'plain' \(now 'chat'\)"):
+        train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "2", "--eval_every", "0", "--resume", "--prompt_style",
+                                  "chat"))
+    styles.clear()
+    train_grpo.main(tiny_args(qwen_dir, out, "--max_steps", "2", "--eval_every", "0", "--resume"))
+    assert set(styles) == {"plain"} and [r["step"] for r in read_metrics(out)] == [0, 1]
+
+
 # ----------------------------------------------------------------------------- dynamic sampling (issue 25)
 
 def informative(batch, reward, problems):
@@ -996,6 +1019,8 @@ def test_dynamic_sampling_refills_the_batch_with_groups_whose_rewards_differ(qwe
         assert len(groups) == row["ds_prompts"] == cfg.batch_size * row["ds_draws"]
         found = [p for p, differs in groups if differs]
         assert row["ds_zero_var_frac"] == pytest.approx(1 - len(found) / len(groups))
+        cut = sum(batch["out"].finished.count(False) for batch in draws)   # over every response drawn
+        assert row["ds_truncated_frac"] == pytest.approx(cut / (len(groups) * cfg.group_size))
         trained = [r["prompt"] for r in logged if r["step"] == row["step"]][::cfg.group_size]
         if rounds > 1:
             assert row["ds_draws"] > 1 or row["ds_zero_var_frac"] == 0
@@ -1006,6 +1031,20 @@ def test_dynamic_sampling_refills_the_batch_with_groups_whose_rewards_differ(qwe
             assert row["ds_short"] == cfg.batch_size - len(found) == round(row["zero_var_frac"] * cfg.batch_size)
     assert any(r["ds_draws"] > 1 for r in rows) or rounds == 1, "the test needs a step that draws again"
     assert any(r["ds_short"] > 0 for r in rows) or rounds > 1, "the test needs a step short at the cap"
+
+
+def test_with_dynamic_sampling_the_context_rule_reads_the_share_truncated_among_every_response_drawn():
+    """The trained batch keeps groups whose rewards differ, which leaves out many truncated (mostly wrong)
+    responses; the rule must read ds_truncated_frac, the share among everything drawn."""
+    from types import SimpleNamespace
+
+    import runsetup
+    cfg = SimpleNamespace(max_new_tokens=8, max_new_tokens_final=16, grow_window=1, grow_when_truncated=0.2)
+    run = SimpleNamespace(cfg=cfg, state={}, rank=0)
+    runsetup.grow_responses(run, {"step": 0, "truncated_frac": 0.1})
+    assert runsetup.response_budget(run) == 8
+    runsetup.grow_responses(run, {"step": 1, "truncated_frac": 0.1, "ds_truncated_frac": 0.5})
+    assert runsetup.response_budget(run) == 16
 
 
 def test_dynamic_sampling_resumes_exactly(qwen_dir, tmp_path, monkeypatch):
