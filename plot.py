@@ -21,9 +21,10 @@ PANELS = [
     ("reward / accuracy", [("reward_mean", "-"), ("eval_accuracy", "o--")]),
     ("response length (tokens)", [("response_len_mean", "-")]),
     ("token entropy", [("entropy", "-"), ("entropy_planning", "--"), ("entropy_execution", ":")]),
-    ("semantic entropy (nats)", [("semantic_entropy", "-")]),
+    ("semantic entropy (nats)", [("semantic_entropy", "-"), ("conditional_entropy", "--")]),
     ("relative perplexity", [("rel_ppl_planning", "--"), ("rel_ppl_execution", ":")]),
     ("planning-token fraction", [("planning_token_frac", "-")]),
+    ("planning vs high-entropy tokens", [("planning_high_entropy_frac", "-"), ("high_entropy_planning_frac", "--")]),
 ]
 
 
@@ -61,11 +62,24 @@ def finite_points(rows: list[dict], key: str) -> tuple[list[tuple], int]:
     return finite, len(points) - len(finite)
 
 
+def relative(points: list[tuple]) -> list[tuple]:
+    """(step, value / the first nonzero value): a curve as a change from where it started."""
+    first = next((y for _, y in points if y != 0), None)
+    return [(x, y / first) for x, y in points] if first is not None else []
+
+
+# The bottom row of the two-phase figure, as the paper's Figure 3 draws it ("Entropy Change").
+ENTROPY_CHANGE = (("semantic_entropy", "-", "C2", "semantic entropy"), ("entropy", ":", "C3", "token entropy"),
+                  ("conditional_entropy", "--", "C4", "other grams (conditional)"))
+
+
 def plot_phases(run_dirs, out_path, labels=None, smoothing: float = 0.0):
-    """The paper's two-phase reading, one column per run: relative perplexity of execution against
-    planning tokens (phase 1: execution consolidates, its perplexity falls first and furthest), and
-    semantic entropy (diversity of the Strategic Grams used) against token entropy (phase 2: strategic
-    diversity rises while token entropy falls). Returns {run label: [metrics drawn]}."""
+    """The paper's two-phase reading in its Figure 3's layout, one column per run: relative perplexity of
+    execution against planning tokens (phase 1: execution consolidates, its perplexity falls first and
+    furthest), and below, as "Entropy Change" (each divided by its value at the first step, the first nonzero
+    one), semantic entropy (diversity of the Strategic Grams used), token entropy, and the conditional entropy of
+    the words that follow a gram (phase 2: strategic diversity rises while token entropy falls and the
+    procedures after a gram stay as certain). Returns {run label: [metrics drawn]}."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -75,22 +89,22 @@ def plot_phases(run_dirs, out_path, labels=None, smoothing: float = 0.0):
     drawn = {}
     for column, (label, rows) in enumerate(runs):
         top, bottom = axes[0, column], axes[1, column]
-        right = bottom.twinx()
-        for ax, key, style, color in ((top, "rel_ppl_execution", "-", "C0"), (top, "rel_ppl_planning", "--", "C1"),
-                                      (bottom, "semantic_entropy", "-", "C2"), (right, "entropy", ":", "C3")):
+        for ax, key, style, color, name in ((top, "rel_ppl_execution", "-", "C0", "execution"),
+                                            (top, "rel_ppl_planning", "--", "C1", "planning"),
+                                            *((bottom, *line) for line in ENTROPY_CHANGE)):
             points, _ = finite_points(rows, key)
+            points = relative(points) if ax is bottom else points
             if points:
                 steps, values = zip(*points)
-                ax.plot(steps, smooth(list(values), smoothing), style, color=color, label=key)
+                ax.plot(steps, smooth(list(values), smoothing), style, color=color, label=name)
                 drawn.setdefault(label, []).append(key)
         top.set_title(label)
         top.set_ylabel("relative perplexity")
-        bottom.set_ylabel("semantic entropy (nats)")
-        right.set_ylabel("token entropy (nats)")
+        bottom.set_ylabel("entropy change (/ first step)")
         bottom.set_xlabel("step")
-        for ax in (top, bottom, right):
+        for ax in (top, bottom):
             if ax.get_lines():
-                ax.legend(fontsize=7, loc="upper right" if ax is right else "upper left")
+                ax.legend(fontsize=7, loc="upper left")
         top.grid(alpha=0.3)
         bottom.grid(alpha=0.3)
     fig.tight_layout()
@@ -149,8 +163,9 @@ def main(argv=None):
     parser.add_argument("--labels", default="", help="comma-separated labels (default: folder names)")
     parser.add_argument("--smooth", type=float, default=0.0, help="EMA weight in [0, 1)")
     parser.add_argument("--phases", action="store_true",
-                        help="the paper's two phases instead, a column per run: relative perplexity of execution "
-                             "vs planning tokens, semantic vs token entropy")
+                        help="the paper's two phases instead (its Figure 3), a column per run: relative perplexity "
+                             "of execution vs planning tokens; semantic, token and conditional entropy as a change "
+                             "from the first step")
     args = parser.parse_args(argv)
     message = checks.problem(vars(args), [("smooth", lambda x: checks.number(x) and 0 <= x < 1, "a number in [0, 1)")])
     if message:

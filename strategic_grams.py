@@ -3,6 +3,8 @@
     grams = load_grams("paper")                      # the paper's list (or "mined", or a file)
     planning_mask(tokenizer, token_ids, grams)       # one flag per token: inside a Strategic Gram?
     semantic_entropy(texts, grams)                   # entropy of the grams' frequencies (nats)
+    conditional_entropy(texts, grams)                # entropy of what follows a gram, given the gram (nats)
+    fork_overlap(planning, mask, entropy)            # planning tokens vs the top 30% of tokens by entropy
     planning_metrics(...)                            # per step: planning vs execution tokens
 
 A Strategic Gram (SG) is a word n-gram that works as one unit of logical flow ("let's try a
@@ -45,7 +47,7 @@ import random
 import re
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
@@ -205,6 +207,56 @@ def semantic_entropy(texts, grams) -> float:
         return 0.0
     return -sum(c / total * math.log(c / total) for c in counts.values())
 
+
+FOLLOWING_WORDS = 3    # the execution n-gram after a gram: its next 3 words (the paper does not give n)
+
+
+def conditional_entropy(texts, grams, n: int = FOLLOWING_WORDS) -> float:
+    """H(Y | X) in nats, the paper's "Other Grams (Conditional)": X is a gram occurrence (the canonical gram,
+    occurrences as count_grams finds them), Y the n words that follow it in the text (lower-cased words of the
+    mining rule, read on across punctuation and formulas). H(Y | X) = sum_x p(x) H(Y | X = x), with p(x) the
+    share of the occurrences that are x and H(Y | X = x) the entropy of what follows x. An occurrence with fewer
+    than n words after it is left out; 0 when none is left."""
+    follows = defaultdict(Counter)
+    for text in texts:
+        pattern, haystack = _prepare(text, grams)
+        if pattern is None:
+            continue
+        for m in pattern.finditer(haystack):
+            words = [w.group().lower() for w in itertools.islice(_WORD_ANY_CASE.finditer(haystack, m.end()), n)]
+            if len(words) == n:
+                follows[normalise_gram(m.group())][" ".join(words)] += 1
+    total = sum(sum(c.values()) for c in follows.values())
+    return sum(sum(c.values()) / total * _entropy(c) for c in follows.values()) if total else 0.0
+
+
+def _entropy(counts: Counter) -> float:
+    total = sum(counts.values())
+    return -sum(c / total * math.log(c / total) for c in counts.values())
+
+
+HIGH_ENTROPY_FRAC = 0.3   # a high-entropy ("fork") token: in the top 30% by entropy (the paper's Figure 10)
+
+
+def fork_overlap(planning: torch.Tensor, tokens_mask: torch.Tensor, entropy: torch.Tensor,
+                 top_frac: float = HIGH_ENTROPY_FRAC) -> dict:
+    """The paper's Figure 10 over the response tokens of a step (tensors [B, T]): the high-entropy tokens are the
+    ceil(top_frac x n) of the n response tokens with the highest entropy; planning_high_entropy_frac is the share
+    of planning tokens that are high-entropy, high_entropy_planning_frac the share of high-entropy tokens that are
+    planning tokens. A share with nothing to divide by is left out."""
+    kept = tokens_mask > 0
+    values, plan = entropy[kept], planning[kept] > 0                                   # [n]
+    k = math.ceil(top_frac * values.numel())
+    if k == 0:
+        return {}
+    high = torch.zeros_like(plan)
+    high[values.topk(k).indices] = True
+    both = (high & plan).sum().item()
+    out = {"high_entropy_planning_frac": both / k}
+    if plan.any():
+        out["planning_high_entropy_frac"] = both / plan.sum().item()
+    return out
+
 # ----------------------------------------------------------------------------- planning mask
 
 # Per tokenizer: {token id: decoded text}, the ids that decode to part of a character, and whether per-token decoding concatenates to the
@@ -329,11 +381,16 @@ def planning_metrics(planning, tokens_mask, entropy, logp, advantages, texts, gr
 
     rel_ppl_* is the perplexity exp(-mean log p) of a class over its value at the first step that
     had tokens of the class (kept in `state`, which the trainer saves in its checkpoint, so a
-    resumed run divides by the same number). A class with no tokens in a step is left out.
+    resumed run divides by the same number). A class with no tokens in a step is left out. With them:
+    semantic entropy in nats and bits, the conditional entropy of what follows a gram, and how planning
+    and high-entropy tokens overlap (fork_overlap).
     """
     classes = {"planning": planning * tokens_mask, "execution": (1 - planning) * tokens_mask}
+    semantic = semantic_entropy(texts, grams)
     out = {"planning_token_frac": (classes["planning"].sum() / tokens_mask.sum()).item(),
-           "semantic_entropy": semantic_entropy(texts, grams)}
+           "semantic_entropy": semantic, "semantic_entropy_bits": semantic / math.log(2),
+           "conditional_entropy": conditional_entropy(texts, grams),
+           **fork_overlap(planning, tokens_mask, entropy)}
     first = state.setdefault("ppl0", {})
     for name, m in classes.items():
         n = m.sum()
@@ -398,6 +455,7 @@ _MATH = re.compile(r"\$\$.*?\$\$|\$.*?\$|\\\[.*?\\\]|\\\(.*?\\\)", re.DOTALL)
 _GSM_CALC = re.compile(r"<<.*?>>|^####.*$", re.MULTILINE)
 _CURRENCY = re.compile(r"\$(?=\s?\d)")
 _WORD = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*")
+_WORD_ANY_CASE = re.compile(_WORD.pattern, re.IGNORECASE)   # the same words in text not lower-cased
 # Any run of characters that is neither a word character nor plain space breaks the text.
 _BREAK = re.compile(r"[^\w\s'’-]+|_+|(?<![a-z0-9])['’-]|['’-](?![a-z0-9])")
 

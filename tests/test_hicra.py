@@ -2,6 +2,7 @@
 advantages entering the loss differ from GRPO's exactly on the planning tokens."""
 
 import itertools
+import math
 import json
 import re
 from pathlib import Path
@@ -131,8 +132,11 @@ def test_advantages_entering_the_loss_differ_from_grpo_exactly_on_planning_token
     # Analysis metrics are logged, and rollouts show which tokens were planning tokens.
     rows = [json.loads(l) for l in (tmp_path / "hicra" / "metrics.jsonl").read_text().splitlines()]
     for key in ("planning_token_frac", "semantic_entropy", "entropy_planning", "entropy_execution",
-                "rel_ppl_planning", "rel_ppl_execution", "adv_planning_mean", "adv_execution_mean"):
+                "rel_ppl_planning", "rel_ppl_execution", "adv_planning_mean", "adv_execution_mean",
+                "semantic_entropy_bits", "conditional_entropy", "high_entropy_planning_frac",
+                "planning_high_entropy_frac"):
         assert key in rows[0], key
+    assert rows[0]["semantic_entropy_bits"] == pytest.approx(rows[0]["semantic_entropy"] / math.log(2))
     assert rows[0]["rel_ppl_planning"] == pytest.approx(1.0)
     logged = [json.loads(l) for l in (tmp_path / "hicra" / "rollouts.jsonl").read_text().splitlines()]
     assert any("[[" in r["planning"] for r in logged)

@@ -133,6 +133,44 @@ def test_semantic_entropy_hand_values():
     assert sg.semantic_entropy(["Wait... so", "wait but"], GRAMS) == pytest.approx(h)
 
 
+def test_conditional_entropy_hand_values():
+    """H(Y | X): X the gram, Y its next three words. "Wait" is followed by "let us see" and "let us try" (one bit of
+    uncertainty, ln 2), "So" always by "the answer is" (none): p(wait) = 2/3, so H = 2/3 ln 2. The "wait" at the
+    end has fewer than three words after it and is not counted."""
+    text = "Wait, let us see. So the answer is $5$. Wait, let us try. Done, wait"
+    assert sg.conditional_entropy([text], ["wait", "so"]) == pytest.approx(2 / 3 * math.log(2))
+    # across texts, and a gram always followed by the same words: no uncertainty
+    assert sg.conditional_entropy(["So the answer is 4.", "so THE answer is 7"], ["so"]) == 0.0
+    assert sg.conditional_entropy(["no grams here", ""], ["wait"]) == 0.0
+    # two grams, each with two continuations seen once: ln 2 each, whatever their shares
+    texts = ["wait a b c", "wait d e f", "but g h i", "but g h i", "but j k l", "but j k l"]
+    assert sg.conditional_entropy(texts, ["wait", "but"]) == pytest.approx(math.log(2))
+
+
+def test_fork_overlap_hand_values():
+    """Ten response tokens (5.0 and 0.05 are outside the mask); the top 30% by entropy are the three highest
+    (0.9, 0.8, 0.7). Planning tokens: 0.9 (high), 0.1 and 0.2 (low), so 1 of 3 planning tokens is high-entropy
+    and 1 of 3 high-entropy tokens is a planning token; the 5.0 marked planning is outside the mask."""
+    entropy = torch.tensor([[0.9, 0.1, 0.5, 0.8, 0.3, 0.6], [0.2, 0.7, 5.0, 0.0, 0.4, 0.05]])
+    mask = torch.tensor([[1.0] * 6, [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]])                  # [2, 6]: 10 tokens
+    planning = torch.tensor([[1.0, 1.0, 0, 0, 0, 0], [1.0, 0, 1.0, 0, 0, 0]])         # 0.9, 0.1; 0.2, (5.0)
+    out = sg.fork_overlap(planning, mask, entropy)
+    assert out == {"high_entropy_planning_frac": pytest.approx(1 / 3), "planning_high_entropy_frac": pytest.approx(1 / 3)}
+    assert sg.fork_overlap(torch.zeros(2, 6), mask, entropy) == {"high_entropy_planning_frac": 0.0}
+    assert sg.fork_overlap(planning, torch.zeros(2, 6), entropy) == {}
+
+
+def test_planning_metrics_carry_the_new_metrics_and_semantic_entropy_in_bits():
+    tokens, zeros = torch.ones(1, 4), torch.zeros(1, 4)
+    logp = torch.log(torch.tensor([[0.5, 0.25, 0.5, 0.25]]))
+    out = sg.planning_metrics(torch.tensor([[1.0, 0, 0, 0]]), tokens, torch.tensor([[1.0, 0.5, 0.2, 0.1]]), logp,
+                              zeros, ["wait so", "so wait"], GRAMS, {})
+    assert out["semantic_entropy_bits"] == pytest.approx(1.0)               # two grams, once each: one bit
+    assert out["semantic_entropy"] == pytest.approx(math.log(2))
+    assert out["conditional_entropy"] == 0.0                                 # no three words after any gram
+    assert out["high_entropy_planning_frac"] == 0.5 and out["planning_high_entropy_frac"] == 1.0   # top 2 of 4
+
+
 def test_load_grams(tmp_path):
     f = tmp_path / "grams.txt"
     f.write_text("# a comment\n\nWait\nlet me  check\t12\t3\t40\nwait\n  So \n# gram\tdoc_freq\n")
