@@ -56,7 +56,7 @@ PRESETS = {
     # Sums solved step by step (train_grpo's cpu_ablation preset): small steps, three seeds; every rollout
     # of a run is logged, so `strategic_grams.py mine --run` can mine the policy's own successful responses.
     "cpu": dict(train=["--preset", "cpu_ablation", "--batch_size", "4", "--max_steps", "12", "--eval_every", "6",
-                       "--eval_size", "32", "--save_every", "6", "--log_rollouts", "32"],
+                       "--eval_size", "32", "--save_every", "6", "--log_rollouts", "32", "--log_tokens", "true"],
                 seeds=[0, 1, 2], entropy_coef=0.01, eval=None),
     # Sized for one 80 GB GPU (not run yet; cost estimate in the README): the paper's G = 8, lr 1e-6,
     # responses up to 2048 tokens, strict \boxed{} rewards, and 4 mini-batches a step, so that the ratio
@@ -64,7 +64,8 @@ PRESETS = {
     "gpu": dict(train=["--model", "Qwen/Qwen2.5-0.5B", "--prompt_style", "plain", "--dataset", "math:train_level3to5", "--batch_size", "32",
                        "--group_size", "8", "--max_new_tokens", "2048", "--lr", "1e-6", "--max_steps", "300",
                        "--eval_every", "50", "--save_every", "25", "--micro_batch_tokens", "32768",
-                       "--grad_checkpointing", "--mini_batches", "4", "--strict_box", "true"],
+                       "--grad_checkpointing", "--mini_batches", "4", "--strict_box", "true",
+                       "--log_tokens", "true"],   # at most 256 x 2048 x 12 B = 6 MB a step, for strategic_grams.py metrics
                 seeds=[0, 1, 2], entropy_coef=0.001,
                 eval=["--benchmarks", "math500,amc23,aime24", "--protocol", "paper", "--max_new_tokens", "2048"]),
 }

@@ -91,6 +91,10 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
         runfolder.write_text(out_dir / "config.json", json.dumps(now, indent=2))
     for log in ("metrics.jsonl", "rollouts.jsonl"):   # lines written after the checkpoint go
         _truncate_jsonl(out_dir / log, state.get("step", 0))
+    for tokens in (out_dir / "tokens").glob("step_*.safetensors"):   # and so do the token logs of those steps
+        number = re.fullmatch(r"step_(\d+)", tokens.stem)
+        if number and int(number.group(1)) >= state.get("step", 0):
+            tokens.unlink()
     # What "held-out" means for this run, for anyone to check against rollouts.jsonl.
     runfolder.write_text(out_dir / "held_out.jsonl", "".join(json.dumps(p) + "\n" for p in eval_set))
     barrier()
@@ -102,7 +106,7 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
 # data order changes; --sample_rows keeps the training rollouts, each seeded on its own, but a sampled in-loop
 # evaluation draws others). Every other flag must match the run's config.json.
 RESUMABLE = ("max_steps", "max_new_tokens", "resume", "out_dir", "preset", "device", "data_dir", "eval_every",
-             "save_every", "log_rollouts", "plot", "wandb_project", "cuda_graphs", "sampler_dtype",
+             "save_every", "log_rollouts", "log_tokens", "plot", "wandb_project", "cuda_graphs", "sampler_dtype",
              "micro_batch_tokens", "sample_rows", "logprob_chunk", "grad_checkpointing", "max_bad_steps", "deterministic",
              "dist_timeout")
 

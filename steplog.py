@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 import time
 
@@ -79,6 +80,8 @@ def step_report(run, step: int, out, *, seq_problems, seq_prompts, texts, reward
                                                         run.state))
         shown = planning if shown is None else shown
     log_rollouts(run, step, rows, shown)
+    if cfg.log_tokens:   # every rollout's tokens, for strategic_grams.py metrics (any gram list, after the run)
+        log_tokens(run.out_dir, step, rows["completion_ids"], rows["logprobs"], rows["entropies"])
     return metrics
 
 
@@ -136,6 +139,24 @@ def log_rollouts(run, step: int, rows: dict, marked):
             row["planning"] = mark_tokens(run.tokenizer, rows["completion_ids"][i], marked[i].tolist())
         lines.append(json.dumps(row) + "\n")
     runfolder.append_text(run.out_dir / "rollouts.jsonl", "".join(lines))
+
+
+TOKENS = "tokens"   # <run>/tokens/step_<step>.safetensors
+
+
+def log_tokens(out_dir, step: int, completions, logprobs, entropies):
+    """Every rollout of a step, token by token, in one safetensors file (read back without running code): the
+    response token ids `ids` (int32) and the sampler's `logprobs` and `entropies` (float32, nats), all responses
+    one after the other, and `offsets` (int64, B + 1) where each starts. 12 bytes a response token."""
+    from safetensors.torch import save_file
+    folder = out_dir / TOKENS
+    folder.mkdir(exist_ok=True)
+    lengths = torch.tensor([0] + [len(c) for c in completions])
+    flat = lambda rows, dtype: torch.tensor([x for r in rows for x in r], dtype=dtype)   # noqa: E731
+    tmp = folder / f".step_{step:06d}.{os.getpid()}.tmp"   # written beside, then renamed: a link there is replaced
+    save_file({"ids": flat(completions, torch.int32), "logprobs": flat(logprobs, torch.float32),
+               "entropies": flat(entropies, torch.float32), "offsets": lengths.cumsum(0)}, str(tmp))
+    tmp.replace(folder / f"step_{step:06d}.safetensors")   # whole or not at all
 
 
 def mark_tokens(tokenizer, token_ids: list[int], flags: list[float]) -> str:

@@ -6,6 +6,7 @@
     conditional_entropy(texts, grams)                # entropy of what follows a gram, given the gram (nats)
     fork_overlap(planning, mask, entropy)            # planning tokens vs the top 30% of tokens by entropy
     planning_metrics(...)                            # per step: planning vs execution tokens
+    python strategic_grams.py metrics --run RUN --grams LIST --out FILE   # the same, after a run, for any list
 
 A Strategic Gram (SG) is a word n-gram that works as one unit of logical flow ("let's try a
 different approach", "but wait", "so the answer is"); a response token is a planning token when it
@@ -839,6 +840,65 @@ def cmd_mask(args):
           f"{[text[s:e] for s, e in gram_spans(text, grams)]}")
 
 
+def run_metrics(run_dir, grams, tokenizer) -> list[dict]:
+    """Per step, the planning metrics of a run's logged tokens (<run>/tokens/, written by --log_tokens): the
+    computation the run made each step (planning_metrics over every rollout of the step, the sampler's log-probs
+    and entropies), for any gram list. Left out: adv_* (they need the method's advantages of that step)."""
+    from safetensors.torch import load_file
+
+    from rollout import pad_rows
+    files = sorted((p for p in (Path(run_dir) / "tokens").glob("step_*.safetensors")
+                    if re.fullmatch(r"step_\d+", p.stem)), key=lambda p: int(p.stem.removeprefix("step_")))
+    if not files:
+        raise FileNotFoundError(f"{run_dir}/tokens: no token logs (train with --log_tokens true)")
+    state, rows = {}, []
+    for path in files:
+        logged = load_file(str(path))
+        offsets = logged["offsets"].tolist()
+        cut = lambda x: [x[a:b].tolist() for a, b in zip(offsets, offsets[1:])]   # noqa: E731
+        completions = cut(logged["ids"])
+        width = max(map(len, completions))
+        tokens_mask = pad_rows([[1.0] * len(c) for c in completions], width)                        # [B, T]
+        planning = planning_masks(tokenizer, completions, grams, width)                             # [B, T]
+        texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
+        metrics = planning_metrics(planning, tokens_mask, pad_rows(cut(logged["entropies"]), width),
+                                   pad_rows(cut(logged["logprobs"]), width), torch.zeros_like(tokens_mask), texts,
+                                   grams, state)
+        rows.append({"step": int(path.stem.removeprefix("step_"))} |
+                    {k: v for k, v in metrics.items() if not k.startswith("adv_")})
+    return rows
+
+
+def drop_grams(grams: list[str], frac: float, seed: int) -> list[str]:
+    """The paper's robustness check (Figures 11-12): the list without a random `frac` of its grams (seeded), in
+    its order."""
+    keep = sorted(random.Random(seed).sample(range(len(grams)), len(grams) - round(frac * len(grams))))
+    return [grams[i] for i in keep]
+
+
+def cmd_metrics(args):
+    import rollout
+    grams = load_grams(args.grams)
+    if args.drop_frac:
+        grams = drop_grams(grams, args.drop_frac, args.seed)
+        kept = Path(args.out).with_suffix(".grams.txt")
+        save_gram_list(kept, grams, [f"{args.grams} without {args.drop_frac:.0%} of its grams at random (seed "
+                                     f"{args.seed}): {len(grams)} grams, by strategic_grams.py metrics"])
+        print(f"{len(grams)} grams kept, written to {kept}", file=sys.stderr)
+    ckpt = next(iter(rollout.checkpoints(Path(args.run))), None)
+    source = args.tokenizer or (str(ckpt) if ckpt else None)
+    if source is None:
+        sys.exit(f"error: {args.run}: no checkpoint to take the tokenizer from; pass --tokenizer")
+    try:
+        tokenizer = rollout.load_model(source, weights=False)[1]
+    except rollout.ModelLoadError as e:
+        sys.exit(f"error: {e}")
+    rows = run_metrics(args.run, grams, tokenizer)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"{len(rows)} steps of {args.run} with {len(grams)} grams: {args.out}", file=sys.stderr)
+
+
 def add_corpus_flags(parser, field: str):
     """The texts a command reads (corpus_docs): JSON Lines files or a run's correct rollouts."""
     parser.add_argument("--corpus", nargs="+", default=None, help="JSON Lines file(s)")
@@ -895,7 +955,21 @@ def main(argv=None):
     k.add_argument("--grams", default=str(DEFAULT_GRAMS))
     k.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer folder, Hub id or smollm2-135m")
     k.set_defaults(func=cmd_mask)
+    r = sub.add_parser("metrics", help="recompute a run's per-step planning metrics for any gram list",
+                       description="Recompute every per-step planning metric of a run (trained with --log_tokens "
+                                   "true) from its logged tokens, for any gram list: a JSONL of per-step rows, as "
+                                   "metrics.jsonl has them. --drop_frac 0.3 drops 30%% of the list at random "
+                                   "(seeded): the paper's robustness check (Figures 11-12).")
+    r.add_argument("--run", required=True, help="the run folder (its tokens/ and, for the tokenizer, its ckpt/)")
+    r.add_argument("--grams", default=str(DEFAULT_GRAMS), help="paper, mined or a file")
+    r.add_argument("--drop_frac", type=float, default=0.0, help="drop this share of the grams at random first")
+    r.add_argument("--seed", type=int, default=0, help="the seed of the drop")
+    r.add_argument("--tokenizer", default=None, help="default: the run's checkpoint's")
+    r.add_argument("--out", required=True, help="output JSONL (with --drop_frac, the list kept beside it)")
+    r.set_defaults(func=cmd_metrics)
     args = p.parse_args(argv)
+    if getattr(args, "drop_frac", 0.0) and not 0 < args.drop_frac < 1:
+        p.error(f"--drop_frac {args.drop_frac}: needs a number in (0, 1)")
     try:
         args.func(args)
     except FileNotFoundError as e:

@@ -549,6 +549,7 @@ class Config:
     save_every: int = 50                    # 0 = only at the end; -1 = never but on Ctrl-C (benchmarks)
     resume: bool = False
     log_rollouts: int = 4                   # rollouts per step to rollouts.jsonl (>= batch x G: all, for mining)
+    log_tokens: bool = False                # every rollout's tokens, log-probs, entropies to tokens/ (12 B a token)
     plot: bool = True                       # write metrics.png at the end
     wandb_project: str = ""                 # log to Weights & Biases too (if installed)
     preset: str = ""                        # cpu_demo (offline, minutes), cpu_ablation, or a paper run (presets.py)

@@ -506,3 +506,37 @@ def test_placebo_draw_equals_recounting_the_whole_list_after_each_pick():
 
     for seed in range(4):
         assert sg.placebo_grams(docs, grams, seed=seed) == reference(docs, grams, seed=seed)
+
+
+def test_the_offline_metrics_of_a_run_equal_what_it_logged_and_a_drop_is_seeded(qwen_dir, tmp_path, monkeypatch):
+    """A HICRA run with --log_tokens, stopped and resumed; `strategic_grams.py metrics` recomputes every planning
+    metric of every step from tokens/ with the run's list, and gets what the run logged (adv_* aside). With 30% of
+    the grams dropped (seeded), fewer tokens are planning tokens and the list kept is written beside the output."""
+    import train_grpo
+    import train_hicra
+    from conftest import fake_reward, read_metrics, tiny_args
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    run, grams = tmp_path / "run", tmp_path / "grams.txt"
+    sg.save_gram_list(grams, ["the", "is", "and", "a", "of", "to", "so", "in", "it", "wait"], ["common words"])
+    flags = ["--grams", str(grams), "--log_tokens", "true", "--eval_every", "0", "--save_every", "1",
+             "--max_new_tokens", "24"]
+    train_hicra.main(tiny_args(qwen_dir, run, "--max_steps", "1", *flags))
+    (run / "tokens" / "step_000007.safetensors").write_bytes(b"a step logged after the checkpoint, then a crash")
+    train_hicra.main(tiny_args(qwen_dir, run, "--max_steps", "3", "--resume", *flags))
+    sg.main(["metrics", "--run", str(run), "--grams", str(grams), "--out", str(tmp_path / "same.jsonl")])
+    offline = [json.loads(line) for line in (tmp_path / "same.jsonl").read_text().splitlines()]
+    logged = read_metrics(run)
+    assert [r["step"] for r in offline] == [r["step"] for r in logged] == [0, 1, 2]
+    keys = set(offline[0]) - {"step"}
+    assert {"planning_token_frac", "semantic_entropy", "semantic_entropy_bits", "conditional_entropy",
+            "rel_ppl_planning", "rel_ppl_execution", "entropy_planning", "high_entropy_planning_frac"} <= keys
+    for mine, theirs in zip(offline, logged):
+        assert {k: mine[k] for k in keys} == pytest.approx({k: theirs[k] for k in keys}, rel=1e-6, abs=1e-9)
+    assert max(r["planning_token_frac"] for r in logged) > 0, "the test needs planning tokens"
+    sg.main(["metrics", "--run", str(run), "--grams", str(grams), "--drop_frac", "0.3", "--seed", "1",
+             "--out", str(tmp_path / "drop.jsonl")])
+    kept = sg.load_grams(tmp_path / "drop.grams.txt")
+    assert len(kept) == 7 and kept == sg.drop_grams(sg.load_grams(grams), 0.3, 1) != sg.drop_grams(sg.load_grams(grams), 0.3, 2)
+    dropped = [json.loads(line) for line in (tmp_path / "drop.jsonl").read_text().splitlines()]
+    assert all(d["planning_token_frac"] <= o["planning_token_frac"] for d, o in zip(dropped, offline))
+    assert sorted(p.name for p in (run / "tokens").iterdir()) == [f"step_{s:06d}.safetensors" for s in range(3)]
