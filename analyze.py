@@ -1,5 +1,6 @@
 """Error analysis of a training run: are its failures planning errors or execution errors?
 
+    python analyze.py errors runs/hicra --judge_url https://api.openai.com/v1        # the paper's judge, gpt-4o
     python analyze.py errors runs/hicra --judge_url http://localhost:8000/v1 --judge_model Qwen/Qwen2.5-7B-Instruct
     python analyze.py errors runs/hicra --judge local:smollm2-135m      # offline: proves the plumbing only
 
@@ -8,19 +9,23 @@ a planning error (a wrong plan, a missed case, a wrong approach) or an execution
 or algebra under a sound plan); over RL training planning errors fall far more than execution errors.
 
 What it does:
-  1. reads the failed rollouts (a wrong answer: `correct` false, or reward 0 in runs older than that field)
-     the run logged to RUN/rollouts.jsonl (`--log_rollouts` sets how many a step; ablation.py's CPU preset
-     logs them all);
+  1. reads the failed rollouts the run kept for it, RUN/failures.jsonl (--log_failures a step, with their
+     problems' reference solutions); for runs older than that file, the failed ones among RUN/rollouts.jsonl
+     (a wrong answer: `correct` false, or reward 0 in runs older than that field);
   2. splits the run's steps into `--buckets` equal spans and draws `--per_bucket` failures from each, with
      `--seed` (the same call draws the same rollouts);
-  3. asks the judge for one JSON object {"label": "planning" | "execution" | "other", "reason": "..."};
-  4. appends each verdict, with the judge's name, to RUN/errors.jsonl as it arrives, so a second call with
-     the same judge (after Ctrl-C, a crash, or with a larger --per_bucket) judges only what is missing; a
-     reply that holds no such object is kept with label "unparsed" and the reply itself (never a guess); a
-     request that still fails after its retries is left out of the file, reported, and asked again by the
-     next call, which is also what the exit status 1 says;
-  5. writes RUN/errors_summary.json (per step bucket: counts and fractions of each label) and
-     RUN/errors.png (the fractions over training).
+  3. asks the judge (--prompt paper, the default) the paper's Listing 2: the problem, the reference solution
+     and the student's solution, and a choice answered as \boxed{A-D}: (A) dummy reasons, (B) low-level
+     execution, (C) flawed high-level plan, (D) actually acceptable; or (--prompt json) for one JSON object
+     {"label": "planning" | "execution" | "other", "reason": "..."};
+  4. appends each verdict, with the judge's name and the prompt, to RUN/errors.jsonl as it arrives, so a second
+     call with the same judge and prompt (after Ctrl-C, a crash, or with a larger --per_bucket) judges only what
+     is missing; a reply that holds no verdict is kept with label "unparsed" and the reply itself (never a
+     guess); a request that still fails after its retries is left out of the file, reported, and asked again
+     by the next call, which is also what the exit status 1 says;
+  5. writes RUN/errors_summary.json (per step bucket: counts and fractions of each label; with the paper's
+     prompt, Figure 5's counts of planning errors (C) against other errors (A, B), acceptable (D) apart) and
+     RUN/errors.png (those counts per span; the JSON prompt: the fractions).
 
 The judge is any OpenAI-compatible chat-completions endpoint (a local vLLM or llama.cpp server, a hosted
 API; key from the environment variable --key_env), spoken to with the standard library's urllib: a
@@ -46,7 +51,29 @@ from pathlib import Path
 import runfolder
 
 LABELS = ("planning", "execution", "other")
-UNPARSED = "unparsed"   # the judge replied, but not with one of LABELS in a JSON object
+UNPARSED = "unparsed"   # the judge replied, but not with one of the prompt's labels
+
+# --prompt paper: the paper's Listing 2, a multiple choice answered as \boxed{A-D}, its four options as the paper
+# gives them (this wording is this project's). C is a planning error; A and B are the other errors; D is not an
+# error at all (the grader was too strict), reported apart.
+CHOICES = {"A": "dummy", "B": "execution", "C": "planning", "D": "acceptable"}
+PAPER_PROMPT = """You are given a math problem, its reference solution, and a student's solution whose final answer was graded wrong. Choose the one option that best describes the student's error.
+
+(A) Dummy reasons: the solution is unrelated to the problem, makes no real attempt, or shows no basic understanding of it.
+(B) Low-level execution and procedural fidelity: the approach is sound, but a calculation, an algebraic manipulation, a substitution or the solving of an equation goes wrong.
+(C) Flaws in high-level plans: a conceptual error, a wrong approach, or a wrong strategic move.
+(D) The answer is actually acceptable: the student's final answer is correct, or equivalent to the reference.
+
+Problem:
+{problem}
+
+Reference solution:
+{solution}
+
+Student's solution:
+{response}
+
+Give your choice as one letter in \\boxed{{}}, for example \\boxed{{C}}."""
 
 JUDGE_PROMPT = """You are grading why a solution to a math problem is wrong. Its final answer is known to be wrong.
 
@@ -73,11 +100,15 @@ def digest(*parts) -> str:
 
 
 def failed_rollouts(run_dir: Path) -> list[dict]:
-    """The run's logged rollouts with reward 0, each with a stable id: its step, prompt and response, and
-    which occurrence of those it is (two rollouts may give the same response to the same prompt)."""
-    path = run_dir / "rollouts.jsonl"
+    """The run's failed rollouts, each with a stable id: its step, prompt and response, and which occurrence of
+    those it is (two rollouts may give the same response to the same prompt). They come from failures.jsonl,
+    the sample the run keeps for this (--log_failures, with the reference solutions), else, for runs older than
+    it, from the failed ones among rollouts.jsonl's."""
+    path = run_dir / "failures.jsonl"
     if not path.is_file():
-        sys.exit(f"error: {path}: no such file (train with --log_rollouts > 0 to log rollouts)")
+        path = run_dir / "rollouts.jsonl"
+    if not path.is_file():
+        sys.exit(f"error: {run_dir}: no failures.jsonl or rollouts.jsonl (train with --log_failures > 0)")
     rows, seen = [], {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
@@ -87,7 +118,7 @@ def failed_rollouts(run_dir: Path) -> list[dict]:
                 row = json.loads(line)   # a failure: the answer was wrong (`correct`; older runs: reward 0)
                 failed = not row["correct"] if "correct" in row else float(row["reward"]) == 0.0
                 row = {"step": int(row["step"]), "prompt": row["prompt"], "answer": row["answer"],
-                       "response": row["response"]}
+                       "response": row["response"], "solution": str(row.get("solution") or "")}
             except (ValueError, KeyError, TypeError) as e:
                 if not line.endswith("\n"):   # the last line of a run that is writing it, or crashed doing so
                     break
@@ -124,6 +155,19 @@ def choose(rows: list[dict], spans, per_bucket: int, seed: int) -> list[dict]:
 
 # ----------------------------------------------------------------------------- the judge's reply
 
+def parse_choice(reply: str) -> dict | None:
+    """--prompt paper: the letter in the reply's last \\boxed{} ("C", "(C)", "C) Flaws ...", "\\text{C}"), as a
+    verdict {"choice", "label"}; None when the last box holds none of A-D."""
+    boxes = re.findall(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}", reply)
+    if not boxes:
+        return None
+    inner = re.sub(r"\\text(?:bf)?\s*\{([^{}]*)\}", r"\1", boxes[-1]).strip().lstrip("(").strip()
+    letter = re.match(r"([A-Da-d])(?![A-Za-z])", inner)
+    if letter is None:
+        return None
+    return {"choice": letter.group(1).upper(), "label": CHOICES[letter.group(1).upper()]}
+
+
 def parse_verdict(reply: str) -> dict | None:
     """The first JSON object in the reply with a known label: {"label", "reason"}; None if there is none.
     Code fences and text around the object are fine; a missing reason becomes ""."""
@@ -140,10 +184,11 @@ def parse_verdict(reply: str) -> dict | None:
     return None
 
 
-def verdict_row(row: dict, reply: str, judge_name: str) -> dict:
-    """What errors.jsonl keeps for one judged rollout."""
-    verdict = parse_verdict(reply)
-    out = {"judge": judge_name, **{k: row[k] for k in ("id", "step", "prompt", "answer", "response")}}
+def verdict_row(row: dict, reply: str, judge_name: str, prompt: str = "paper") -> dict:
+    """What errors.jsonl keeps for one judged rollout (`prompt`: which question the judge was asked)."""
+    verdict = parse_choice(reply) if prompt == "paper" else parse_verdict(reply)
+    out = {"judge": judge_name, "prompt_kind": prompt, **{k: row[k] for k in ("id", "step", "prompt", "answer",
+                                                                             "response")}}
     if verdict is None:
         return {**out, "label": UNPARSED, "reason": "", "reply": reply[:MAX_KEPT_REPLY]}
     return {**out, **verdict}
@@ -312,8 +357,9 @@ def local_judge(model_name: str, max_new_tokens: int = 128, batch: int = 8):
 
 # ----------------------------------------------------------------------------- the analysis
 
-def read_verdicts(path: Path, judge_name: str) -> dict[str, dict]:
-    """This judge's rows of errors.jsonl as {id: row} (another judge's verdicts stay in the file, unused).
+def read_verdicts(path: Path, judge_name: str, prompt: str = "paper") -> dict[str, dict]:
+    """This judge's rows of errors.jsonl for this prompt as {id: row} (another judge's or prompt's verdicts stay
+    in the file, unused; rows from before the paper prompt existed were asked the json one).
     A last line cut short by a crash is removed first, so its rollout is judged again; any other line that
     is not a verdict (torn in the middle, or foreign) is skipped, with a count."""
     if not path.is_file():
@@ -333,19 +379,25 @@ def read_verdicts(path: Path, judge_name: str) -> dict[str, dict]:
             skipped += bool(line.strip())
     if skipped:
         print(f"[errors] {path}: skipped {skipped} lines that are not verdicts", file=sys.stderr)
-    return {row["id"]: row for row in rows if row.get("judge") == judge_name}
+    return {row["id"]: row for row in rows if row.get("judge") == judge_name and row.get("prompt_kind", "json") == prompt}
 
 
-def summarise(verdicts: list[dict], spans, available: list[int]) -> dict:
+def summarise(verdicts: list[dict], spans, available: list[int], prompt: str = "paper") -> dict:
     """Per step bucket: how many failures there were, how many were judged, counts of each label and the
-    fractions among the judged ones that got a label (unparsed replies counted apart)."""
+    fractions among the judged ones that got a label (unparsed replies counted apart). With the paper's prompt
+    also its Figure 5's counts: planning errors (C) and other errors (A + B); acceptable answers (D) are not
+    errors and count in neither."""
+    labels = tuple(CHOICES.values()) if prompt == "paper" else LABELS
     buckets = []
     for b, (lo, hi) in enumerate(spans):
         rows = [v for v in verdicts if bucket_of(v["step"], spans) == b]
-        counts = {label: sum(v["label"] == label for v in rows) for label in (*LABELS, UNPARSED)}
-        labelled = sum(counts[label] for label in LABELS)
+        counts = {label: sum(v["label"] == label for v in rows) for label in (*labels, UNPARSED)}
+        labelled = sum(counts[label] for label in labels)
         buckets.append({"steps": [lo, hi], "failed": available[b], "judged": len(rows), "counts": counts,
-                        "fractions": {label: counts[label] / labelled if labelled else None for label in LABELS}})
+                        "fractions": {label: counts[label] / labelled if labelled else None for label in labels}})
+        if prompt == "paper":
+            buckets[-1] |= {"planning_errors": counts["planning"], "other_errors": counts["dummy"] + counts["execution"],
+                            "acceptable": counts["acceptable"]}
     return {"buckets": buckets}
 
 
@@ -357,49 +409,70 @@ def plot_summary(summary: dict, path: Path, title: str):
     except ImportError as e:
         print(f"no figure ({e})", file=sys.stderr)
         return
-    middles = [(b["steps"][0] + b["steps"][1]) / 2 for b in summary["buckets"]]
+    buckets = summary["buckets"]
+    middles = [(b["steps"][0] + b["steps"][1]) / 2 for b in buckets]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for label in LABELS:
-        values = [b["fractions"][label] for b in summary["buckets"]]
-        ax.plot(middles, [math.nan if v is None else v for v in values], marker="o", label=label)
-    ax.set(xlabel="training step (middle of the bucket)", ylabel="share of judged failures", ylim=(0, 1), title=title)
+    if "planning_errors" in buckets[0]:   # the paper's Figure 5: counts of planning vs other errors per span
+        spans = [f"{b['steps'][0]}-{b['steps'][1]}" for b in buckets]
+        x = range(len(buckets))
+        for offset, key, name in ((-0.27, "planning_errors", "planning errors (C)"),
+                                  (0.0, "other_errors", "other errors (A, B)"), (0.27, "acceptable", "acceptable (D)")):
+            ax.bar([i + offset for i in x], [b[key] for b in buckets], width=0.27, label=name,
+                   hatch="//" if key == "acceptable" else None, alpha=0.5 if key == "acceptable" else 1.0)
+        ax.set_xticks(list(x), spans)
+        ax.set(xlabel="training steps", ylabel="judged failures", title=title)
+    else:
+        for label in LABELS:
+            values = [b["fractions"][label] for b in buckets]
+            ax.plot(middles, [math.nan if v is None else v for v in values], marker="o", label=label)
+        ax.set(xlabel="training step (middle of the bucket)", ylabel="share of judged failures", ylim=(0, 1),
+               title=title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def errors(run_dir: Path, judge, judge_name: str, buckets: int = 4, per_bucket: int = 25, seed: int = 0) -> dict:
+def question(row: dict, prompt: str) -> str:
+    """What the judge is asked about one failed rollout."""
+    if prompt == "json":
+        return JUDGE_PROMPT.format(problem=row["prompt"], answer=row["answer"], response=row["response"])
+    solution = row["solution"] or f"(none in the data; the correct final answer is {row['answer']})"
+    return PAPER_PROMPT.format(problem=row["prompt"], solution=solution, response=row["response"])
+
+
+def errors(run_dir: Path, judge, judge_name: str, buckets: int = 4, per_bucket: int = 25, seed: int = 0,
+           prompt: str = "paper") -> dict:
     """The whole analysis of one run (see the module docstring); returns the summary."""
     rows = failed_rollouts(run_dir)
     if not rows:
-        sys.exit(f"error: {run_dir / 'rollouts.jsonl'}: no failed rollouts (reward 0) to judge")
+        sys.exit(f"error: {run_dir}: no failed rollouts to judge")
     spans = step_buckets(max(r["step"] for r in rows), buckets)
     out_path = run_dir / "errors.jsonl"
-    done = read_verdicts(out_path, judge_name)
+    done = read_verdicts(out_path, judge_name, prompt)
     chosen = choose(rows, spans, per_bucket, seed)
     todo = [r for r in chosen if r["id"] not in done]
     print(f"[errors] {len(rows)} failed rollouts, steps {spans[0][0]}-{spans[-1][1]} in {len(spans)} buckets; "
           f"{len(chosen)} chosen, {len(chosen) - len(todo)} already judged, asking {judge_name} about {len(todo)}",
           flush=True)
-    prompts = [JUDGE_PROMPT.format(problem=r["prompt"], answer=r["answer"], response=r["response"]) for r in todo]
+    prompts = [question(r, prompt) for r in todo]
     failures = []
     for i, reply in judge(prompts):
         if isinstance(reply, Exception):   # left out of the file, so the next call asks again
             failures.append(reply)
             print(f"[errors] {todo[i]['id']}: {reply}", file=sys.stderr, flush=True)
             continue
-        row = verdict_row(todo[i], reply, judge_name)
+        row = verdict_row(todo[i], reply, judge_name, prompt)
         done[row["id"]] = row
         runfolder.append_text(out_path, json.dumps(row, ensure_ascii=False) + "\n")   # kept as it comes
     judged = [done[r["id"]] for r in chosen if r["id"] in done]
     available = [sum(bucket_of(r["step"], spans) == b for r in rows) for b in range(len(spans))]
-    summary = {"run": str(run_dir), "judge": judge_name, "seed": seed, "per_bucket": per_bucket,
-               "not_judged": len(failures), **summarise(judged, spans, available)}
+    summary = {"run": str(run_dir), "judge": judge_name, "prompt": prompt, "seed": seed, "per_bucket": per_bucket,
+               "not_judged": len(failures), **summarise(judged, spans, available, prompt)}
     runfolder.write_text(run_dir / "errors_summary.json", json.dumps(summary, indent=1) + "\n")
     plot_summary(summary, run_dir / "errors.png", f"{run_dir.name}: failures judged by {judge_name}")
     for b in summary["buckets"]:
-        shares = ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in b["fractions"].items())
+        shares = ", ".join(f"{k} {b['counts'][k]} ({'-' if v is None else f'{v:.2f}'})" for k, v in b["fractions"].items())
         print(f"[errors] steps {b['steps'][0]}-{b['steps'][1]}: {b['judged']} judged of {b['failed']} failed; "
               f"{shares}; unparsed {b['counts'][UNPARSED]}")
     if failures:
@@ -415,7 +488,10 @@ def main(argv=None):
     p = commands.add_parser("errors", help="label a run's failed rollouts planning / execution / other with a judge")
     p.add_argument("run_dir", help="a training run folder with rollouts.jsonl")
     p.add_argument("--judge_url", default="", help="an OpenAI-compatible API base, e.g. http://localhost:8000/v1")
-    p.add_argument("--judge_model", default="", help="the model name the endpoint serves")
+    p.add_argument("--judge_model", default="gpt-4o", help="the model name the endpoint serves (default: the paper's)")
+    p.add_argument("--prompt", choices=["paper", "json"], default="paper",
+                   help="paper: Listing 2's multiple choice, \\boxed{A-D}, with the reference solution; json: three "
+                        "labels (planning, execution, other) as a JSON object")
     p.add_argument("--judge", default="", help="local:MODEL: judge with this project's sampler instead (offline)")
     p.add_argument("--key_env", default="OPENAI_API_KEY", help="environment variable holding the API key (if any)")
     p.add_argument("--buckets", type=int, default=4, help="spans of training steps")
@@ -442,13 +518,14 @@ def main(argv=None):
                            args.retries, args.max_in_flight)
         name = args.judge_model
     else:
-        parser.error("give --judge_url and --judge_model (an OpenAI-compatible endpoint), or --judge local:MODEL")
+        parser.error("give --judge_url (an OpenAI-compatible endpoint serving --judge_model, default gpt-4o), or "
+                     "--judge local:MODEL")
     try:   # one analysis of a folder at a time (beside its trainer, which writes other files)
         runfolder.acquire(run_dir, "analyze.py errors", lock=".errors.lock")
     except runfolder.FolderError as e:
         sys.exit(f"error: {e}")
     try:
-        summary = errors(run_dir, judge, name, args.buckets, args.per_bucket, args.seed)
+        summary = errors(run_dir, judge, name, args.buckets, args.per_bucket, args.seed, args.prompt)
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted: the verdicts so far are kept in {run_dir / 'errors.jsonl'}; run the same command "
                  f"to ask only what is missing")

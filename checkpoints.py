@@ -89,7 +89,7 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
         if cfg.resume:
             print(f"--resume: no checkpoint in {out_dir} yet, starting the run over", file=sys.stderr)
         runfolder.write_text(out_dir / "config.json", json.dumps(now, indent=2))
-    for log in ("metrics.jsonl", "rollouts.jsonl"):   # lines written after the checkpoint go
+    for log in ("metrics.jsonl", "rollouts.jsonl", "failures.jsonl"):   # lines written after the checkpoint go
         _truncate_jsonl(out_dir / log, state.get("step", 0))
     for tokens in (out_dir / "tokens").glob("step_*.safetensors"):   # and so do the token logs of those steps
         number = re.fullmatch(r"step_(\d+)", tokens.stem)
@@ -106,7 +106,7 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
 # data order changes; --sample_rows keeps the training rollouts, each seeded on its own, but a sampled in-loop
 # evaluation draws others). Every other flag must match the run's config.json.
 RESUMABLE = ("max_steps", "max_new_tokens", "resume", "out_dir", "preset", "device", "data_dir", "eval_every",
-             "save_every", "log_rollouts", "log_tokens", "plot", "wandb_project", "cuda_graphs", "sampler_dtype",
+             "save_every", "log_rollouts", "log_tokens", "log_failures", "plot", "wandb_project", "cuda_graphs", "sampler_dtype",
              "micro_batch_tokens", "sample_rows", "logprob_chunk", "grad_checkpointing", "max_bad_steps", "deterministic",
              "dist_timeout")
 

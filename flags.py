@@ -104,6 +104,7 @@ CHECKS = [
     ("eval_temperature", non_negative, "a number >= 0 (0 = greedy)"),
     ("save_every", at_least(-1), "an integer >= -1 (0 = only at the end, -1 = only on Ctrl-C)"),
     ("log_rollouts", at_least(0), "an integer >= 0"),
+    ("log_failures", at_least(0), "an integer >= 0 (failed rollouts a step kept for analyze.py errors)"),
     ("dist_timeout", positive, "minutes > 0"),
     ("lr_schedule", one_of("constant", "cosine"), "constant or cosine"),
     ("prompt_style", one_of("", "chat", "plain"), "chat or plain"),

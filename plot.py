@@ -2,6 +2,7 @@
 
     python plot.py runs/grpo runs/hicra --out compare.png --smooth 0.6
     python plot.py runs/grpo runs/hicra --phases --out phases.png   # the paper's two-phase reading
+    python plot.py all.jsonl drop30.jsonl --phases --out robust.png  # strategic_grams.py metrics files, side by side
 
 Reads <run>/metrics.jsonl (one JSON object per step, written by train_grpo.py / train_hicra.py)
 and draws one panel per quantity, each run a labelled line. Panels whose metrics no run logged
@@ -29,8 +30,9 @@ PANELS = [
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The rows of <run_dir>/metrics.jsonl; a line torn by a crash (the last, usually) is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
+    """The rows of <run_dir>/metrics.jsonl, or of a metrics file itself (`strategic_grams.py metrics --out`);
+    a line torn by a crash (the last, usually) is skipped."""
+    path = Path(run_dir) if Path(run_dir).is_file() else Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no metrics file (is {run_dir} a run folder?)")
     rows = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import sys
 import time
 
@@ -80,6 +81,7 @@ def step_report(run, step: int, out, *, seq_problems, seq_prompts, texts, reward
                                                         run.state))
         shown = planning if shown is None else shown
     log_rollouts(run, step, rows, shown)
+    log_failures(run, step, rows)
     if cfg.log_tokens:   # every rollout's tokens, for strategic_grams.py metrics (any gram list, after the run)
         log_tokens(run.out_dir, step, rows["completion_ids"], rows["logprobs"], rows["entropies"])
     return metrics
@@ -139,6 +141,23 @@ def log_rollouts(run, step: int, rows: dict, marked):
             row["planning"] = mark_tokens(run.tokenizer, rows["completion_ids"][i], marked[i].tolist())
         lines.append(json.dumps(row) + "\n")
     runfolder.append_text(run.out_dir / "rollouts.jsonl", "".join(lines))
+
+
+def log_failures(run, step: int, rows: dict):
+    """Up to --log_failures of the step's failed rollouts (a wrong verified answer) to failures.jsonl, for
+    analyze.py errors: a sample drawn with (seed, step), whatever the number of ranks, with each problem's
+    reference solution where the data has one. Apart from rollouts.jsonl, whose few rows are for reading."""
+    failed = [i for i, right in enumerate(rows["correct"]) if not right]
+    picked = sorted(random.Random(f"failures:{run.cfg.seed}:{step}").sample(failed, min(run.cfg.log_failures,
+                                                                                          len(failed))))
+    lines = []
+    for i in picked:
+        problem = rows["problems"][i]
+        lines.append(json.dumps({"step": step, "prompt": problem["problem"], "answer": problem["answer"],
+                                 "solution": str(problem.get("solution") or ""), "response": rows["texts"][i],
+                                 "reward": rows["rewards"][i], "correct": False}) + "\n")
+    if lines:
+        runfolder.append_text(run.out_dir / "failures.jsonl", "".join(lines))
 
 
 TOKENS = "tokens"   # <run>/tokens/step_<step>.safetensors

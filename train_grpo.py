@@ -550,6 +550,7 @@ class Config:
     resume: bool = False
     log_rollouts: int = 4                   # rollouts per step to rollouts.jsonl (>= batch x G: all, for mining)
     log_tokens: bool = False                # every rollout's tokens, log-probs, entropies to tokens/ (12 B a token)
+    log_failures: int = 4                   # failed rollouts per step to failures.jsonl (analyze.py errors)
     plot: bool = True                       # write metrics.png at the end
     wandb_project: str = ""                 # log to Weights & Biases too (if installed)
     preset: str = ""                        # cpu_demo (offline, minutes), cpu_ablation, or a paper run (presets.py)

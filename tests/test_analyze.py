@@ -127,7 +127,7 @@ def labels(folder):
 
 def test_labels_summary_and_each_failure_mode(server, tmp_path):
     run = write_run(tmp_path / "run")
-    summary = analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10)
+    summary = analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10, prompt="json")
     assert labels(run) == {"SLIP": "execution", "PLAN": "planning", "CHAT": "other", "GARBAGE": "unparsed",
                            "SLOW": "execution", "BUSY": "planning", "DROP": "other", "SHORT": "other"}
     # DOWN's retries were spent: left out
@@ -155,21 +155,21 @@ def test_labels_summary_and_each_failure_mode(server, tmp_path):
 
 def test_a_second_call_judges_only_what_is_missing(server, tmp_path):
     run = write_run(tmp_path / "run")
-    analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10)
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10, prompt="json")
     before = len(server.requests)
     server.down = False
-    summary = analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10)
+    summary = analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10, prompt="json")
     assert [r["body"]["messages"][0]["content"].count("Response DOWN") for r in server.requests[before:]] == [1]
     assert labels(run)["DOWN"] == "execution" and summary["buckets"][1]["judged"] == 6
     assert len((run / "errors.jsonl").read_text().splitlines()) == 11
-    analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10)   # nothing left: no request
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=2, per_bucket=10, prompt="json")   # nothing left: no request
     assert len(server.requests) == before + 1
 
 
 def test_another_judge_judges_afresh(server, tmp_path):
     run = write_run(tmp_path / "run", [(0, "SLIP", 0), (1, "PLAN", 0)])
-    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10)
-    summary = analyze.errors(run, judge_of(server), "judge-70b", buckets=1, per_bucket=10)
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10, prompt="json")
+    summary = analyze.errors(run, judge_of(server), "judge-70b", buckets=1, per_bucket=10, prompt="json")
     assert len(server.requests) == 4 and summary["buckets"][0]["judged"] == 2
     assert [json.loads(line)["judge"] for line in (run / "errors.jsonl").read_text().splitlines()] == \
         ["judge-7b"] * 2 + ["judge-70b"] * 2
@@ -177,18 +177,18 @@ def test_another_judge_judges_afresh(server, tmp_path):
 
 def test_a_line_cut_short_by_a_crash_is_judged_again(server, tmp_path):
     run = write_run(tmp_path / "run", [(0, "SLIP", 0), (1, "PLAN", 0)])
-    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10)
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10, prompt="json")
     lines = (run / "errors.jsonl").read_text().splitlines()
     (run / "errors.jsonl").write_text(lines[0] + "\n" + lines[1][:20])
     before = len(server.requests)
-    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10)
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10, prompt="json")
     assert len(server.requests) == before + 1
     assert sorted(labels(run).values()) == ["execution", "planning"]
 
 
 def test_bounded_in_flight(server, tmp_path):
     run = write_run(tmp_path / "run", [(s, "SLIP", 0) for s in range(12)])
-    analyze.errors(run, judge_of(server, in_flight=2), "judge-7b", buckets=1, per_bucket=12)
+    analyze.errors(run, judge_of(server, in_flight=2), "judge-7b", buckets=1, per_bucket=12, prompt="json")
     assert len(server.requests) == 12 and server.most_in_flight == 2
 
 
@@ -198,6 +198,9 @@ def test_a_request_that_cannot_succeed_is_not_retried(tmp_path, capsys):
 
         def do_POST(self):
             Refuse.calls += 1
+            # read the request first: a server that answers before reading a longer body (the paper's prompt) may
+            # reset the connection, which the client rightly retries as a network error
+            self.rfile.read(int(self.headers["Content-Length"]))
             self.send_response(401)
             self.end_headers()
 
@@ -250,7 +253,7 @@ def test_buckets_and_the_draw():
 
 
 def test_bad_run_folders(tmp_path):
-    with pytest.raises(SystemExit, match="rollouts.jsonl: no such file"):
+    with pytest.raises(SystemExit, match="no failures.jsonl or rollouts.jsonl"):
         analyze.failed_rollouts(tmp_path)
     (tmp_path / "rollouts.jsonl").write_text('{"step": 0, "prompt": "p", "answer": "1", "response": "r", '
                                              '"reward": 0.0}\n{"step": 1}\n')
@@ -282,7 +285,7 @@ def test_local_judge_runs_offline(tiny_model_dir, tmp_path):
     rows = [json.loads(line) for line in (run / "errors.jsonl").read_text().splitlines()]
     summary = json.loads((run / "errors_summary.json").read_text())
     assert sorted(r["response"].split()[1] for r in rows) == ["CHAT", "PLAN", "SLIP"]
-    assert {r["label"] for r in rows} <= {*analyze.LABELS, analyze.UNPARSED}
+    assert {r["label"] for r in rows} <= {*analyze.CHOICES.values(), analyze.UNPARSED}   # the paper's prompt
     assert [b["judged"] for b in summary["buckets"]] == [2, 1] and summary["not_judged"] == 1
     assert summary["judge"] == f"local:{model_dir}"
 
@@ -382,11 +385,11 @@ def test_errors_never_print_the_key_and_huge_replies_are_refused():
 
 def test_lines_of_errors_jsonl_that_are_not_verdicts_are_skipped(server, tmp_path, capsys):
     run = write_run(tmp_path / "run", [(0, "SLIP", 0), (1, "PLAN", 0)])
-    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10)
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10, prompt="json")
     lines = (run / "errors.jsonl").read_text().splitlines()
     (run / "errors.jsonl").write_text(lines[0][:30] + "\n" + '{"no": "id"}\n[1, 2]\n' + lines[1] + "\n")
     before = len(server.requests)
-    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10)
+    analyze.errors(run, judge_of(server), "judge-7b", buckets=1, per_bucket=10, prompt="json")
     assert "skipped 3 lines that are not verdicts" in capsys.readouterr().err
     assert len(server.requests) == before + 1                # only the torn verdict is asked again
     assert sorted(labels_of_verdicts(run)) == ["execution", "planning"]
@@ -435,3 +438,84 @@ def test_ctrl_c_ends_at_once_and_a_second_analysis_is_refused(tmp_path):
         first.kill()
         httpd.shutdown()
         httpd.server_close()
+
+
+# ----------------------------------------------------------------------------- the paper's prompt (Listing 2)
+
+def paper_server():
+    """A judge answering Listing 2's multiple choice by a word in the student's solution: PLAN -> \\boxed{C},
+    SLIP -> \\boxed{B} after some reasoning, DUMMY -> \\boxed{(A)}, FINE -> \\boxed{\\text{D}}, GARBAGE -> no box,
+    BUSY -> 429 the first time, then \\boxed{C}. It records every question."""
+    asked, seen = [], {}
+
+    class Judge(Quiet):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            question = body["messages"][0]["content"]
+            asked.append(question)
+            tag = next(t for t in ("PLAN", "SLIP", "DUMMY", "FINE", "GARBAGE", "BUSY")
+                       if t in question[question.rindex("Response "):])   # the solution under judgement
+            seen[tag] = seen.get(tag, 0) + 1
+            if tag == "BUSY" and seen[tag] == 1:
+                self.send_response(429)
+                self.end_headers()
+                return
+            content = {"PLAN": "\\boxed{C}", "SLIP": "The plan is fine but 7 + 5 = 13 is wrong. \\boxed{B}",
+                       "DUMMY": "\\boxed{(A)}", "FINE": "\\boxed{\\text{D}}", "GARBAGE": "It is a planning error.",
+                       "BUSY": "\\boxed{C}"}[tag]
+            data = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd, url = serve(Judge)
+    return httpd, url, asked
+
+
+def write_failures(folder, rows):
+    """failures.jsonl as the trainer writes it: failed rollouts with their problem's reference solution."""
+    folder.mkdir(exist_ok=True)
+    (folder / "failures.jsonl").write_text("".join(json.dumps(
+        {"step": step, "prompt": f"What is {step} + 5?", "answer": str(step + 5), "response": f"Response {tag}.",
+         "solution": f"Add: {step} + 5 = {step + 5}." if step % 2 == 0 else "", "reward": 0.0, "correct": False})
+        + "\n" for step, tag in rows))
+    return folder
+
+
+def test_the_papers_prompt_counts_planning_against_other_errors_and_resumes_without_asking_twice(tmp_path):
+    run = write_failures(tmp_path / "run", [(0, "PLAN"), (1, "SLIP"), (2, "DUMMY"), (3, "GARBAGE"),
+                                            (4, "PLAN"), (5, "BUSY"), (6, "FINE"), (7, "SLIP")])
+    httpd, url, asked = paper_server()
+    try:
+        judge = analyze.http_judge(url, "gpt-4o", "", timeout=2, retries=2, max_in_flight=2, backoff=0.01)
+        summary = analyze.errors(run, judge, "gpt-4o", buckets=2, per_bucket=10)
+        # the question holds the reference solution where the data has one, else says it has none
+        step0 = next(q for q in asked if "What is 0 + 5?" in q)
+        assert "Reference solution:\nAdd: 0 + 5 = 5." in step0 and "\\boxed{C}" in step0
+        assert "(none in the data; the correct final answer is 6)" in next(q for q in asked if "What is 1 + 5?" in q)
+        early, late = summary["buckets"]   # steps 0-3: PLAN, SLIP, DUMMY, GARBAGE; 4-7: PLAN, BUSY, FINE, SLIP
+        assert early["counts"] == {"dummy": 1, "execution": 1, "planning": 1, "acceptable": 0, "unparsed": 1}
+        assert (early["planning_errors"], early["other_errors"], early["acceptable"]) == (1, 2, 0)
+        assert late["counts"] == {"dummy": 0, "execution": 1, "planning": 2, "acceptable": 1, "unparsed": 0}
+        assert (late["planning_errors"], late["other_errors"], late["acceptable"]) == (2, 1, 1)
+        assert summary["prompt"] == "paper" and summary["not_judged"] == 0 and len(asked) == 9   # BUSY twice
+        rows = {json.loads(line)["response"]: json.loads(line) for line in (run / "errors.jsonl").read_text().splitlines()}
+        assert rows["Response GARBAGE."]["reply"] == "It is a planning error." and rows["Response FINE."]["choice"] == "D"
+        analyze.errors(run, judge, "gpt-4o", buckets=2, per_bucket=10)   # everything judged: nothing asked again
+        assert len(asked) == 9
+        analyze.errors(run, judge, "gpt-4o", buckets=2, per_bucket=10, prompt="json")   # another question: afresh
+        assert len(asked) == 17
+        assert (run / "errors.png").is_file()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("reply, choice", [("\\boxed{C}", "C"), ("so \\boxed{(B)}.", "B"), ("\\boxed{\\text{D}}", "D"),
+                                           ("\\boxed{A) Dummy}", "A"), ("\\boxed{c}", "C"),
+                                           ("\\boxed{A} no, \\boxed{Cat}", None), ("C", None), ("\\boxed{E}", None)])
+def test_the_choice_is_the_letter_in_the_last_box(reply, choice):
+    parsed = analyze.parse_choice(reply)
+    assert (parsed and parsed["choice"]) == choice

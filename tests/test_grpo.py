@@ -1077,3 +1077,28 @@ def test_sample_rows_bounds_a_sampler_call_and_changes_nothing_else(qwen_dir, tm
     for a, b in zip(read_metrics(tmp_path / "all"), read_metrics(tmp_path / "five"), strict=True):
         for key in (k for k in a if "seconds" not in k and "per_s" not in k):   # float sums of another batch shape
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+
+
+def test_a_run_keeps_a_seeded_sample_of_its_failures_with_the_reference_solutions(qwen_dir, tmp_path, monkeypatch):
+    """failures.jsonl: per step, --log_failures of the step's failed rollouts (all of them when fewer), drawn
+    with (seed, step), each with its problem's reference solution from the data; the same on a rerun."""
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    data = tmp_path / "sums.jsonl"
+    data.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i),
+                                        "solution": f"Double {i}: {2 * i}."}) + "\n" for i in range(30)))
+    runs = []
+    for name in ("one", "again"):
+        out = tmp_path / name
+        train_grpo.main(tiny_args(qwen_dir, out, "--dataset", str(data), "--max_steps", "2", "--eval_every", "0",
+                                  "--log_rollouts", "1000", "--log_failures", "3"))
+        runs.append((out / "failures.jsonl").read_text())
+        failures = [json.loads(line) for line in runs[-1].splitlines()]
+        rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+        for step in (0, 1):
+            failed = [(r["prompt"], r["response"]) for r in rollouts if r["step"] == step and not r["correct"]]
+            kept = [(r["prompt"], r["response"]) for r in failures if r["step"] == step]
+            assert len(kept) == min(3, len(failed)) > 0 and all(k in failed for k in kept)
+        for row in failures:
+            i = int(row["prompt"].split()[2])
+            assert row["solution"] == f"Double {i}: {2 * i}." and row["correct"] is False
+    assert runs[0] == runs[1]

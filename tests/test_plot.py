@@ -124,6 +124,14 @@ def test_entropy_change_is_each_curve_over_its_first_value(tmp_path, monkeypatch
     assert lines["execution"][1] == pytest.approx([1.0, 0.98, 0.96, 0.94])   # relative perplexity drawn as logged
 
 
+def test_metrics_files_of_the_offline_command_plot_like_runs(tmp_path):
+    """Figures 11-12: `strategic_grams.py metrics` files (all grams, 30% dropped) side by side."""
+    run = write_run(tmp_path / "hicra", 4)
+    (tmp_path / "all.jsonl").write_text((run / "metrics.jsonl").read_text())
+    drawn = plot.plot_phases([tmp_path / "all.jsonl", run], tmp_path / "robust.png", labels=["all", "run"])
+    assert drawn["all"] == drawn["run"]
+
+
 def test_two_phase_figure_has_a_column_per_run(tmp_path):
     grpo = write_run(tmp_path / "grpo", 5, with_grams=False)
     hicra = write_run(tmp_path / "hicra", 5)
