@@ -859,8 +859,10 @@ def test_a_reward_fn_replaces_the_reward_and_correct_is_logged_apart(qwen_dir, t
     for m in metrics:
         step_rows = [r for r in rows if r["step"] == m["step"]]
         assert m["accuracy"] == pytest.approx(sum(r["correct"] for r in step_rows) / len(step_rows))
-    failed = analyze.failed_rollouts(out)
-    assert len(failed) == sum(not r["correct"] for r in rows)
+    failed = analyze.failed_rollouts(out)   # from failures.jsonl: chosen by the verified answer
+    assert failed and all(len(f["response"]) % 2 == 1 for f in failed)   # wrong, whatever the shaped reward
+    (out / "failures.jsonl").unlink()   # an older run: the failed ones among rollouts.jsonl's
+    assert len(analyze.failed_rollouts(out)) == sum(not r["correct"] for r in rows)
 
 
 def test_the_run_says_when_clipping_cannot_act(qwen_dir, tmp_path, monkeypatch, capsys):
