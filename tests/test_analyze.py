@@ -422,7 +422,10 @@ def test_ctrl_c_ends_at_once_and_a_second_analysis_is_refused(tmp_path):
     run = write_run(tmp_path / "run", [(s, "SLIP", 0) for s in range(6)])
     command = [sys.executable, str(ROOT / "analyze.py"), "errors", str(run), "--judge_url", url, "--judge_model", "m",
                "--buckets", "1", "--per_bucket", "6", "--timeout", "60"]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal delivers it: a shell's background job (`make test &`) ignores SIGINT, its children inherit
+    # that, and Python then installs no KeyboardInterrupt; give the analysis the default disposition.
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert "asking m about 6" in first.stdout.readline()
         second = subprocess.run(command, capture_output=True, text=True, timeout=60)
