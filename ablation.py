@@ -56,7 +56,8 @@ PRESETS = {
     # Sums solved step by step (train_grpo's cpu_ablation preset): small steps, three seeds; every rollout
     # of a run is logged, so `strategic_grams.py mine --run` can mine the policy's own successful responses.
     "cpu": dict(train=["--preset", "cpu_ablation", "--batch_size", "4", "--max_steps", "12", "--eval_every", "6",
-                       "--eval_size", "32", "--save_every", "6", "--log_rollouts", "32", "--log_tokens", "true"],
+                       "--eval_size", "32", "--save_every", "6", "--log_rollouts", "32", "--log_tokens", "true",
+                       "--log_failures", "32"],   # every failure: 12 steps in 4 spans hold too few at 4 a step
                 seeds=[0, 1, 2], entropy_coef=0.01, eval=None),
     # Sized for one 80 GB GPU (not run yet; cost estimate in the README): the paper's G = 8, lr 1e-6,
     # responses up to 2048 tokens, strict \boxed{} rewards, and 4 mini-batches a step, so that the ratio

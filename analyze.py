@@ -73,7 +73,7 @@ Reference solution:
 Student's solution:
 {response}
 
-Give your choice as one letter in \\boxed{{}}, for example \\boxed{{C}}."""
+Reply with at most two sentences of reasons, then your choice as one letter in \\boxed{{}}, for example \\boxed{{C}}."""
 
 JUDGE_PROMPT = """You are grading why a solution to a math problem is wrong. Its final answer is known to be wrong.
 
@@ -101,14 +101,24 @@ def digest(*parts) -> str:
 
 def failed_rollouts(run_dir: Path) -> list[dict]:
     """The run's failed rollouts, each with a stable id: its step, prompt and response, and which occurrence of
-    those it is (two rollouts may give the same response to the same prompt). They come from failures.jsonl,
-    the sample the run keeps for this (--log_failures, with the reference solutions), else, for runs older than
-    it, from the failed ones among rollouts.jsonl's."""
-    path = run_dir / "failures.jsonl"
-    if not path.is_file():
-        path = run_dir / "rollouts.jsonl"
-    if not path.is_file():
+    those it is (two rollouts may give the same response to the same prompt). From the step failures.jsonl
+    starts at (the sample the run keeps for this, --log_failures, with the reference solutions) they come from
+    it; before that step (a run made before that file, perhaps resumed since) from the failed ones among
+    rollouts.jsonl's."""
+    kept = read_failed(run_dir / "failures.jsonl") if (run_dir / "failures.jsonl").is_file() else []
+    first = min((r["step"] for r in kept), default=math.inf)
+    older = [r for r in read_failed(run_dir / "rollouts.jsonl") if r["step"] < first] \
+        if (run_dir / "rollouts.jsonl").is_file() else []
+    if not kept and not (run_dir / "rollouts.jsonl").is_file():
         sys.exit(f"error: {run_dir}: no failures.jsonl or rollouts.jsonl (train with --log_failures > 0)")
+    if kept and older:
+        print(f"[errors] steps before {first}: failures from rollouts.jsonl (failures.jsonl starts at step {first})",
+              file=sys.stderr)
+    return older + kept
+
+
+def read_failed(path: Path) -> list[dict]:
+    """The failed rollouts of one JSON Lines file of rollouts (failures.jsonl or rollouts.jsonl), with their ids."""
     rows, seen = [], {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
@@ -156,14 +166,16 @@ def choose(rows: list[dict], spans, per_bucket: int, seed: int) -> list[dict]:
 # ----------------------------------------------------------------------------- the judge's reply
 
 def parse_choice(reply: str) -> dict | None:
-    """--prompt paper: the letter in the reply's last \\boxed{} ("C", "(C)", "C) Flaws ...", "\\text{C}"), as a
-    verdict {"choice", "label"}; None when the last box holds none of A-D."""
+    """--prompt paper: the letter in the reply's last \\boxed{} ("C", "(C)", "[C]", "$C$", "C) Flaws ...",
+    "\\text{C}", "\\mathbf{C}"), as a verdict {"choice", "label"}; None when the last box holds none of A-D, or
+    two of them ("A or C", "B/C"): never a guess."""
     boxes = re.findall(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}", reply)
     if not boxes:
         return None
-    inner = re.sub(r"\\text(?:bf)?\s*\{([^{}]*)\}", r"\1", boxes[-1]).strip().lstrip("(").strip()
-    letter = re.match(r"([A-Da-d])(?![A-Za-z])", inner)
-    if letter is None:
+    inner = re.sub(r"\\(?:text|textbf|mathbf|mathrm)\s*\{([^{}]*)\}", r"\1", boxes[-1])
+    inner = inner.strip().strip("$").strip().lstrip("([").strip()
+    letter = re.match(r"([A-Da-d])(?![A-Za-z])[)\].:]?(.*)", inner, re.DOTALL)
+    if letter is None or re.match(r"\s*(?:or|and|/|,|&)\s*[(\[]?[A-Da-d](?![A-Za-z])", letter.group(2)):
         return None
     return {"choice": letter.group(1).upper(), "label": CHOICES[letter.group(1).upper()]}
 
@@ -254,7 +266,7 @@ def post(endpoint: str, body: bytes, headers: dict, timeout: float) -> tuple[int
 
 
 def chat_completion(url: str, model: str, prompt: str, key: str = "", timeout: float = 60.0, retries: int = 4,
-                    backoff: float = 1.0, max_tokens: int = 256, stop: threading.Event | None = None) -> str:
+                    backoff: float = 1.0, max_tokens: int = 512, stop: threading.Event | None = None) -> str:
     """One chat-completions request; the reply's text. `timeout` bounds each attempt as a whole. Retries 429,
     5xx and network errors with exponential backoff (or the server's Retry-After, up to 60 s); raises
     JudgeError when that is spent, at once on other 4xx and on a redirect (never followed: the key goes to
@@ -384,17 +396,18 @@ def read_verdicts(path: Path, judge_name: str, prompt: str = "paper") -> dict[st
 
 def summarise(verdicts: list[dict], spans, available: list[int], prompt: str = "paper") -> dict:
     """Per step bucket: how many failures there were, how many were judged, counts of each label and the
-    fractions among the judged ones that got a label (unparsed replies counted apart). With the paper's prompt
+    fractions among the judged ones that got an error label (unparsed replies counted apart). With the paper's prompt
     also its Figure 5's counts: planning errors (C) and other errors (A + B); acceptable answers (D) are not
     errors and count in neither."""
     labels = tuple(CHOICES.values()) if prompt == "paper" else LABELS
+    errors_only = [label for label in labels if label != "acceptable"]   # D is not an error: no share of the errors
     buckets = []
     for b, (lo, hi) in enumerate(spans):
         rows = [v for v in verdicts if bucket_of(v["step"], spans) == b]
         counts = {label: sum(v["label"] == label for v in rows) for label in (*labels, UNPARSED)}
-        labelled = sum(counts[label] for label in labels)
+        labelled = sum(counts[label] for label in errors_only)
         buckets.append({"steps": [lo, hi], "failed": available[b], "judged": len(rows), "counts": counts,
-                        "fractions": {label: counts[label] / labelled if labelled else None for label in labels}})
+                        "fractions": {label: counts[label] / labelled if labelled else None for label in errors_only}})
         if prompt == "paper":
             buckets[-1] |= {"planning_errors": counts["planning"], "other_errors": counts["dummy"] + counts["execution"],
                             "acceptable": counts["acceptable"]}

@@ -91,9 +91,9 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
         runfolder.write_text(out_dir / "config.json", json.dumps(now, indent=2))
     for log in ("metrics.jsonl", "rollouts.jsonl", "failures.jsonl"):   # lines written after the checkpoint go
         _truncate_jsonl(out_dir / log, state.get("step", 0))
-    for tokens in (out_dir / "tokens").glob("step_*.safetensors"):   # and so do the token logs of those steps
-        number = re.fullmatch(r"step_(\d+)", tokens.stem)
-        if number and int(number.group(1)) >= state.get("step", 0):
+    for tokens in (out_dir / "tokens").glob("*step_*"):   # and so do the token logs of those steps, and any
+        number = re.fullmatch(r"step_(\d+)\.safetensors", tokens.name)             # half-written by a crash
+        if (number is None and tokens.name.endswith(".tmp")) or (number and int(number.group(1)) >= state.get("step", 0)):
             tokens.unlink()
     # What "held-out" means for this run, for anyone to check against rollouts.jsonl.
     runfolder.write_text(out_dir / "held_out.jsonl", "".join(json.dumps(p) + "\n" for p in eval_set))

@@ -844,16 +844,18 @@ def run_metrics(run_dir, grams, tokenizer) -> list[dict]:
     """Per step, the planning metrics of a run's logged tokens (<run>/tokens/, written by --log_tokens): the
     computation the run made each step (planning_metrics over every rollout of the step, the sampler's log-probs
     and entropies), for any gram list. Left out: adv_* (they need the method's advantages of that step)."""
-    from safetensors.torch import load_file
-
     from rollout import pad_rows
     files = sorted((p for p in (Path(run_dir) / "tokens").glob("step_*.safetensors")
                     if re.fullmatch(r"step_\d+", p.stem)), key=lambda p: int(p.stem.removeprefix("step_")))
     if not files:
         raise FileNotFoundError(f"{run_dir}/tokens: no token logs (train with --log_tokens true)")
+    steps = [int(p.stem.removeprefix("step_")) for p in files]
+    if steps != list(range(steps[0], steps[0] + len(steps))) or steps[0] != 0:   # rel_ppl_* is over the first step
+        print(f"{run_dir}/tokens: steps {steps[0]}-{steps[-1]}, {len(steps)} logged: rel_ppl_* is relative to step "
+              f"{steps[0]}, not the run's step 0 (--log_tokens was off for some steps)", file=sys.stderr)
     state, rows = {}, []
     for path in files:
-        logged = load_file(str(path))
+        logged = read_token_log(path)
         offsets = logged["offsets"].tolist()
         cut = lambda x: [x[a:b].tolist() for a, b in zip(offsets, offsets[1:])]   # noqa: E731
         completions = cut(logged["ids"])
@@ -869,6 +871,23 @@ def run_metrics(run_dir, grams, tokenizer) -> list[dict]:
     return rows
 
 
+def read_token_log(path) -> dict:
+    """One tokens/step_*.safetensors file, checked: ids, logprobs, entropies of one length, and offsets that start
+    at 0, never fall and end at that length; a file that is not one fails naming it (a run folder may come from
+    anyone)."""
+    from safetensors.torch import load_file
+    try:
+        logged = load_file(str(path))
+        n, offsets = len(logged["ids"]), logged["offsets"]
+        ok = (len(logged["logprobs"]) == len(logged["entropies"]) == n and len(offsets) >= 2 and offsets[0] == 0
+              and bool((offsets[1:] >= offsets[:-1]).all()) and offsets[-1] == n)
+    except Exception as e:   # safetensors' own errors, a missing tensor, a tensor of another shape
+        raise ValueError(f"{path}: not a token log ({type(e).__name__}: {e})") from None
+    if not ok:
+        raise ValueError(f"{path}: not a token log (its lengths and offsets disagree)")
+    return logged
+
+
 def drop_grams(grams: list[str], frac: float, seed: int) -> list[str]:
     """The paper's robustness check (Figures 11-12): the list without a random `frac` of its grams (seeded), in
     its order."""
@@ -878,6 +897,13 @@ def drop_grams(grams: list[str], frac: float, seed: int) -> list[str]:
 
 def cmd_metrics(args):
     import rollout
+    if args.grams is None:   # the run's own list, as its config.json names it
+        try:
+            args.grams = str(json.loads((Path(args.run) / "config.json").read_text()).get("grams") or "")
+        except (OSError, ValueError, AttributeError):
+            args.grams = ""
+        if not args.grams:
+            sys.exit(f"error: {args.run}: its config.json names no gram list; pass --grams")
     grams = load_grams(args.grams)
     if args.drop_frac:
         grams = drop_grams(grams, args.drop_frac, args.seed)
@@ -893,7 +919,10 @@ def cmd_metrics(args):
         tokenizer = rollout.load_model(source, weights=False)[1]
     except rollout.ModelLoadError as e:
         sys.exit(f"error: {e}")
-    rows = run_metrics(args.run, grams, tokenizer)
+    try:
+        rows = run_metrics(args.run, grams, tokenizer)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"{len(rows)} steps of {args.run} with {len(grams)} grams: {args.out}", file=sys.stderr)
@@ -961,7 +990,7 @@ def main(argv=None):
                                    "metrics.jsonl has them. --drop_frac 0.3 drops 30%% of the list at random "
                                    "(seeded): the paper's robustness check (Figures 11-12).")
     r.add_argument("--run", required=True, help="the run folder (its tokens/ and, for the tokenizer, its ckpt/)")
-    r.add_argument("--grams", default=str(DEFAULT_GRAMS), help="paper, mined or a file")
+    r.add_argument("--grams", default=None, help="paper, mined or a file (default: the run's own list)")
     r.add_argument("--drop_frac", type=float, default=0.0, help="drop this share of the grams at random first")
     r.add_argument("--seed", type=int, default=0, help="the seed of the drop")
     r.add_argument("--tokenizer", default=None, help="default: the run's checkpoint's")

@@ -487,6 +487,16 @@ def write_failures(folder, rows):
     return folder
 
 
+def test_a_run_resumed_into_failures_jsonl_keeps_its_earlier_failures_from_rollouts_jsonl(tmp_path, capsys):
+    """A run made before failures.jsonl existed and resumed since: its steps before that file's first come from
+    rollouts.jsonl, the later ones from failures.jsonl only."""
+    run = write_run(tmp_path / "run", [(0, "SLIP", 0), (1, "PLAN", 0), (2, "CHAT", 0), (3, "SLOW", 0)])
+    write_failures(run, [(2, "BUSY"), (3, "DROP")])
+    assert [(r["step"], r["response"]) for r in analyze.failed_rollouts(run)] == [
+        (0, "Response SLIP at step 0."), (1, "Response PLAN at step 1."), (2, "Response BUSY."), (3, "Response DROP.")]
+    assert "steps before 2: failures from rollouts.jsonl" in capsys.readouterr().err
+
+
 def test_the_papers_prompt_counts_planning_against_other_errors_and_resumes_without_asking_twice(tmp_path):
     run = write_failures(tmp_path / "run", [(0, "PLAN"), (1, "SLIP"), (2, "DUMMY"), (3, "GARBAGE"),
                                             (4, "PLAN"), (5, "BUSY"), (6, "FINE"), (7, "SLIP")])
@@ -501,8 +511,10 @@ def test_the_papers_prompt_counts_planning_against_other_errors_and_resumes_with
         early, late = summary["buckets"]   # steps 0-3: PLAN, SLIP, DUMMY, GARBAGE; 4-7: PLAN, BUSY, FINE, SLIP
         assert early["counts"] == {"dummy": 1, "execution": 1, "planning": 1, "acceptable": 0, "unparsed": 1}
         assert (early["planning_errors"], early["other_errors"], early["acceptable"]) == (1, 2, 0)
+        assert early["fractions"] == pytest.approx({"dummy": 1 / 3, "execution": 1 / 3, "planning": 1 / 3})
         assert late["counts"] == {"dummy": 0, "execution": 1, "planning": 2, "acceptable": 1, "unparsed": 0}
         assert (late["planning_errors"], late["other_errors"], late["acceptable"]) == (2, 1, 1)
+        assert late["fractions"] == pytest.approx({"dummy": 0, "execution": 1 / 3, "planning": 2 / 3})   # D apart
         assert summary["prompt"] == "paper" and summary["not_judged"] == 0 and len(asked) == 9   # BUSY twice
         rows = {json.loads(line)["response"]: json.loads(line) for line in (run / "errors.jsonl").read_text().splitlines()}
         assert rows["Response GARBAGE."]["reply"] == "It is a planning error." and rows["Response FINE."]["choice"] == "D"
@@ -518,6 +530,9 @@ def test_the_papers_prompt_counts_planning_against_other_errors_and_resumes_with
 
 @pytest.mark.parametrize("reply, choice", [("\\boxed{C}", "C"), ("so \\boxed{(B)}.", "B"), ("\\boxed{\\text{D}}", "D"),
                                            ("\\boxed{A) Dummy}", "A"), ("\\boxed{c}", "C"),
+                                           ("\\boxed{\\mathbf{C}}", "C"), ("\\boxed{[C]}", "C"), ("\\boxed{$C$}", "C"),
+                                           ("\\boxed{C. A wrong approach}", "C"), ("\\boxed{A or C}", None),
+                                           ("\\boxed{B/C}", None), ("\\boxed{B, C}", None),
                                            ("\\boxed{A} no, \\boxed{Cat}", None), ("C", None), ("\\boxed{E}", None)])
 def test_the_choice_is_the_letter_in_the_last_box(reply, choice):
     parsed = analyze.parse_choice(reply)

@@ -522,8 +522,12 @@ def test_the_offline_metrics_of_a_run_equal_what_it_logged_and_a_drop_is_seeded(
              "--max_new_tokens", "24"]
     train_hicra.main(tiny_args(qwen_dir, run, "--max_steps", "1", *flags))
     (run / "tokens" / "step_000007.safetensors").write_bytes(b"a step logged after the checkpoint, then a crash")
+    (run / "tokens" / ".step_000001.123.tmp").write_bytes(b"half written when it crashed")
+    with open(run / "failures.jsonl", "a") as f:
+        f.write(json.dumps({"step": 7, "prompt": "p", "answer": "1", "response": "r", "correct": False}) + "\n")
     train_hicra.main(tiny_args(qwen_dir, run, "--max_steps", "3", "--resume", *flags))
-    sg.main(["metrics", "--run", str(run), "--grams", str(grams), "--out", str(tmp_path / "same.jsonl")])
+    assert all(json.loads(line)["step"] < 3 for line in (run / "failures.jsonl").read_text().splitlines())
+    sg.main(["metrics", "--run", str(run), "--out", str(tmp_path / "same.jsonl")])   # the run's own list
     offline = [json.loads(line) for line in (tmp_path / "same.jsonl").read_text().splitlines()]
     logged = read_metrics(run)
     assert [r["step"] for r in offline] == [r["step"] for r in logged] == [0, 1, 2]
@@ -540,3 +544,7 @@ def test_the_offline_metrics_of_a_run_equal_what_it_logged_and_a_drop_is_seeded(
     dropped = [json.loads(line) for line in (tmp_path / "drop.jsonl").read_text().splitlines()]
     assert all(d["planning_token_frac"] <= o["planning_token_frac"] for d, o in zip(dropped, offline))
     assert sorted(p.name for p in (run / "tokens").iterdir()) == [f"step_{s:06d}.safetensors" for s in range(3)]
+    # a file in tokens/ that is not a token log fails naming it
+    (run / "tokens" / "step_000003.safetensors").write_bytes(b"\x08" + b"\x00" * 7 + b"{}")
+    with pytest.raises(SystemExit, match=r"step_000003.safetensors: not a token log"):
+        sg.main(["metrics", "--run", str(run), "--out", str(tmp_path / "bad.jsonl")])
