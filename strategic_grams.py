@@ -203,10 +203,7 @@ def semantic_entropy(texts, grams) -> float:
     counts = Counter()
     for text in texts:
         counts.update(count_grams(text, grams))
-    total = sum(counts.values())
-    if total == 0:
-        return 0.0
-    return -sum(c / total * math.log(c / total) for c in counts.values())
+    return _entropy(counts)
 
 
 FOLLOWING_WORDS = 3    # the execution n-gram after a gram: its next 3 words (the paper does not give n)
@@ -232,8 +229,9 @@ def conditional_entropy(texts, grams, n: int = FOLLOWING_WORDS) -> float:
 
 
 def _entropy(counts: Counter) -> float:
+    """Shannon entropy in nats of a distribution given by counts; 0.0 (not -0.0) for one outcome or none."""
     total = sum(counts.values())
-    return -sum(c / total * math.log(c / total) for c in counts.values())
+    return 0.0 - sum(c / total * math.log(c / total) for c in counts.values()) if total else 0.0
 
 
 HIGH_ENTROPY_FRAC = 0.3   # a high-entropy ("fork") token: in the top 30% by entropy (the paper's Figure 10)

@@ -126,6 +126,7 @@ def test_count_grams_non_overlapping_longest():
 def test_semantic_entropy_hand_values():
     assert sg.semantic_entropy(["wait so", "so wait"], GRAMS) == pytest.approx(math.log(2))
     assert sg.semantic_entropy(["but", "but but"], GRAMS) == 0.0
+    assert str(sg.semantic_entropy(["but"], GRAMS)) == "0.0"   # not -0.0 in metrics.jsonl
     assert sg.semantic_entropy(["no grams at all", ""], GRAMS) == 0.0
     assert sg.semantic_entropy([], GRAMS) == 0.0
     # counts {wait: 2, so: 1, but: 1} -> p = (1/2, 1/4, 1/4)
