@@ -130,8 +130,21 @@ def gather_rows(run, **columns: list) -> dict | None:
     """Per-rollout lists from every rank, concatenated in rank order, on rank 0 (None elsewhere)."""
     if run.world == 1:
         return columns
-    parts = all_objects(run, columns)
+    parts = [None] * run.world
+    dist.all_gather_object(parts, columns)
     return {key: [x for part in parts for x in part[key]] for key in columns} if run.rank == 0 else None
+
+
+def deal(run, chosen: list[tuple[int, int]], per_rank: int, take) -> list:
+    """Items sampled on every rank, dealt out again in blocks: `chosen` names items as (draw, position among every
+    rank's items of that draw), rank r having sampled positions r x per_rank to (r + 1) x per_rank - 1 of each
+    draw, and take(draw, k) is this rank's own item k of a draw. Returns this rank's block of `chosen` (rank_share),
+    in order; each item comes point to point from the rank that sampled it, so no rank receives the others'."""
+    share = len(chosen) // run.world
+    outgoing = {r: {(d, k): take(d, k - run.rank * per_rank) for d, k in chosen[r * share:(r + 1) * share]
+                    if k // per_rank == run.rank} for r in range(run.world)}
+    dealt = {n: item for part in exchange(run, outgoing) for n, item in part.items()}
+    return [dealt[n] for n in rank_share(run, chosen)]
 
 
 def exchange(run, outgoing: dict) -> list:
@@ -149,15 +162,6 @@ def exchange(run, outgoing: dict) -> list:
                 dist.recv_object_list(box, src=source)
                 received[source] = box[0]
     return received
-
-
-def all_objects(run, value) -> list:
-    """Every rank's `value` (any picklable object), in rank order, on every rank."""
-    if run.world == 1:
-        return [value]
-    parts = [None] * run.world
-    dist.all_gather_object(parts, value)
-    return parts
 
 
 def barrier():

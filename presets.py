@@ -63,27 +63,29 @@ COMMON = {
 }
 
 # What differs between the paper's runs.
+CHAT = ("chat", "inferred: an instruct model, its chat template")
+PLAIN = ("plain", "inferred: RL from a base model (zero-RL), no chat template")
 RUNS = {
     "paper_qwen3_4b_instruct": {
         "model": ("Qwen/Qwen3-4B-Instruct-2507", "stated"),
-        "prompt_style": ("chat", "inferred: an instruct model, its chat template"),
+        "prompt_style": CHAT,
         "sample_rows": (8, "arithmetic (bench/hardware.py): 8 x 34K tokens of KV cache"),
     },
     "paper_qwen3_4b_base": {
         "model": ("Qwen/Qwen3-4B-Base", "stated"),
-        "prompt_style": ("plain", "inferred: RL from a base model (zero-RL), no chat template"),
+        "prompt_style": PLAIN,
         "max_new_tokens_final": (30720, "chosen: the paper's 32K does not fit the model's 32,768-token context with "
                                  "a prompt; 30,720 leaves DAPO's 2,048 prompt tokens"),
         "sample_rows": (8, "arithmetic (bench/hardware.py): 8 x 32K tokens of KV cache"),
     },
     "paper_qwen2.5_7b_base": {
         "model": ("Qwen/Qwen2.5-7B", "stated"),
-        "prompt_style": ("plain", "inferred: RL from a base model (zero-RL), no chat template"),
+        "prompt_style": PLAIN,
         "sample_rows": (16, "arithmetic (bench/hardware.py): 16 x 34K tokens of KV cache (4 KV heads)"),
     },
     "paper_llama3.1_8b_instruct": {
         "model": ("meta-llama/Llama-3.1-8B-Instruct", "stated"),
-        "prompt_style": ("chat", "inferred: an instruct model, its chat template"),
+        "prompt_style": CHAT,
         "dynamic_sampling": (True, "stated: DAPO's dynamic sampling for this model only (vanishing advantages)"),
         "dynamic_sampling_rounds": (10, "chosen: DAPO's recipe (max_num_gen_batches 10)"),
         "sample_rows": (8, "arithmetic (bench/hardware.py): 8 x 34K tokens of KV cache"),

@@ -200,10 +200,7 @@ def count_grams(text: str, grams) -> Counter:
 def semantic_entropy(texts, grams) -> float:
     """Shannon entropy (natural log) of the frequency distribution of gram occurrences over
     all texts: p_g = count_g / total count. 0 when no gram occurs."""
-    counts = Counter()
-    for text in texts:
-        counts.update(count_grams(text, grams))
-    return _entropy(counts)
+    return gram_entropies(texts, grams)[0]
 
 
 FOLLOWING_WORDS = 3    # the execution n-gram after a gram: its next 3 words (the paper does not give n)
@@ -215,17 +212,26 @@ def conditional_entropy(texts, grams, n: int = FOLLOWING_WORDS) -> float:
     mining rule, read on across punctuation and formulas). H(Y | X) = sum_x p(x) H(Y | X = x), with p(x) the
     share of the occurrences that are x and H(Y | X = x) the entropy of what follows x. An occurrence with fewer
     than n words after it is left out; 0 when none is left."""
-    follows = defaultdict(Counter)
+    return gram_entropies(texts, grams, n)[1]
+
+
+def gram_entropies(texts, grams, n: int = FOLLOWING_WORDS) -> tuple[float, float]:
+    """(semantic_entropy, conditional_entropy) of the texts, from one pass of the gram matcher over them: the
+    occurrences count_grams finds, and the n words after each."""
+    counts, follows = Counter(), defaultdict(Counter)
     for text in texts:
         pattern, haystack = _prepare(text, grams)
         if pattern is None:
             continue
         for m in pattern.finditer(haystack):
+            gram = normalise_gram(m.group())
+            counts[gram] += 1
             words = [w.group().lower() for w in itertools.islice(_WORD_ANY_CASE.finditer(haystack, m.end()), n)]
             if len(words) == n:
-                follows[normalise_gram(m.group())][" ".join(words)] += 1
+                follows[gram][" ".join(words)] += 1
     total = sum(sum(c.values()) for c in follows.values())
-    return sum(sum(c.values()) / total * _entropy(c) for c in follows.values()) if total else 0.0
+    conditional = sum(sum(c.values()) / total * _entropy(c) for c in follows.values()) if total else 0.0
+    return _entropy(counts), conditional
 
 
 def _entropy(counts: Counter) -> float:
@@ -385,10 +391,10 @@ def planning_metrics(planning, tokens_mask, entropy, logp, advantages, texts, gr
     and high-entropy tokens overlap (fork_overlap).
     """
     classes = {"planning": planning * tokens_mask, "execution": (1 - planning) * tokens_mask}
-    semantic = semantic_entropy(texts, grams)
+    semantic, conditional = gram_entropies(texts, grams)
     out = {"planning_token_frac": (classes["planning"].sum() / tokens_mask.sum()).item(),
            "semantic_entropy": semantic, "semantic_entropy_bits": semantic / math.log(2),
-           "conditional_entropy": conditional_entropy(texts, grams),
+           "conditional_entropy": conditional,
            **fork_overlap(planning, tokens_mask, entropy)}
     first = state.setdefault("ppl0", {})
     for name, m in classes.items():

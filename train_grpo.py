@@ -47,7 +47,7 @@ import rollout
 import runfolder
 from checks import one_of
 from data import DataError, load_problems, problem_key
-from distributed import all_rows, exchange, rank_share, refresh_policy, sum_over_ranks
+from distributed import all_rows, deal, rank_share, refresh_policy, sum_over_ranks
 from flags import ConfigError, check_config
 from reward import math_reward
 from rollout import pad_rows
@@ -351,30 +351,26 @@ def dynamic_sampling(run: Run, step: int, first: Groups, clock: Clock) -> tuple[
 
     The extra prompts are a shuffle of the training problems seeded by (seed, step), without the step's own
     batch, so the data stays a function of (seed, step) and resume replays it. Each rank samples its block of
-    every draw, and the chosen groups are then dealt to the ranks in blocks, so 1 or N ranks train on the
-    same groups (each rank receives only the groups it trains). Returns (the step's groups on this rank, metrics: draws, prompts drawn, their zero-variance
-    share, accuracy and truncated share (what the context rule reads), ds_short)."""
+    every draw, and the chosen groups are then dealt to the ranks in blocks (distributed.deal), so 1 or N ranks
+    train on the same groups. Returns (the step's groups on this rank, metrics: draws, prompts drawn, their
+    zero-variance share, accuracy and truncated share (what the context rule reads), ds_short)."""
     cfg, G = run.cfg, run.cfg.group_size
     own = set(batch_at(step, cfg, len(run.train_set)))
     spare = [i for i in range(len(run.train_set)) if i not in own]
     random.Random(seed_for(cfg.seed, "refill", step)).shuffle(spare)
-    draws = [first]                                         # this rank's groups of each draw
-    differs = [all_rows(run, torch.tensor(first.scores).view(-1, G).std(dim=1) > 0).tolist()]   # every rank's
-    while sum(map(sum, differs)) < cfg.batch_size and len(draws) < cfg.dynamic_sampling_rounds:
+    draws, differs = [first], []                            # this rank's groups of each draw; every rank's flags
+    while True:
+        differs.append(all_rows(run, torch.tensor(draws[-1].scores).view(-1, G).std(dim=1) > 0).tolist())
         indices = spare[(len(draws) - 1) * cfg.batch_size:len(draws) * cfg.batch_size]
-        if len(indices) < cfg.batch_size:                   # the training set is spent for this step
+        if (sum(map(sum, differs)) >= cfg.batch_size or len(draws) >= cfg.dynamic_sampling_rounds
+                or len(indices) < cfg.batch_size):          # full, at the cap, or the training set is spent
             break
         draws.append(sample_groups(run, step, rank_share(run, indices), clock))
-        differs.append(all_rows(run, torch.tensor(draws[-1].scores).view(-1, G).std(dim=1) > 0).tolist())
     # Groups are numbered (draw, position among every rank's groups of the draw); choose batch_size of them.
     numbered = [(d, k) for d, flags in enumerate(differs) for k in range(len(flags))]
     chosen = ([n for n in numbered if differs[n[0]][n[1]]] + [n for n in numbered if not differs[n[0]][n[1]]])
     chosen = sorted(chosen[:cfg.batch_size])
-    per_rank, share = len(first.indices), len(chosen) // run.world   # groups a rank samples a draw, trains a step
-    outgoing = {r: {(d, k): one_group(draws[d], k - run.rank * per_rank) for d, k in chosen[r * share:(r + 1) * share]
-                    if k // per_rank == run.rank} for r in range(run.world)}   # what I sampled, to the rank it is dealt
-    dealt = {n: g for part in exchange(run, outgoing) for n, g in part.items()}
-    batch = join_groups([dealt[n] for n in rank_share(run, chosen)])
+    batch = join_groups(deal(run, chosen, len(first.indices), lambda d, k: one_group(draws[d], k)))
     batch.out.stats = rollout.concat_rollouts([g.out for g in draws]).stats   # this rank's sampling, every draw
     right, cut, sampled = sum_over_ranks(run, sum(sum(g.correct) for g in draws),
                                          sum(g.out.finished.count(False) for g in draws), sum(len(g.correct) for g in draws))
