@@ -21,6 +21,7 @@ from safetensors import safe_open
 
 import rollout
 import runfolder
+from data import json_row
 from distributed import bare, barrier, from_rank0
 from flags import ConfigError
 
@@ -96,7 +97,7 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
         if (number is None and tokens.name.endswith(".tmp")) or (number and int(number.group(1)) >= state.get("step", 0)):
             tokens.unlink()
     # What "held-out" means for this run, for anyone to check against rollouts.jsonl.
-    runfolder.write_text(out_dir / "held_out.jsonl", "".join(json.dumps(p) + "\n" for p in eval_set))
+    runfolder.write_text(out_dir / "held_out.jsonl", "".join(json.dumps(json_row(p)) + "\n" for p in eval_set))
     barrier()
     return out_dir, ckpt, state
 
@@ -178,7 +179,7 @@ def save_checkpoint(run, step: int) -> str:
             (tmp / "config.json").write_text(json.dumps(config | {"dtype": "float32"}, indent=2))
         else:   # the float32 master weights, not the sampler's bf16 copy
             bare(run.model).save_pretrained(tmp)
-        run.tokenizer.save_pretrained(tmp)
+        rollout.save_tokenizer(run.tokenizer, tmp)
     barrier()
     if fsdp:
         from torch.distributed.checkpoint import save

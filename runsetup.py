@@ -73,7 +73,7 @@ def start_run(cfg, train_set: list[dict], eval_set: list[dict], shape_advantages
     # float32 master weights; bf16 matmuls through autocast on CUDA (bf16 weights would swallow
     # updates of lr ~1e-6).
     model, tokenizer = rollout.load_model(str(ckpt) if ckpt else cfg.model, device=device, dtype=torch.float32)
-    context = getattr(model.config, "max_position_embeddings", None)
+    context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
     train_set = fit_context(train_set, cfg, tokenizer, context, "training")
     eval_set = fit_context(eval_set, cfg, tokenizer, context, "held-out")
     if len(train_set) < cfg.batch_size:
@@ -85,10 +85,14 @@ def start_run(cfg, train_set: list[dict], eval_set: list[dict], shape_advantages
     if cfg.kl_coef > 0:   # the run's own starting model: --resume refuses another --model
         reference, _ = rollout.load_model(cfg.model, device=device, dtype=torch.float32)
         reference.requires_grad_(False)
+    if cfg.freeze_vision:
+        if not rollout.is_vision_model(model):
+            raise ConfigError(f"--freeze_vision: --model {cfg.model} has no vision tower")
+        model.model.visual.requires_grad_(False)
     if cfg.grad_checkpointing:
         model.activation_checkpointing_enable()
     model, policy = distribute(model, cfg, world, device)     # DDP or FSDP2 under torchrun; else as is
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     if ckpt:
         load_optimizer_state(model, optimizer, ckpt, state)
         torch.set_rng_state(state["torch_rng"])

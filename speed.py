@@ -23,6 +23,7 @@ import torch
 from transformers import DynamicCache
 
 from distributed import bare, gradient_sync, max_over_ranks
+from rollout import prompt_key, rope_positions, vision_inputs
 
 
 def last_hidden(model, **inputs) -> torch.Tensor:
@@ -61,8 +62,8 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     device = next(model.parameters()).device
     share = share_prompts and not bare(model).is_activation_checkpointing
     index = {}   # distinct prompt -> its row in the prompt batch
-    row_prompt = [index.setdefault(tuple(p) if share else i, len(index)) for i, p in enumerate(prompts)]
-    unique = [list(p) for p in index] if share else prompts
+    row_prompt = [index.setdefault(prompt_key(p) if share else i, len(index)) for i, p in enumerate(prompts)]
+    unique = list({prompt_key(p): p for p in prompts}.values()) if share else prompts
     rows = torch.tensor(row_prompt, device=device)                                       # [b]
     P, Tc = max(len(p) for p in unique), max(len(c) for c in completions)
     prompt_ids = torch.full((len(unique), P), pad_id, dtype=torch.long, device=device)  # [U, P] left-padded
@@ -75,13 +76,15 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     for i, c in enumerate(completions):
         ids[i, :len(c)] = torch.tensor(c, device=device)
         valid[i, :len(c)] = 1
-    prompt_pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)                                # [U, P]
-    positions = prompt_mask.sum(-1, keepdim=True)[rows] + torch.arange(Tc, device=device)  # [b, Tc]
+    # Prompt positions [U, P] ([3, U, P] for a VLM's M-RoPE); a completion token's is its 1-D position plus its
+    # prompt's offset (0 without images), the same on the three M-RoPE axes.
+    prompt_pos, offset = rope_positions(bare(model), prompt_ids, prompt_mask, unique)
+    positions = (prompt_mask.sum(-1, keepdim=True) + offset)[rows] + torch.arange(Tc, device=device)  # [b, Tc]
     attention = torch.cat([prompt_mask[rows], valid], 1)                                 # [b, P+Tc]
     if share:
-        cache = DynamicCache(config=bare(model).config)
+        cache = DynamicCache(config=bare(model).config.get_text_config())
         prompt_hidden = last_hidden(model, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos,
-                                    cache=cache, use_cache=True)                           # [U, P, C]
+                                    cache=cache, use_cache=True, **vision_inputs(unique, device))  # [U, P, C]
         for layer in cache.layers:               # each row reads its prompt's keys/values; index_select,
             layer.keys = layer.keys.index_select(0, rows)        # not cache.batch_select_indices: the
             layer.values = layer.values.index_select(0, rows)    # backward of its x[rows] is not deterministic on the CPU
@@ -90,8 +93,9 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
         # The prompt's last state predicts completion token 0; token t's state predicts t + 1.
         hidden = torch.cat([prompt_hidden[rows, -1:], hidden[:, :-1]], 1)                 # [b, Tc, C]
     else:
+        full_pos = torch.cat([prompt_pos[..., rows, :], positions.expand(*prompt_pos.shape[:-2], -1, -1)], -1)
         hidden = last_hidden(model, input_ids=torch.cat([prompt_ids[rows], ids], 1), attention_mask=attention,
-                             position_ids=torch.cat([prompt_pos[rows], positions], 1))
+                             position_ids=full_pos, **vision_inputs([unique[r] for r in row_prompt], device))
         hidden = hidden[:, P - 1:-1]                    # states that predict the completion [b, Tc, C]
     step = max(1, chunk // len(prompts))                                 # positions per chunk
     logps, entropies = [], []
@@ -161,7 +165,7 @@ def micro_batches(prompts: list[list[int]], completion_lens: list[int], token_bu
     is a dynamic programme: best[j] = min over i of best[i] + cost(rows i..j-1). One long outlier
     then gets its own micro-batch instead of padding every row to its length.
     """
-    keys = [tuple(p) for p in prompts]
+    keys = [prompt_key(p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: (-completion_lens[i], keys[i]))
     n = len(order)
     best, cut = [0] + [math.inf] * n, [0] * (n + 1)
@@ -169,7 +173,7 @@ def micro_batches(prompts: list[list[int]], completion_lens: list[int], token_bu
         distinct, longest_prompt = set(), 0
         for i in range(j - 1, -1, -1):           # the run order[i:j]; order[i] has its longest completion
             distinct.add(keys[order[i]])
-            longest_prompt = max(longest_prompt, len(keys[order[i]]))
+            longest_prompt = max(longest_prompt, len(prompts[order[i]]))
             rows, longest = j - i, completion_lens[order[i]]
             if rows > 1 and rows * (longest_prompt + longest) > token_budget:
                 break                                 # a longer run only grows

@@ -46,7 +46,7 @@ import presets
 import rollout
 import runfolder
 from checks import one_of
-from data import DataError, load_problems, problem_key
+from data import DataError, load_problems, row_key
 from distributed import all_rows, deal, rank_share, refresh_policy, sum_over_ranks
 from flags import ConfigError, check_config
 from reward import math_reward
@@ -129,7 +129,10 @@ def token_logprobs(model, prompts: list[list[int]], completions: list[list[int]]
     entropy = torch.zeros(len(completions), width, device=device)                   # [b, Tc]
     for i, (p, c) in enumerate(zip(prompts, completions)):
         ids = torch.tensor([p + c], device=device)                                  # [1, P + Tc]
-        logits = model(input_ids=ids).logits[0, len(p) - 1:-1].float()              # [Tc, V]: t predicts t + 1
+        images = rollout.vision_inputs([p], device)   # a VLM's prompt with images: the model places them itself
+        if images:
+            images["mm_token_type_ids"] = (ids == model.config.image_token_id).int()   # [1, P + Tc]
+        logits = model(input_ids=ids, **images).logits[0, len(p) - 1:-1].float()    # [Tc, V]: t predicts t + 1
         all_logp = logits.log_softmax(-1)                                           # [Tc, V]
         logp[i, :len(c)] = all_logp.gather(-1, ids[0, len(p):, None]).squeeze(-1)  # [Tc]
         entropy[i, :len(c)] = -(all_logp.exp() * all_logp).sum(-1)                 # [Tc]
@@ -427,7 +430,7 @@ def lr_at(cfg: Config, step: int) -> float:
 # ----------------------------------------------------------------------------- data and held-out evaluation
 
 def load_data(cfg: Config):
-    """Training and held-out problems, never sharing a problem (compared by data.problem_key).
+    """Training and held-out problems, never sharing a problem (compared by data.row_key: text, and images where a row has them).
 
     The held-out set is eval_size distinct problems of --eval_dataset, or else of the training source (drawn
     with another seed). Training problems are then drawn without those: a file's other rows, or the synthetic
@@ -442,7 +445,7 @@ def load_data(cfg: Config):
             raise ConfigError(f"--eval_size {cfg.eval_size}: {e}") if "distinct" in str(e) else e
     train = load_problems(cfg.dataset, data_dir=data_dir, seed=cfg.seed,
                           limit=cfg.num_problems or (2000 if cfg.dataset.startswith("synthetic") else None),
-                          exclude={problem_key(p["problem"]) for p in held_out})
+                          exclude={row_key(p) for p in held_out})
     flags.check_split(cfg, len(train), len(held_out))   # enough training problems for a step
     return train, held_out
 
@@ -497,6 +500,8 @@ class Config:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     seed: int = 0
     deterministic: bool = True              # PyTorch's deterministic algorithms: a rerun gives the same run
+    freeze_vision: bool = False             # a VLM's vision tower (and its merger) is not trained; EasyR1 and verl
+                                            # train it by default (their freeze_vision_tower: false), so does this
     fsdp: bool = False                      # under torchrun: shard the model with FSDP2 (else DDP replicates it)
     dist_timeout: float = 10.0              # under torchrun: minutes a rank waits for the others before failing
     # rollouts

@@ -11,9 +11,13 @@ What `spec` in `load_problems(spec)` means:
   * a path to a file  -> that file (anything ending in `.jsonl` or holding a `/`, or any existing file)
   * `synthetic`, `synthetic:<difficulty>` -> generated offline by data/synthetic.py (level 1 if
                          not given), `n` problems (keyword `n`, else `limit`, else 1000).
+  * `synthetic_image:<difficulty>` -> the same problems drawn into images (data/images.py), for
+                         vision-language models.
 
-Two problems are the same problem when their texts have the same `problem_key` (Unicode-normalised,
-case-folded, whitespace collapsed). `load_problems(..., exclude=keys)` leaves such problems out and
+A row may carry images: `images`, one per `<image>` placeholder in `problem` (data/images.py has the format).
+
+Two problems are the same problem when they have the same `row_key`: the text's `problem_key` (Unicode-
+normalised, case-folded, whitespace collapsed) and, for rows with images, the images (file or bytes digest). `load_problems(..., exclude=keys)` leaves such problems out and
 `distinct=True` keeps only the first of each: this is how train_grpo keeps its held-out problems out
 of training, for files with repeated lines and for the synthetic generator (which then never draws them).
 
@@ -30,6 +34,7 @@ import random
 import unicodedata
 from pathlib import Path
 
+from .images import PLACEHOLDER, checked_images, image_key, image_stream, json_images
 from .synthetic import stream
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,6 +124,11 @@ def read_jsonl(path):
                     raise DataError(f"{where}: missing field '{field}'")
                 if not isinstance(row[field], str) or not row[field].strip():
                     raise DataError(f"{where}: field '{field}' must be a non-empty string")
+            try:
+                if row.get("images") or PLACEHOLDER in row["problem"]:
+                    row["images"] = checked_images(row, where, path.parent)
+            except ValueError as e:
+                raise DataError(str(e)) from None
             if row.get("id") is None:
                 row["id"] = f"{path.name}:{lineno}"
             elif isinstance(row["id"], (str, int)) and not isinstance(row["id"], bool):
@@ -137,12 +147,23 @@ def problem_key(text):
     return " ".join(unicodedata.normalize("NFKC", str(text)).casefold().split())
 
 
+def json_row(row):
+    """A row as JSON can hold it, in the format the loader reads (embedded image bytes as base64)."""
+    return {**row, "images": json_images(row["images"])} if row.get("images") else row
+
+
+def row_key(row):
+    """What makes two rows the same problem: problem_key of the text, and the images' keys where it has any."""
+    images = row.get("images") or []
+    return problem_key(row["problem"]) + "".join(f" |image {image_key(i)}" for i in images)
+
+
 def load_problems(spec, data_dir=None, limit=None, seed=None, exclude=(), distinct=False, **synthetic_kwargs):
     """Problems as dicts with `id`, `problem`, `answer` (all str) and any other fields.
 
     `seed` shuffles the rows before `limit` cuts them (None keeps file order); for
     `synthetic` it is the generator's seed (None means 0). Extra keyword arguments
-    (`n`, ...) go to data.synthetic.stream. `exclude` (a set of problem_key values) drops those
+    (`n`, ...) go to data.synthetic.stream. `exclude` (a set of row_key values) drops those
     problems and `distinct` keeps one row per problem text, both before `limit` counts.
     """
     spec = str(spec)
@@ -150,20 +171,21 @@ def load_problems(spec, data_dir=None, limit=None, seed=None, exclude=(), distin
     exclude = set(exclude)
 
     def wanted(row):
-        key = problem_key(row["problem"])
+        key = row_key(row)
         if key in exclude:
             return False
         if distinct:
             exclude.add(key)
         return True
 
-    if name == "synthetic":
+    if name in ("synthetic", "synthetic_image"):
         try:
             difficulty = int(level or synthetic_kwargs.pop("difficulty", 1))
         except ValueError:
-            raise DataError(f"{spec}: difficulty must be an integer, e.g. synthetic:2") from None
+            raise DataError(f"{spec}: difficulty must be an integer, e.g. {name}:2") from None
         n = synthetic_kwargs.pop("n", limit if limit is not None else 1000)
-        draws = itertools.islice(stream(difficulty, 0 if seed is None else seed, **synthetic_kwargs),
+        make = stream if name == "synthetic" else image_stream
+        draws = itertools.islice(make(difficulty, 0 if seed is None else seed, **synthetic_kwargs),
                                  max(10_000, 100 * n))   # the easy levels run out of new problems
         try:
             rows = list(itertools.islice(filter(wanted, draws), n))
