@@ -55,10 +55,12 @@ from data import DataError, load_problems
 
 BENCHMARKS = {"aime24": "aime24", "aime25": "aime25", "amc23": "amc23", "math500": "math500",
               "gsm8k": "gsm8k:test", "minerva_math": "minerva_math", "olympiadbench": "olympiadbench",
-              # vision-language: an offline check of the plumbing (the synthetic sums drawn as images; the
-              # same generator as a synthetic_image:1 training run, so not held out from one)
-              "synthetic_image": "synthetic_image:1"}
+              # vision-language (the paper's Table 2; data/prepare.py), and an offline check of the plumbing (the
+              # synthetic sums drawn as images: the generator of a synthetic_image:1 training run, not held out)
+              "mathvista": "mathvista:testmini", "mathvision": "mathvision:test", "mathverse": "mathverse:testmini",
+              "emma": "emma:test", "synthetic_image": "synthetic_image:1"}
 PAPER_BENCHMARKS = "aime24,aime25,amc23,math500,minerva_math,olympiadbench"
+PAPER_VISION_BENCHMARKS = "mathvista,mathvision,mathverse,emma"   # for a VLM: --benchmarks with these
 PAPER_SAMPLES = {"aime24": 32, "aime25": 32, "amc23": 4}  # 1 elsewhere
 SETTINGS = ("model", "weights", "prompt_style", "temperature", "top_p", "max_new_tokens", "strict", "seed")
 

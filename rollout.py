@@ -191,13 +191,14 @@ def random_model(folder: str, device: torch.device, dtype: torch.dtype, weights:
         raise ModelLoadError(f"--model random:{folder}: no config.json in {folder}")
     config = AutoConfig.from_pretrained(folder)
     vision = config.model_type in VISION_ARCHS
-    tokenizer = byte_tokenizer(config.get_text_config().vocab_size, vision)
-    if vision:   # the folder holds the image processor's settings; the token ids must be the tokenizer's
+    # a VLM's vision tokens sit at the ids its config names
+    tokenizer = byte_tokenizer(config.get_text_config().vocab_size,
+                               {token: getattr(config, name) for name, token in VISION_TOKEN_IDS.items()} if vision else None)
+    if vision:   # the folder holds the image processor's settings
         from transformers import AutoImageProcessor
-        for name, token in VISION_TOKEN_IDS.items():
-            if getattr(config, name) != tokenizer.convert_tokens_to_ids(token):
-                raise ModelLoadError(f"--model random:{folder}: config.json's {name} is {getattr(config, name)}, "
-                                     f"the byte tokenizer's {token} is {tokenizer.convert_tokens_to_ids(token)}")
+        if not (Path(folder) / "preprocessor_config.json").is_file():
+            raise ModelLoadError(f"--model random:{folder}: a vision-language config needs its image processor's "
+                                 f"preprocessor_config.json beside config.json")
         attach_processor(tokenizer, AutoImageProcessor.from_pretrained(folder, backend="pil"))
     if not weights:
         return None, prepare_tokenizer(tokenizer)
@@ -208,21 +209,22 @@ def random_model(folder: str, device: torch.device, dtype: torch.dtype, weights:
     return model.eval(), tokenizer
 
 
-VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]   # Qwen2.5-VL's
 VISION_TOKEN_IDS = {"vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>",
-                    "image_token_id": "<|image_pad|>"}   # config.json's names for them
+                    "image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>"}   # Qwen2.5-VL's, by config name
 
 
-def byte_tokenizer(vocab_size: int, vision: bool = False):
-    """A tokenizer with one token per byte, ChatML's special tokens (and Qwen2.5-VL's vision tokens after them
-    when `vision`) and placeholders up to vocab_size, built in-process (every id a model can sample decodes
-    to something)."""
+def byte_tokenizer(vocab_size: int, placed: dict[str, int] | None = None):
+    """A tokenizer with one token per byte, ChatML's special tokens, the special tokens `placed` at the ids given
+    (a VLM's vision tokens) and placeholders up to vocab_size, built in-process (every id a model can sample
+    decodes to something)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + (VISION_TOKENS if vision else [])
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()) + special)}
-    vocab.update({f"<unused{i}>": i for i in range(len(vocab), vocab_size)})
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()) + special)} | (placed or {})
+    taken = set(vocab.values())
+    vocab.update({f"<unused{i}>": i for i in range(vocab_size) if i not in taken})
+    special += list(placed or {})
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

@@ -2,6 +2,7 @@
 
     python bench/hardware.py                               # every paper preset on 8 and 16 GPUs
     python bench/hardware.py --preset paper_qwen3_4b_base --gpus 8
+    python bench/hardware.py --config configs/qwen2.5-vl-7b-instruct --gpus 1 --sample_rows 64   # train_grpo's defaults
 
 The model's shape comes from its config in configs/ (the parameter count from a model built on the meta
 device). Per GPU, in GiB (2^30 bytes), with FSDP over `gpus` ranks:
@@ -39,16 +40,21 @@ CONFIGS = {"Qwen/Qwen3-4B-Instruct-2507": "qwen3-4b-instruct-2507", "Qwen/Qwen3-
 
 
 def parameter_count(config_dir: Path) -> int:
+    """Every parameter, a VLM's vision tower included (it is trained, sampled and checkpointed with the rest)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+    config = AutoConfig.from_pretrained(config_dir)
+    vision = config.model_type == "qwen2_5_vl"
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config_dir))
+        model = (AutoModelForImageTextToText if vision else AutoModelForCausalLM).from_config(config)
     return sum(p.numel() for p in model.parameters())
 
 
 def memory(config: dict, params: int, gpus: int, sample_rows: int, tokens_per_row: int, micro_batch_tokens: int,
            logprob_chunk: int) -> dict:
-    """GiB per GPU of each item (see the module docstring) for a model `config` (its config.json as a dict)."""
+    """GiB per GPU of each item (see the module docstring) for a model `config` (its config.json as a dict; a VLM's
+    language model's shape, in text_config or at the top level in older files, sets the cache and activations)."""
+    config = {**config, **config.get("text_config", {})}
     layers, hidden = config["num_hidden_layers"], config["hidden_size"]
     head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
     kv_per_token = 2 * layers * config["num_key_value_heads"] * head_dim * 2
@@ -79,19 +85,31 @@ def preset_memory(name: str, gpus: int) -> dict:
                   cfg.micro_batch_tokens, cfg.logprob_chunk)
 
 
+def config_memory(folder: Path, gpus: int, sample_rows: int) -> dict:
+    """A model folder under train_grpo's default flags (a batch of 32 x 8 rollouts of 1,024 tokens), sampling
+    `sample_rows` rollouts at a time (0: all of them)."""
+    import train_grpo
+    cfg = train_grpo.Config()
+    config = json.loads((folder / "config.json").read_text())
+    return memory(config, parameter_count(folder), gpus, sample_rows or cfg.batch_size * cfg.group_size,
+                  PROMPT_TOKENS + cfg.max_new_tokens, cfg.micro_batch_tokens, cfg.logprob_chunk)
+
+
 def main(argv=None):
     import presets
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="", help=f"one of {', '.join(presets.PAPER)} (default: all)")
+    p.add_argument("--config", default="", help="a model folder (configs/...) under train_grpo's default flags instead")
+    p.add_argument("--sample_rows", type=int, default=0, help="with --config: rollouts a sampler call (0 = all 256)")
     p.add_argument("--gpus", default="8,16", help="comma-separated GPU counts (FSDP ranks)")
     args = p.parse_args(argv)
-    names = [args.preset] if args.preset else list(presets.PAPER)
+    names = [args.config] if args.config else [args.preset] if args.preset else list(presets.PAPER)
     keys = ("state", "sampler", "kv cache", "grads", "activations", "refresh", "startup", "peak")
-    print("| preset | GPUs | " + " | ".join(keys[:-1]) + " | peak (GiB per GPU) |")
+    print(f"| {'model' if args.config else 'preset'} | GPUs | " + " | ".join(keys[:-1]) + " | peak (GiB per GPU) |")
     print("| --- | ---: | " + " | ".join("---:" for _ in keys) + " |")
     for name in names:
         for gpus in (int(g) for g in args.gpus.split(",")):
-            m = preset_memory(name, gpus)
+            m = config_memory(Path(name), gpus, args.sample_rows) if args.config else preset_memory(name, gpus)
             print(f"| {name} | {gpus} | " + " | ".join(f"{m[k]:.1f}" for k in keys) + " |")
 
 

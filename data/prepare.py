@@ -21,11 +21,30 @@ The paper's training sets, from the Hugging Face Hub (train split only, deduplic
     the row's position upstream. Rows with an empty problem or answer are left out (the count is printed).
 Both keep the first row of each problem (the loader's problem_key: Unicode-normalised, case-folded,
 whitespace collapsed) and say how many repeats they dropped.
+
+The vision-language sets (the paper's Table 2), also from the Hub. Each image is written to
+<out_dir>/<name>/images/ and the row holds its path, with one `<image>` placeholder per image in the problem
+(data/images.py); a multiple-choice problem gets its options as "Choices:" lines "(A) ..." and its answer is
+the letter, which the reward compares with the letter a response boxes.
+  * virl39k: TIGER-Lab/ViRL39K (MIT), 39Krelease.parquet and images.zip: `question` (a `<image>` per image),
+    `answer` (\boxed{...}), `image` (paths into the zip), `qid`, `category`, `source`. A row whose question has
+    fewer placeholders than images gets the missing ones in front (about 2% lost theirs upstream); a row with
+    more is left out (counted).
+  * mathvista: AI4Math/MathVista testmini (1,000): `question`, `choices` (null when free-form), `unit`,
+    `answer` (the option's text, made its letter here), `decoded_image` (bytes). The image goes first.
+  * mathvision: MathLLMs/MathVision test (3,040) and testmini (304): `question` (with `<image1>` markers, yet one
+    composite image a row), `options` (empty when free-form), `answer` (a letter or a value), `decoded_image`.
+    The markers are dropped and the image goes first.
+  * mathverse: AI4Math/MathVerse testmini (3,940: 788 problems in five versions, `problem_version`), `question`
+    (choices inside it), `answer`, `image` (bytes). The image goes first.
+  * emma: luckychao/EMMA, its Math subset (892): `question` with `<image_1>`..`<image_5>` markers, `options`
+    (null when open-ended), `answer`, `image_1`..`image_5`. Each marker becomes a placeholder, in order.
 Needs the network; offline it stops with one line. Then point HICRA_DATA_DIR at a copy.
 
     python data/prepare.py                       # all sets into data/
     python data/prepare.py --datasets gsm8k,math500 --out_dir /tmp/data
     python data/prepare.py --datasets dapo_math_17k,deepscaler   # the paper's training sets
+    python data/prepare.py --datasets virl39k,mathvista,mathvision,mathverse,emma   # vision-language
 """
 import argparse
 import io
@@ -34,11 +53,13 @@ import re
 import sys
 import tarfile
 import urllib.error
+import zipfile
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as a script: the project's data package
 from data import problem_key  # noqa: E402
+from data.images import PLACEHOLDER  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RAW = "https://raw.githubusercontent.com"
@@ -57,7 +78,16 @@ URLS = {
     # The paper's training sets (see above).
     "dapo_math_17k": f"{HUB}/BytedTsinghua-SIA/DAPO-Math-17k/resolve/main/data/dapo-math-17k.parquet",
     "deepscaler": f"{HUB}/agentica-org/DeepScaleR-Preview-Dataset/resolve/main/deepscaler.json",
+    # Vision-language (see above): {split: Parquet file}, and ViRL39K's images.
+    "virl39k": {"train": f"{HUB}/TIGER-Lab/ViRL39K/resolve/main/39Krelease.parquet"},
+    "mathvista": {"testmini": f"{HUB}/AI4Math/MathVista/resolve/main/data/testmini-00000-of-00001-725687bf7a18d64b.parquet"},
+    "mathvision": {"test": f"{HUB}/MathLLMs/MathVision/resolve/main/data/test-00000-of-00001-3532b8d3f1b4047a.parquet",
+                   "testmini": f"{HUB}/MathLLMs/MathVision/resolve/main/data/testmini-00000-of-00001-f8ff70fcb2f29b1d.parquet"},
+    "mathverse": {"testmini": f"{HUB}/AI4Math/MathVerse/resolve/main/testmini.parquet"},
+    "emma": {"test": f"{HUB}/luckychao/EMMA/resolve/main/Math/test-00000-of-00001.parquet"},
 }
+VIRL_IMAGES = f"{HUB}/TIGER-Lab/ViRL39K/resolve/main/images.zip"
+VISION_SETS = ("virl39k", "mathvista", "mathvision", "mathverse", "emma")
 # DAPO-Math-17k wraps every problem in its own answer-format instruction; the trainer adds its own.
 DAPO_PREFIX = ("Solve the following math problem step by step. The last line of your response should be of the "
                "form Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n")
@@ -210,6 +240,131 @@ def norm_deepscaler(rows):
     return out
 
 
+# ---- vision-language sets: upstream rows -> rows whose `images` hold bytes or paths into the set's folder ----
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def with_choices(question, options):
+    """The question with its options as lines "(A) ...", the layout of MathVista's own prompt."""
+    return question.rstrip() + "\nChoices:\n" + "\n".join(f"({LETTERS[k]}) {o}" for k, o in enumerate(options))
+
+
+def image_bytes(value, where):
+    """An HF Image cell ({bytes, path}) or raw bytes -> bytes; anything else stops the script naming the row."""
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if not isinstance(data, bytes) or not data:
+        sys.exit(f"prepare.py: {where}: no image bytes; has the upstream format changed?")
+    return data
+
+
+def norm_virl(rows):
+    """ViRL39K rows -> (rows, how many were left out). Answers are \boxed{...}: their content is the answer."""
+    out, dropped = [], 0
+    for r in rows:
+        images, question = list(r.get("image") or []), str(r["question"])
+        missing = len(images) - question.count(PLACEHOLDER)
+        answer = last_boxed(str(r["answer"])) or str(r["answer"]).strip()
+        if missing < 0 or not answer:
+            dropped += 1
+            continue
+        out.append({"id": f"virl39k-{r['qid']}", "problem": PLACEHOLDER * missing + question, "answer": answer,
+                    "images": images, "category": r.get("category"), "source": r.get("source") or "virl39k"})
+    return out, dropped
+
+
+def norm_mathvista(rows):
+    out = []
+    for r in rows:
+        question = r["question"] + (f" (Unit: {r['unit']})" if r.get("unit") else "")
+        answer, choices = str(r["answer"]).strip(), r.get("choices")
+        if r.get("question_type") == "multi_choice":
+            if answer not in choices:
+                sys.exit(f"prepare.py: mathvista {r['pid']}: answer {answer!r} is none of its choices")
+            question, answer = with_choices(question, choices), LETTERS[choices.index(answer)]
+        out.append({"id": f"mathvista-{r['pid']}", "problem": f"{PLACEHOLDER}\n{question}", "answer": answer,
+                    "images": [image_bytes(r["decoded_image"], f"mathvista {r['pid']}")],
+                    "question_type": r.get("question_type"), "source": "mathvista"})
+    return out
+
+
+def norm_mathvision(rows):
+    out = []
+    for r in rows:
+        question = re.sub(r"\s*<image\d*>\s*", " ", r["question"]).strip()   # one composite image a row
+        if r.get("options"):
+            question = with_choices(question, r["options"])
+        out.append({"id": f"mathvision-{r['id']}", "problem": f"{PLACEHOLDER}\n{question}", "answer": str(r["answer"]).strip(),
+                    "images": [image_bytes(r["decoded_image"], f"mathvision {r['id']}")], "level": r.get("level"),
+                    "subject": r.get("subject"), "solution": r.get("solution") or "", "source": "mathvision"})
+    return out
+
+
+def norm_mathverse(rows):
+    return [{"id": f"mathverse-{r['sample_index']}", "problem": f"{PLACEHOLDER}\n{r['question'].strip()}",
+             "answer": str(r["answer"]).strip(), "images": [image_bytes(r["image"], f"mathverse {r['sample_index']}")],
+             "problem_version": r.get("problem_version"), "question_type": r.get("question_type"),
+             "source": "mathverse"} for r in rows]
+
+
+def norm_emma(rows):
+    out = []
+    for r in rows:
+        where, images = f"emma {r['pid']}", []
+
+        def place(match):
+            images.append(image_bytes(r.get(f"image_{match.group(1)}"), f"{where} image_{match.group(1)}"))
+            return PLACEHOLDER
+        question = re.sub(r"<image_(\d)>", place, r["question"])
+        if r.get("options"):
+            question = with_choices(question, r["options"])
+        context = r.get("context")
+        problem = f"{context}\n{question}" if context and context != "none" else question
+        out.append({"id": f"emma-{r['pid']}", "problem": problem, "answer": str(r["answer"]).strip(), "images": images,
+                    "solution": r.get("solution") or "", "category": r.get("category"), "source": "emma"})
+    return out
+
+
+def store_images(folder, rows):
+    """Write each row's image bytes to folder/images/<id>-<k>.<png|jpg> and put the relative path in their place."""
+    for r in rows:
+        for k, item in enumerate(r.get("images", [])):
+            if isinstance(item, bytes):
+                extension = "png" if item.startswith(b"\x89PNG") else "jpg"
+                name = f"images/{re.sub(r'[^A-Za-z0-9_.-]', '_', r['id'])}-{k}.{extension}"
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                (folder / name).write_bytes(item)
+                r["images"][k] = name
+    return rows
+
+
+def extract_images(zip_data, folder, names):
+    """The members `names` of a zip archive (bytes) into folder, at their paths; a missing one stops the script."""
+    with zipfile.ZipFile(io.BytesIO(zip_data)) as archive:
+        members = set(archive.namelist())
+        for name in sorted(set(names)):
+            if name not in members or name.startswith("/") or ".." in Path(name).parts:
+                sys.exit(f"prepare.py: virl39k: image {name} is not in images.zip; has the upstream format changed?")
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(archive.read(name))
+
+
+def build_vision(name, folder):
+    """{split: rows} of a vision-language set, its images written under folder."""
+    splits = {}
+    for split, url in URLS[name].items():
+        rows = list(parquet_rows(fetch(url), None))
+        if name == "virl39k":
+            rows, dropped = norm_virl(rows)
+            print(f"virl39k: {dropped} rows left out (more placeholders than images, or no answer)")
+            extract_images(fetch(VIRL_IMAGES), folder, [i for r in rows for i in r["images"]])
+        else:
+            rows = {"mathvista": norm_mathvista, "mathvision": norm_mathvision, "mathverse": norm_mathverse,
+                    "emma": norm_emma}[name](rows)
+        splits[split] = store_images(folder, rows)
+    return splits
+
+
 def parquet_rows(data, columns):
     """The rows of a Parquet file (bytes) as dicts of `columns`, one at a time."""
     try:
@@ -288,7 +443,7 @@ def main(argv=None):
         if not args.force and (out / name).is_dir() and any((out / name).glob("*.jsonl")):
             print(f"{name}: already in {out / name}, skipped (--force to redo)")
             continue
-        for split, rows in build(name).items():
+        for split, rows in (build_vision(name, out / name) if name in VISION_SETS else build(name)).items():
             write_jsonl(out / name / f"{split}.jsonl", rows)
             print(f"{name}/{split}.jsonl: {len(rows)} rows")
 

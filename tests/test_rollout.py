@@ -410,13 +410,16 @@ def test_row_seeds_make_each_sequence_independent_of_its_batch(tiny):
 
 @pytest.mark.parametrize("name, billions", [("qwen2.5-0.5b", 0.49), ("qwen2.5-1.5b", 1.54), ("qwen2.5-3b", 3.09),
                                             ("qwen3-4b-base", 4.02), ("qwen3-4b-instruct-2507", 4.02),
-                                            ("qwen2.5-7b", 7.61), ("llama-3.1-8b-instruct", 8.03)])
+                                            ("qwen2.5-7b", 7.61), ("llama-3.1-8b-instruct", 8.03),
+                                            ("qwen2.5-vl-3b-instruct", 3.75), ("qwen2.5-vl-7b-instruct", 8.29)])
 def test_shipped_configs_have_the_published_sizes(name, billions):
     """configs/ holds real models' shapes (the GPU check's random models, the paper presets' arithmetic): their
-    parameter counts are the model cards' (to the cards' rounding: Qwen2.5-7B counts 7.616B, its card says 7.61B)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    parameter counts are the model cards' (to the cards' rounding: Qwen2.5-7B counts 7.616B, its card says 7.61B;
+    the VLMs' count their vision tower, 0.67B)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+    config = AutoConfig.from_pretrained(ROOT / "configs" / name)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(ROOT / "configs" / name))
+        model = (AutoModelForImageTextToText if "vl" in name else AutoModelForCausalLM).from_config(config)
     assert sum(p.numel() for p in model.parameters()) / 1e9 == pytest.approx(billions, abs=0.01)
 
 

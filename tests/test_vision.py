@@ -255,3 +255,73 @@ def test_freeze_vision_on_a_text_model_is_one_line(tiny_model_dir, tmp_path):
         train_grpo.main(["--model", str(tiny_model_dir), "--dataset", "synthetic:1", "--freeze_vision", "true",
                          "--out_dir", str(tmp_path / "run"), "--max_steps", "1", "--eval_every", "0",
                          "--max_new_tokens", "8"])
+
+
+# ----------------------------------------------------------------------------- data/prepare.py's vision sets
+
+def hf_image(text):
+    """An HF Image cell as the Hub's Parquet files hold it."""
+    return {"bytes": render(text), "path": None}
+
+
+def test_the_vision_sets_are_normalised_from_their_upstream_formats_and_load(tmp_path, monkeypatch, capsys):
+    import io
+    import zipfile
+
+    from test_data import parquet_bytes, serve
+    virl = [{"qid": "q0", "question": "<image>What is shown?", "answer": "\\boxed{12}", "image": ["images/q0-0.jpg"],
+             "category": "math", "source": "geo"},
+            {"qid": "q1", "question": "Add the two.", "answer": "\\boxed{3}", "image": ["images/q1-0.jpg", "images/q1-1.jpg"],
+             "category": "math", "source": "geo"},                  # lost its placeholders upstream: both go in front
+            {"qid": "q2", "question": "<image><image>?", "answer": "\\boxed{1}", "image": ["images/q1-0.jpg"],
+             "category": "math", "source": "geo"}]                  # more placeholders than images: left out
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in ("images/q0-0.jpg", "images/q1-0.jpg", "images/q1-1.jpg", "images/unused.jpg"):
+            z.writestr(name, render(name))
+    vista = [{"pid": "1", "question": "Find the angle.", "choices": ["135°", "145°"], "unit": None, "precision": None,
+              "answer": "145°", "question_type": "multi_choice", "answer_type": "text", "decoded_image": hf_image("v1")},
+             {"pid": "2", "question": "How long is it?", "choices": None, "unit": "cm", "precision": None,
+              "answer": "7", "question_type": "free_form", "answer_type": "integer", "decoded_image": hf_image("v2")}]
+    vision = [{"id": "5", "question": "<image1>\nWhich shape comes next?", "options": ["A", "B", "C", "D", "E"],
+               "answer": "D", "decoded_image": hf_image("m5"), "solution": None, "level": 2, "subject": "logic"},
+              {"id": "6", "question": "How many dots?", "options": [], "answer": "4", "decoded_image": hf_image("m6"),
+               "solution": "count", "level": 1, "subject": "counting"}]
+    verse = [{"sample_index": "1", "problem_index": "1", "problem_version": "Vision Only", "question": "",
+              "image": hf_image("mv1"), "answer": "B", "question_type": "multi-choice"}]
+    emma = [{"pid": "math_1", "question": "Compare <image_1> with <image_2>. Which is larger?", "options": ["left", "right"],
+             "answer": "A", "image_1": hf_image("e1"), "image_2": hf_image("e2"), "image_3": None, "solution": "",
+             "context": "none", "category": "2D"}]
+    prepare = serve(monkeypatch, {"39Krelease.parquet": parquet_bytes(virl), "images.zip": archive.getvalue(),
+                                  "725687bf7a18d64b.parquet": parquet_bytes(vista),
+                                  "3532b8d3f1b4047a.parquet": parquet_bytes(vision),
+                                  "f8ff70fcb2f29b1d.parquet": parquet_bytes(vision[:1]),
+                                  "testmini.parquet": parquet_bytes(verse), "Math/test-00000-of-00001.parquet": parquet_bytes(emma)})
+    prepare.main(["--datasets", "virl39k,mathvista,mathvision,mathverse,emma", "--out_dir", str(tmp_path)])
+    assert "virl39k: 1 rows left out" in capsys.readouterr().out
+    rows = load_problems("virl39k", data_dir=tmp_path)              # the loader's checks pass: every image is there
+    assert [(r["id"], r["problem"], r["answer"], len(r["images"])) for r in rows] == [
+        ("virl39k-q0", "<image>What is shown?", "12", 1), ("virl39k-q1", "<image><image>Add the two.", "3", 2)]
+    assert open_image(rows[1]["images"][1]).size == open_image(str(tmp_path / "virl39k/images/q1-1.jpg")).size
+    assert not (tmp_path / "virl39k/images/unused.jpg").exists()
+    rows = load_problems("mathvista:testmini", data_dir=tmp_path)
+    assert rows[0]["problem"] == "<image>\nFind the angle.\nChoices:\n(A) 135°\n(B) 145°" and rows[0]["answer"] == "B"
+    assert rows[1]["problem"] == "<image>\nHow long is it? (Unit: cm)" and rows[1]["answer"] == "7"
+    rows = load_problems("mathvision:test", data_dir=tmp_path)
+    assert rows[0]["problem"].startswith("<image>\nWhich shape comes next?\nChoices:\n(A) A") and rows[0]["answer"] == "D"
+    assert rows[1]["problem"] == "<image>\nHow many dots?" and len(load_problems("mathvision:testmini", data_dir=tmp_path)) == 1
+    rows = load_problems("mathverse:testmini", data_dir=tmp_path)
+    assert rows[0]["problem"] == "<image>\n" and rows[0]["problem_version"] == "Vision Only"
+    rows = load_problems("emma", data_dir=tmp_path)
+    assert rows[0]["problem"] == "Compare <image> with <image>. Which is larger?\nChoices:\n(A) left\n(B) right"
+    assert [open_image(i).size for i in rows[0]["images"]] == [open_image(render("e1")).size] * 2
+    assert set(eval_script.PAPER_VISION_BENCHMARKS.split(",")) <= set(eval_script.BENCHMARKS)
+
+
+def test_a_vision_row_without_its_image_bytes_stops_prepare_naming_it(tmp_path, monkeypatch):
+    from test_data import parquet_bytes, serve
+    emma = [{"pid": "math_9", "question": "See <image_1> and <image_2>.", "options": None, "answer": "3",
+             "image_1": hf_image("e1"), "image_2": None}]
+    prepare = serve(monkeypatch, {"Math/test-00000-of-00001.parquet": parquet_bytes(emma)})
+    with pytest.raises(SystemExit, match=r"emma math_9 image_2: no image bytes"):
+        prepare.main(["--datasets", "emma", "--out_dir", str(tmp_path)])
