@@ -393,6 +393,15 @@ def vision_inputs(prompts: list, device) -> dict:
             "image_grid_thw": torch.cat([p.image_grid_thw for p in with_images]).to(device)}
 
 
+def blank_image_prompt(model) -> VisionPrompt:
+    """The smallest image prompt a VLM takes: a blank 2 x 2 patch grid (one image token after merging)."""
+    vision = model.config.vision_config
+    grid = torch.tensor([[1, 2, 2]])                                                     # [1, 3]: time, rows, cols
+    pixels = torch.zeros(4, vision.in_channels * vision.temporal_patch_size * vision.patch_size ** 2)  # [4, D]
+    ids = [model.config.vision_start_token_id, model.config.image_token_id, model.config.vision_end_token_id]
+    return VisionPrompt(ids, pixels, grid)
+
+
 def is_vision_model(model) -> bool:
     return model.config.model_type in VISION_ARCHS
 

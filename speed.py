@@ -23,6 +23,7 @@ import torch
 from transformers import DynamicCache
 
 from distributed import bare, gradient_sync, max_over_ranks
+import rollout
 from rollout import prompt_key, rope_positions, vision_inputs
 
 
@@ -59,6 +60,12 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     exist at once. Ask for entropies only when they are used: under autograd each chunk's softmax
     is kept for the backward pass.
     """
+    # A VLM's micro-batch without images gets one blank image row (its output weighted 0): the vision tower then
+    # runs inside every forward, on every rank, so that DDP sees a gradient for each parameter and FSDP2 gathers
+    # and reduces the same parameters in the same order on every rank (one that skipped the tower would hang).
+    blank = rollout.is_vision_model(bare(model)) and not vision_inputs(prompts, "cpu")
+    if blank:
+        prompts, completions = prompts + [rollout.blank_image_prompt(bare(model))], completions + [[pad_id]]
     device = next(model.parameters()).device
     share = share_prompts and not bare(model).is_activation_checkpointing
     index = {}   # distinct prompt -> its row in the prompt batch
@@ -108,7 +115,11 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
         logps.append(lp)
         entropies.append(ent)
     valid = valid.to(torch.float32)                                                        # [b, Tc]
-    return torch.cat(logps, 1) * valid, torch.cat(entropies, 1) * valid if with_entropy else None
+    logp, entropy = torch.cat(logps, 1) * valid, torch.cat(entropies, 1) * valid if with_entropy else None
+    if blank:   # the blank row leaves the result, its (zero) gradient path stays
+        logp = logp[:-1] + 0.0 * logp[-1:].sum()
+        entropy = None if entropy is None else entropy[:-1]
+    return logp, entropy
 
 
 def teacher_forced_logprobs(run, model, prompts, completions, width: int) -> torch.Tensor:

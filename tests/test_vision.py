@@ -325,3 +325,16 @@ def test_a_vision_row_without_its_image_bytes_stops_prepare_naming_it(tmp_path, 
     prepare = serve(monkeypatch, {"Math/test-00000-of-00001.parquet": parquet_bytes(emma)})
     with pytest.raises(SystemExit, match=r"emma math_9 image_2: no image bytes"):
         prepare.main(["--datasets", "emma", "--out_dir", str(tmp_path)])
+
+
+def test_a_vision_run_resumed_from_its_checkpoint_is_the_run_uninterrupted(tmp_path, monkeypatch):
+    from conftest import read_metrics
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    flags = ["--eval_every", "0", "--save_every", "1"]
+    train_grpo.main(vlm_args(tmp_path / "whole", "--max_steps", "2", *flags))
+    train_grpo.main(vlm_args(tmp_path / "resumed", "--max_steps", "1", *flags))
+    train_grpo.main(vlm_args(tmp_path / "resumed", "--max_steps", "2", "--resume", "true", *flags))
+    whole, resumed = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "resumed")
+    assert [r["step"] for r in resumed] == [0, 1]
+    for a, b in zip(whole, resumed):
+        assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6) for k in a), a["step"]
