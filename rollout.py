@@ -167,6 +167,7 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
         vision = AutoConfig.from_pretrained(source, **kwargs).model_type in VISION_ARCHS
         if vision:
             from transformers import AutoImageProcessor
+            tokenizer.chat_template = processor_chat_template(source, **kwargs) or tokenizer.chat_template
             attach_processor(tokenizer, AutoImageProcessor.from_pretrained(source, backend="pil", **kwargs))
         if not weights:
             return None, prepare_tokenizer(tokenizer)
@@ -278,6 +279,20 @@ def attach_processor(tokenizer, image_processor):
     tokenizer.processor = ImageProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                          chat_template=tokenizer.chat_template or CHATML_TEMPLATE)
     return tokenizer
+
+
+def processor_chat_template(source: str, **kwargs) -> str | None:
+    """The chat template a VLM's processor ships (chat_template.jinja, or chat_template.json as Qwen2.5-VL's repos
+    have it), which is the one that writes image parts; None when the model has none apart from its tokenizer's."""
+    import json
+
+    from transformers.utils import cached_file
+    for name in ("chat_template.jinja", "chat_template.json"):
+        path = cached_file(source, name, _raise_exceptions_for_missing_entries=False, **kwargs)
+        if path:
+            text = Path(path).read_text()
+            return text if name.endswith(".jinja") else json.loads(text)["chat_template"]
+    return None
 
 
 def save_tokenizer(tokenizer, folder):

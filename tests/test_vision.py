@@ -338,3 +338,17 @@ def test_a_vision_run_resumed_from_its_checkpoint_is_the_run_uninterrupted(tmp_p
     assert [r["step"] for r in resumed] == [0, 1]
     for a, b in zip(whole, resumed):
         assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6) for k in a), a["step"]
+
+
+def test_a_vlm_folder_prompts_with_its_processors_chat_template(tmp_path, vlm):
+    """Qwen2.5-VL's repos ship the processor's template (the one that writes image parts) as chat_template.json."""
+    from transformers import AutoConfig
+    _, tokenizer = vlm
+    AutoConfig.from_pretrained(ROOT / "configs" / "qwen2.5-vl-tiny").save_pretrained(tmp_path)
+    rollout.save_tokenizer(tokenizer, tmp_path)
+    (tmp_path / "chat_template.jinja").unlink(missing_ok=True)
+    template = rollout.CHATML_TEMPLATE.replace("'<|im_start|>' + message['role']", "'<|im_start|>[vl] ' + message['role']")
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    _, loaded = rollout.load_model(str(tmp_path), weights=False)
+    prompt = rollout.encode_problems(loaded, image_problems()[:1], "chat")[0]
+    assert loaded.decode(prompt).startswith("<|im_start|>[vl] user\n<|vision_start|><|image_pad|>")
