@@ -468,6 +468,10 @@ def errors(run_dir: Path, judge, judge_name: str, buckets: int = 4, per_bucket: 
     print(f"[errors] {len(rows)} failed rollouts, steps {spans[0][0]}-{spans[-1][1]} in {len(spans)} buckets; "
           f"{len(chosen)} chosen, {len(chosen) - len(todo)} already judged, asking {judge_name} about {len(todo)}",
           flush=True)
+    with_images = sum("<image>" in r["prompt"] for r in todo)
+    if with_images:   # a VLM run: the judge is a text model here
+        print(f"[errors] warning: {with_images} of the problems have images, which the judge does not see; it "
+              f"judges them from their text and reference solution alone", file=sys.stderr)
     prompts = [question(r, prompt) for r in todo]
     failures = []
     for i, reply in judge(prompts):

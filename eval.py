@@ -193,15 +193,16 @@ def generate(model, tokenizer, bench, problems, k, args, path):
     done = {(s["id"], s["sample"]) for s in read_samples(path)}
     todo = [(j, i) for j in range(k) for i, p in enumerate(problems) if (p["id"], j) not in done]
     needed = sorted({i for _, i in todo})
-    prompts = dict(zip(needed, rollout.encode_problems(tokenizer, [problems[i] for i in needed], args.prompt_style)))
+    # lengths now; prompts batch by batch (a VLM's processed images of a whole benchmark would not fit in memory)
+    lengths = dict(zip(needed, rollout.prompt_lengths(tokenizer, [problems[i] for i in needed], args.prompt_style)))
     max_new = args.max_new_tokens
     context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
-    if prompts and context and max(map(len, prompts.values())) + max_new > context:
-        too_long = sum(len(p) >= context for p in prompts.values())
+    if lengths and context and max(lengths.values()) + max_new > context:
+        too_long = sum(n >= context for n in lengths.values())
         if too_long:   # not even one new token fits
             raise ValueError(f"{bench}: {too_long} problem prompts fill the model's whole context of {context} "
                              "tokens; evaluate a model with a longer context")
-        max_new = context - max(map(len, prompts.values()))
+        max_new = context - max(lengths.values())
         print(f"{bench}: --max_new_tokens cut to {max_new} to fit the context of {context}", file=sys.stderr)
     right = 0
     with runfolder.open_append(path) as f, tqdm(total=len(todo), desc=bench, unit="sample",
@@ -209,7 +210,8 @@ def generate(model, tokenizer, bench, problems, k, args, path):
         for start in range(0, len(todo), args.batch_size):
             batch = todo[start:start + args.batch_size]
             seed = zlib.crc32(f"{args.seed}:{bench}:{problems[batch[0][1]]['id']}:{batch[0][0]}".encode())
-            outputs, correct, out = sample_and_grade(model, tokenizer, [prompts[i] for _, i in batch],
+            prompts = rollout.encode_problems(tokenizer, [problems[i] for _, i in batch], args.prompt_style)
+            outputs, correct, out = sample_and_grade(model, tokenizer, prompts,
                                                      [problems[i]["answer"] for _, i in batch], max_new,
                                                      args.temperature, args.top_p, seed, args.strict,
                                                      graphs=args.cuda_graphs)

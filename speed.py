@@ -60,10 +60,11 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     exist at once. Ask for entropies only when they are used: under autograd each chunk's softmax
     is kept for the backward pass.
     """
-    # A VLM's micro-batch without images gets one blank image row (its output weighted 0): the vision tower then
-    # runs inside every forward, on every rank, so that DDP sees a gradient for each parameter and FSDP2 gathers
-    # and reduces the same parameters in the same order on every rank (one that skipped the tower would hang).
-    blank = rollout.is_vision_model(bare(model)) and not vision_inputs(prompts, "cpu")
+    # A VLM's micro-batch without images gets one blank image row (its output weighted 0), in one process too: the
+    # vision tower then runs inside every forward, on every rank, so that DDP sees a gradient for each parameter
+    # and FSDP2 gathers and reduces the same parameters in the same order on every rank (a rank that skipped the
+    # tower would hang).
+    blank = rollout.is_vision_model(bare(model)) and not any(isinstance(p, rollout.VisionPrompt) for p in prompts)
     if blank:
         prompts, completions = prompts + [rollout.blank_image_prompt(bare(model))], completions + [[pad_id]]
     device = next(model.parameters()).device
@@ -117,7 +118,7 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     valid = valid.to(torch.float32)                                                        # [b, Tc]
     logp, entropy = torch.cat(logps, 1) * valid, torch.cat(entropies, 1) * valid if with_entropy else None
     if blank:   # the blank row leaves the result, its (zero) gradient path stays
-        logp = logp[:-1] + 0.0 * logp[-1:].sum()
+        logp = logp[:-1] + 0.0 * logp[-1:].nan_to_num().sum()
         entropy = None if entropy is None else entropy[:-1]
     return logp, entropy
 

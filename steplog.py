@@ -18,6 +18,7 @@ import torch
 import runfolder
 import strategic_grams
 from checkpoints import healthy
+from data.images import image_key
 from distributed import gather_rows
 from rollout import pad_rows
 
@@ -135,12 +136,21 @@ def log_rollouts(run, step: int, rows: dict, marked):
     lines = []
     for i in range(0, len(texts), max(1, len(texts) // n))[:n]:
         row = {"step": step, "prompt": rows["problems"][i]["problem"], "answer": rows["problems"][i]["answer"],
-               "response": texts[i], "reward": rows["rewards"][i], "correct": bool(rows["correct"][i]),
-               "advantage": rows["seq_adv"][i]}
+               **image_fields(rows["problems"][i]), "response": texts[i], "reward": rows["rewards"][i],
+               "correct": bool(rows["correct"][i]), "advantage": rows["seq_adv"][i]}
         if marked is not None:  # the response with its planning tokens in [[ ]]
             row["planning"] = mark_tokens(run.tokenizer, rows["completion_ids"][i], marked[i].tolist())
         lines.append(json.dumps(row) + "\n")
     runfolder.append_text(run.out_dir / "rollouts.jsonl", "".join(lines))
+
+
+def image_fields(problem: dict) -> dict:
+    """What says which images a logged prompt with images had: the row's id, the images (paths, or the digest of
+    embedded bytes) and the synthetic image task's problem text. Nothing for a text row."""
+    if not problem.get("images"):
+        return {}
+    fields = {"id": problem.get("id"), "images": [image_key(item) for item in problem["images"]]}
+    return fields | ({"image_text": problem["image_text"]} if "image_text" in problem else {})
 
 
 def log_failures(run, step: int, rows: dict):
@@ -154,7 +164,8 @@ def log_failures(run, step: int, rows: dict):
     for i in picked:
         problem = rows["problems"][i]
         lines.append(json.dumps({"step": step, "prompt": problem["problem"], "answer": problem["answer"],
-                                 "solution": str(problem.get("solution") or ""), "response": rows["texts"][i],
+                                 **image_fields(problem), "solution": str(problem.get("solution") or ""),
+                                 "response": rows["texts"][i],
                                  "reward": rows["rewards"][i], "correct": False}) + "\n")
     if lines:
         runfolder.append_text(run.out_dir / "failures.jsonl", "".join(lines))

@@ -500,8 +500,8 @@ class Config:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     seed: int = 0
     deterministic: bool = True              # PyTorch's deterministic algorithms: a rerun gives the same run
-    freeze_vision: bool = False             # a VLM's vision tower (and its merger) is not trained; EasyR1 and verl
-                                            # train it by default (their freeze_vision_tower: false), so does this
+    freeze_vision: bool = False             # keep a VLM's vision tower (and its merger) as loaded; by default it
+                                            # trains, as in EasyR1 and verl (their freeze_vision_tower: false)
     fsdp: bool = False                      # under torchrun: shard the model with FSDP2 (else DDP replicates it)
     dist_timeout: float = 10.0              # under torchrun: minutes a rank waits for the others before failing
     # rollouts

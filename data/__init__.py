@@ -164,7 +164,7 @@ def load_problems(spec, data_dir=None, limit=None, seed=None, exclude=(), distin
     `seed` shuffles the rows before `limit` cuts them (None keeps file order); for
     `synthetic` it is the generator's seed (None means 0). Extra keyword arguments
     (`n`, ...) go to data.synthetic.stream. `exclude` (a set of row_key values) drops those
-    problems and `distinct` keeps one row per problem text, both before `limit` counts.
+    problems and `distinct` keeps one row per problem (row_key), both before `limit` counts.
     """
     spec = str(spec)
     name, _, level = spec.partition(":")

@@ -72,6 +72,18 @@ def open_image(item):
         raise ValueError(f"image {name}: cannot be read ({e})") from None
 
 
+def image_size(item) -> tuple[int, int]:
+    """(width, height) of an entry, from the file's header alone (nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(item if isinstance(item, str) else io.BytesIO(item)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError) as e:
+        name = item if isinstance(item, str) else f"{len(item)} embedded bytes"
+        raise ValueError(f"image {name}: cannot be read ({e})") from None
+
+
 @functools.lru_cache(maxsize=1)
 def _font():
     from PIL import ImageFont
@@ -79,8 +91,8 @@ def _font():
 
 
 def render(text: str, height: int = 56) -> bytes:
-    """`text` drawn in black on one line on white, as a PNG (PIL's built-in font: the same pixels on every
-    machine); at least 224 pixels wide, wider for long texts, a multiple of 28 (Qwen2.5-VL's patch grid)."""
+    """`text` drawn in black on one line on white, as a PNG (PIL's default font, no font file needed; its pixels
+    may differ between Pillow builds, with and without FreeType); at least 224 pixels wide, wider for long texts, a multiple of 28 (Qwen2.5-VL's patch grid)."""
     from PIL import Image, ImageDraw
 
     width = max(224, -(-(6 * len(text) + 8) // 28) * 28)

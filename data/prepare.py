@@ -38,7 +38,10 @@ the letter, which the reward compares with the letter a response boxes.
   * mathverse: AI4Math/MathVerse testmini (3,940: 788 problems in five versions, `problem_version`), `question`
     (choices inside it), `answer`, `image` (bytes). The image goes first.
   * emma: luckychao/EMMA, its Math subset (892): `question` with `<image_1>`..`<image_5>` markers, `options`
-    (null when open-ended), `answer`, `image_1`..`image_5`. Each marker becomes a placeholder, in order.
+    (null when open-ended), `answer`, `image_1`..`image_5`. Each marker (in the question or an option) becomes a
+    placeholder, in order; an image no marker names goes in front.
+Letters past E: the reward reads a boxed letter as a choice (with "(B)", "B. 12" forms) for A-E only; a later
+letter is compared as a plain answer, so `\boxed{F}` counts and `\boxed{(F)}` does not.
 Needs the network; offline it stops with one line. Then point HICRA_DATA_DIR at a copy.
 
     python data/prepare.py                       # all sets into data/
@@ -308,16 +311,22 @@ def norm_mathverse(rows):
 
 
 def norm_emma(rows):
+    """EMMA's Math rows: each `<image_k>` marker (in the question or an option) becomes a placeholder with image_k,
+    in order of appearance; an image no marker names goes in front."""
     out = []
     for r in rows:
-        where, images = f"emma {r['pid']}", []
+        where, images, named = f"emma {r['pid']}", [], set()
 
         def place(match):
+            named.add(match.group(1))
             images.append(image_bytes(r.get(f"image_{match.group(1)}"), f"{where} image_{match.group(1)}"))
             return PLACEHOLDER
         question = re.sub(r"<image_(\d)>", place, r["question"])
         if r.get("options"):
-            question = with_choices(question, r["options"])
+            question = with_choices(question, [re.sub(r"<image_(\d)>", place, o) for o in r["options"]])
+        unnamed = [k for k in "12345" if r.get(f"image_{k}") is not None and k not in named]
+        question = PLACEHOLDER * len(unnamed) + question
+        images = [image_bytes(r[f"image_{k}"], f"{where} image_{k}") for k in unnamed] + images
         context = r.get("context")
         problem = f"{context}\n{question}" if context and context != "none" else question
         out.append({"id": f"emma-{r['pid']}", "problem": problem, "answer": str(r["answer"]).strip(), "images": images,

@@ -199,7 +199,7 @@ def test_an_fsdp_checkpoint_of_tied_embeddings_holds_the_one_process_tensor_name
 @pytest.fixture(scope="module")
 def vision_one_process(tmp_path_factory):
     """The tiny Qwen2.5-VL, one step in one process, on a file of image rows and text rows: a rank's block of
-    prompts may hold no image (its vision tower then runs on a blank grid, weighted 0: speed.idle_vision_tower)."""
+    prompts may hold no image (its vision tower then runs on a blank grid, weighted 0: speed.completion_logprobs' blank row)."""
     import json
 
     from data import json_row, load_problems

@@ -119,6 +119,45 @@ def test_a_text_model_refuses_image_rows_in_one_line(tiny):
         rollout.encode_problems(tokenizer, image_problems()[:1])
 
 
+def test_prompt_lengths_count_image_tokens_from_the_sizes_alone(vlm):
+    _, tokenizer = vlm
+    problems = image_problems() + [{**image_problems()[0], "images": [render("x" * 90)]}]   # a wider image
+    for style in ("chat", "plain"):
+        encoded = rollout.encode_problems(tokenizer, problems, style)
+        assert rollout.prompt_lengths(tokenizer, problems, style) == [len(p) for p in encoded]
+    assert len(encoded[3]) != len(encoded[0])                  # another size, another patch grid
+
+
+def test_the_sampler_never_writes_a_vision_token_and_reports_the_models_log_probs(vlm):
+    model, tokenizer = vlm
+    image_id = model.config.image_token_id
+    boost = model.lm_head.register_forward_hook(lambda module, args, out: out.index_add(
+        -1, torch.tensor([image_id]), torch.full((*out.shape[:-1], 1), 50.0, dtype=out.dtype)))
+    try:   # the image token is now the model's near-certain next token, everywhere
+        out = rollout.sample(model, rollout.encode_problems(tokenizer, image_problems()), 6, temperature=1.0,
+                             seed=0, eos_token_id=tokenizer.stop_token_ids, pad_token_id=tokenizer.pad_token_id)
+    finally:
+        boost.remove()
+    tokens = [t for c in out.completion_ids for t in c]
+    assert len(tokens) > 0 and not set(tokens) & set(rollout.vision_token_ids(model, "cpu").tolist())
+    assert max(x for row in out.logprobs for x in row) < -30   # the raw distribution's log-probs, not the draw's
+
+
+def test_a_text_micro_batch_on_a_vlm_equals_a_plain_forward_with_the_tower_in_the_graph(vlm):
+    """No image in the micro-batch: a blank image row runs the vision tower, weighted 0 (DDP and FSDP2 need every
+    rank's backward to reach it), which changes no log-prob and gives the tower zero gradients, not none."""
+    model, tokenizer = vlm
+    prompts = rollout.encode_problems(tokenizer, image_problems()[2:] * 2)
+    completions = [[65, 66, 67], [68]]
+    reference, _ = train_grpo.token_logprobs(model, prompts, completions)
+    for share in (True, False):
+        logp, _ = speed.completion_logprobs(model, prompts, completions, tokenizer.pad_token_id, share_prompts=share)
+        assert logp.shape == reference.shape and torch.allclose(logp, reference.detach(), atol=1e-5)
+        grads = torch.autograd.grad(logp.sum(), list(model.parameters()))   # fails if any parameter is unreached
+        visual = [g for (name, _), g in zip(model.named_parameters(), grads) if name.startswith("model.visual")]
+        assert visual and all(torch.count_nonzero(g) == 0 for g in visual)
+
+
 def hf_greedy(model, tokenizer, prompt, max_new_tokens):
     """Greedy tokens and their log-probs from transformers' generate, for one prompt (its images included)."""
     ids = torch.tensor([list(prompt)])                                                    # [1, P]
@@ -291,7 +330,10 @@ def test_the_vision_sets_are_normalised_from_their_upstream_formats_and_load(tmp
               "image": hf_image("mv1"), "answer": "B", "question_type": "multi-choice"}]
     emma = [{"pid": "math_1", "question": "Compare <image_1> with <image_2>. Which is larger?", "options": ["left", "right"],
              "answer": "A", "image_1": hf_image("e1"), "image_2": hf_image("e2"), "image_3": None, "solution": "",
-             "context": "none", "category": "2D"}]
+             "context": "none", "category": "2D"},
+            {"pid": "math_2", "question": "Which option continues it?", "options": ["<image_2>", "<image_3>"],
+             "answer": "B", "image_1": hf_image("e3"), "image_2": hf_image("e4"), "image_3": hf_image("e5"),
+             "solution": "", "context": "none", "category": "2D"}]   # image_1 unnamed, the options' images named
     prepare = serve(monkeypatch, {"39Krelease.parquet": parquet_bytes(virl), "images.zip": archive.getvalue(),
                                   "725687bf7a18d64b.parquet": parquet_bytes(vista),
                                   "3532b8d3f1b4047a.parquet": parquet_bytes(vision),
@@ -315,6 +357,8 @@ def test_the_vision_sets_are_normalised_from_their_upstream_formats_and_load(tmp
     rows = load_problems("emma", data_dir=tmp_path)
     assert rows[0]["problem"] == "Compare <image> with <image>. Which is larger?\nChoices:\n(A) left\n(B) right"
     assert [open_image(i).size for i in rows[0]["images"]] == [open_image(render("e1")).size] * 2
+    assert rows[1]["problem"] == "<image>Which option continues it?\nChoices:\n(A) <image>\n(B) <image>"
+    assert [open(i, "rb").read() for i in rows[1]["images"]] == [render("e3"), render("e4"), render("e5")]
     assert set(eval_script.PAPER_VISION_BENCHMARKS.split(",")) <= set(eval_script.BENCHMARKS)
 
 
