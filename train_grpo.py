@@ -11,7 +11,8 @@ A = (r - mean_group) / std_group on every token -> the method's hook (HICRA: tra
 teacher-forced log-probs -> PPO's clipped surrogate with clip-higher -> backward -> AdamW step.
 
 What it keeps from the textbook, and what it drops:
-  - kept: PPO's clipped ratio with DAPO's asymmetric clip (eps_low 0.2, eps_high 0.28), several
+  - kept: PPO's clipped ratio with DAPO's asymmetric clip (eps_low 0.2, eps_high 0.28; --loss cispo and
+    reinforce, --ratio_level sequence for GSPO: the alternatives the field compares, in policy_loss), several
     PPO epochs / mini-batches if asked, three loss aggregations (DAPO's token mean, the original
     GRPO's per-sequence mean, Dr. GRPO's constant normaliser), optional k3 KL to a frozen
     reference, optional entropy bonus (the paper's entropy-regularisation baseline), optional
@@ -93,23 +94,42 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, agg: str = "token_mea
     raise ValueError(f"unknown loss aggregation {agg!r}: choose from {', '.join(AGGREGATIONS)}")
 
 
-def policy_loss(logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.28, agg="token_mean",
-                norm_len=None, stats: dict | None = None) -> torch.Tensor:
-    """The clipped surrogate to minimise; all inputs [B, T], advantages per token, mask 0/1.
+LOSSES = ("clip", "cispo", "reinforce")     # --loss: the policy-gradient term (policy_loss)
+RATIO_LEVELS = ("token", "sequence")        # --ratio_level: one importance ratio a token, or one a response
 
-    With ratio = exp(logp - old_logp): per token -min(ratio * A, clip(ratio, 1 - eps_low,
-    1 + eps_high) * A). For A > 0 the ratio is capped at 1 + eps_high, for A < 0 floored at
-    1 - eps_low (DAPO's clip-higher lets rare good tokens grow more). No dual clip.
-    If `stats` is a dict, it receives clip_frac (fraction of response tokens whose ratio is clipped).
+
+def policy_loss(logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.28, agg="token_mean",
+                norm_len=None, stats: dict | None = None, loss: str = "clip", ratio_level: str = "token") -> torch.Tensor:
+    """The policy-gradient loss to minimise; all inputs [B, T], advantages per token, mask 0/1.
+
+    The importance ratio r = exp(logp - old_logp) per token; ratio_level="sequence" (GSPO, Zheng et al. 2025;
+    TRL's importance_sampling_level="sequence") gives every token of a response the response's ratio, the
+    exponential of its mean log-ratio: s = exp(sum_t (logp - old_logp) / |y|), so the clip acts on whole responses.
+    Then, per token:
+      clip       -min(r * A, clip(r, 1 - eps_low, 1 + eps_high) * A): PPO's surrogate with DAPO's clip-higher;
+                 for A > 0 the ratio is capped at 1 + eps_high, for A < 0 floored at 1 - eps_low. No dual clip.
+      cispo      -sg(clip(r, 1 - eps_low, 1 + eps_high)) * A * logp (MiniMax-M1): the clip bounds each token's
+                 weight, and no token loses its gradient to it (sg: no gradient through the weight).
+      reinforce  -A * logp: REINFORCE with the group mean as baseline, no ratio and no clip (nanochat's RL).
+    On-policy (old_logp = logp, r = 1) the three gradients are the same, and so are the two ratio levels.
+    If `stats` is a dict, it receives clip_frac (the share of response tokens whose ratio the clip moved).
     """
-    ratio = torch.exp(logp - old_logp)                                       # [B, T]
-    unclipped = ratio * advantages
-    clipped = ratio.clamp(1 - eps_low, 1 + eps_high) * advantages
-    loss = aggregate(-torch.minimum(unclipped, clipped), mask, agg, norm_len)
+    log_ratio = logp - old_logp                                              # [B, T]
+    if ratio_level == "sequence":
+        per_seq = (log_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)   # [B, 1]
+        log_ratio = per_seq.expand_as(logp)                                  # [B, T]
+    ratio = torch.exp(log_ratio)                                             # [B, T]
+    bounded = ratio.clamp(1 - eps_low, 1 + eps_high)                         # [B, T]
+    if loss == "reinforce":
+        per_token, was_clipped = -advantages * logp, torch.zeros_like(ratio)
+    elif loss == "cispo":
+        per_token, was_clipped = -bounded.detach() * advantages * logp, (bounded != ratio).float()
+    else:
+        unclipped, clipped = ratio * advantages, bounded * advantages
+        per_token, was_clipped = -torch.minimum(unclipped, clipped), (clipped < unclipped).float()
     if stats is not None:
-        was_clipped = (clipped < unclipped).float()                          # [B, T]
         stats["clip_frac"] = ((was_clipped * mask).sum() / mask.sum().clamp(min=1)).item()
-    return loss
+    return aggregate(per_token, mask, agg, norm_len)
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -323,7 +343,7 @@ def rollouts_loss(run: Run, prompts, completions, advantages, loss_mask, old_log
     old = logp.detach() if old_logp is None else old_logp[:, :t].to(device)   # on-policy: ratio 1
     stats = {}
     loss = policy_loss(logp, old, adv, mask, cfg.eps_low, cfg.eps_high, cfg.loss_agg,
-                       norm_len=norm_len, stats=stats)
+                       norm_len=norm_len, stats=stats, loss=cfg.loss, ratio_level=cfg.ratio_level)
     kl_sum = 0.0
     if cfg.kl_coef > 0:            # (optional) k3 KL to the initial model
         kl = kl_k3(logp, ref_logp[:, :t].to(device))                                            # [b, t]
@@ -524,6 +544,8 @@ class Config:
     dynamic_sampling_rounds: int = 10       # ... at most this many draws of batch_size prompts a step (DAPO's
                                             #     recipe: 10 generation batches, verl's max_num_gen_batches)
     mask_truncated: bool = False            # no loss on responses cut at max_new_tokens
+    loss: str = "clip"                      # clip (PPO's surrogate) | cispo | reinforce (policy_loss)
+    ratio_level: str = "token"              # token | sequence (GSPO: one importance ratio per response)
     eps_low: float = 0.2
     eps_high: float = 0.28
     loss_agg: str = "token_mean"            # token_mean | seq_mean_token_mean | dr_grpo
@@ -573,7 +595,9 @@ PRESETS["cpu_ablation"] = dict(PRESETS["cpu_demo"], max_new_tokens=64, temperatu
 PRESETS |= presets.PAPER   # the paper's runs, each value with its source (presets.py)
 
 # What each flag needs (flags.py), and --loss_agg: one of the aggregations above.
-CHECKS = flags.CHECKS + [("loss_agg", one_of(*AGGREGATIONS), "one of " + ", ".join(AGGREGATIONS))]
+CHECKS = flags.CHECKS + [("loss_agg", one_of(*AGGREGATIONS), "one of " + ", ".join(AGGREGATIONS)),
+                         ("loss", one_of(*LOSSES), "one of " + ", ".join(LOSSES)),
+                         ("ratio_level", one_of(*RATIO_LEVELS), "one of " + ", ".join(RATIO_LEVELS))]
 
 
 def parse_config(argv=None, config_class=Config, checks_table=None) -> Config:

@@ -39,18 +39,25 @@ def test_group_advantages_hand_values():
 
 # ----------------------------------------------------------------------------- the loss
 
-def reference_loss(logp, old, adv, mask, eps_low, eps_high, agg, norm_len):
-    """A slow per-token loop written from the formula, as a check on the vectorised version."""
+def reference_loss(logp, old, adv, mask, eps_low, eps_high, agg, norm_len, loss="clip", level="token"):
+    """A slow per-token loop written from the formulas, as a check on the vectorised version: PPO's one-sided
+    clip, CISPO's clipped and detached weight on log p, REINFORCE's A log p; GSPO's ratio is the exponential of
+    the response's mean log-ratio."""
     B, T = logp.shape
     per_seq_sums, per_seq_counts, total, count = [], [], 0.0, 0
     for b in range(B):
+        valid = [t for t in range(T) if mask[b, t] != 0]
+        seq_ratio = torch.exp(sum(logp[b, t] - old[b, t] for t in valid) / len(valid)) if valid else None
         s, n = 0.0, 0
-        for t in range(T):
-            if mask[b, t] == 0:
-                continue
-            ratio = torch.exp(logp[b, t] - old[b, t])
+        for t in valid:
+            ratio = torch.exp(logp[b, t] - old[b, t]) if level == "token" else seq_ratio
             a = adv[b, t]
-            if a >= 0:
+            if loss == "reinforce":
+                surrogate = a * logp[b, t]
+            elif loss == "cispo":
+                weight = min(max(ratio.item(), 1 - eps_low), 1 + eps_high)    # a number: no gradient through it
+                surrogate = weight * a * logp[b, t]
+            elif a >= 0:
                 surrogate = torch.minimum(ratio, torch.tensor(1 + eps_high)) * a
             else:
                 surrogate = torch.maximum(ratio, torch.tensor(1 - eps_low)) * a
@@ -87,6 +94,50 @@ def test_policy_loss_and_gradient_match_reference(agg):
     assert torch.allclose(ours, ref, atol=1e-6)
     assert torch.allclose(grad_ours, grad_ref, atol=1e-6)
     assert grad_ours[mask == 0].abs().max() == 0
+
+
+@pytest.mark.parametrize("loss", train_grpo.LOSSES)
+@pytest.mark.parametrize("level", train_grpo.RATIO_LEVELS)
+@pytest.mark.parametrize("agg", ["token_mean", "seq_mean_token_mean"])
+def test_each_loss_and_ratio_level_matches_its_formula(loss, level, agg):
+    logp, old, adv, mask = loss_inputs(seed=1)
+    ours = policy_loss(logp, old, adv, mask, 0.2, 0.28, agg, norm_len=10, loss=loss, ratio_level=level)
+    (grad_ours,) = torch.autograd.grad(ours, logp)
+    ref = reference_loss(logp, old, adv, mask, 0.2, 0.28, agg, 10, loss, level)
+    (grad_ref,) = torch.autograd.grad(ref, logp)
+    assert torch.allclose(ours, ref, atol=1e-6) and torch.allclose(grad_ours, grad_ref, atol=1e-6)
+    assert grad_ours[mask == 0].abs().max() == 0
+
+
+def test_loss_gradients_by_hand_off_policy():
+    """One response of two tokens, ratios 1.5 and 0.5 (token level) or sqrt(0.75) (sequence level), A = 1,
+    token mean over 2 tokens."""
+    old = torch.zeros(1, 2)
+    logp = torch.log(torch.tensor([[1.5, 0.5]])).requires_grad_(True)
+    adv, mask = torch.ones(1, 2), torch.ones(1, 2)
+    grad = lambda **kw: torch.autograd.grad(policy_loss(logp, old, adv, mask, 0.2, 0.28, **kw), logp)[0]  # noqa: E731
+    # CISPO: -w * A * logp / 2 with w = clip(r) = 1.28, 0.8: every token keeps a gradient
+    assert torch.allclose(grad(loss="cispo"), torch.tensor([[-1.28 / 2, -0.8 / 2]]))
+    # PPO's clip: the first token's ratio is past 1 + eps_high, so it has none; the second, -r * A / 2
+    assert torch.allclose(grad(loss="clip"), torch.tensor([[0.0, -0.5 / 2]]))
+    assert torch.allclose(grad(loss="reinforce"), torch.tensor([[-0.5, -0.5]]))
+    # GSPO: s = exp((log 1.5 + log 0.5) / 2) = sqrt(0.75) ~ 0.866, inside the clip for A > 0; both tokens' loss is
+    # -s * A, and ds/dlogp_t = s / 2: each token's gradient is -(2 tokens x s / 2) / 2 = -s / 2
+    s = 0.75 ** 0.5
+    assert torch.allclose(grad(ratio_level="sequence"), torch.tensor([[-s / 2, -s / 2]]))
+
+
+@pytest.mark.parametrize("agg", train_grpo.AGGREGATIONS)
+def test_on_policy_every_loss_and_ratio_level_has_the_policy_gradient(agg):
+    """With old log-probs equal to the current ones (ratio 1), GSPO is GRPO and the three losses share a gradient."""
+    logp, _, adv, mask = loss_inputs(seed=2)
+    grads = [torch.autograd.grad(policy_loss(logp, logp.detach(), adv, mask, 0.2, 0.28, agg, norm_len=10,
+                                             loss=loss, ratio_level=level), logp)[0]
+             for loss in train_grpo.LOSSES for level in train_grpo.RATIO_LEVELS]
+    assert all(torch.allclose(g, grads[0], atol=1e-6) for g in grads)
+    token, sequence = (policy_loss(logp, logp.detach(), adv, mask, 0.2, 0.28, agg, norm_len=10, ratio_level=level)
+                       for level in train_grpo.RATIO_LEVELS)
+    assert torch.allclose(token, sequence)
 
 
 def test_clip_is_asymmetric_and_one_sided():
@@ -719,6 +770,21 @@ def test_filtered_rows_leave_the_loss_under_every_aggregation(qwen_dir, tmp_path
     assert same_gradient(grads, expected)
     every_row, _ = expected_gradient(model, weights, batch, rewards, cfg, rows)
     assert not same_gradient(every_row, expected), "the test needs a filter that changes the update"
+
+
+@pytest.mark.parametrize("flags", [["--loss", "cispo", "--ratio_level", "sequence"], ["--loss", "reinforce"]])
+def test_the_other_losses_reach_the_loop_and_take_the_policy_gradient_on_policy(qwen_dir, tmp_path, monkeypatch,
+                                                                                 tiny_tokenizer, flags):
+    seen, real = record_run(monkeypatch, tiny_tokenizer), train_grpo.policy_loss
+    calls = []
+    monkeypatch.setattr(train_grpo, "policy_loss", lambda *a, **k: calls.append(k) or real(*a, **k))
+    cfg = train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "run", *flags, *ONE_STEP))
+    train_grpo.train(cfg)
+    assert calls and all(k["loss"] == cfg.loss and k["ratio_level"] == cfg.ratio_level for k in calls)
+    (batch,), ((weights, grads),) = seen["batches"], seen["steps"]
+    expected, _ = expected_gradient(build_model("qwen2", len(tiny_tokenizer)), weights, batch,
+                                    batch_rewards(cfg, 0, batch), cfg, range(len(batch["texts"])))
+    assert same_gradient(grads, expected)
 
 
 def test_entropy_bonus_enters_the_gradient(qwen_dir, tmp_path, monkeypatch, tiny_tokenizer):
