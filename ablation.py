@@ -14,6 +14,11 @@ Six methods, the same seeds, data, budget and settings (only the method differs)
   entropy_reg    train_grpo.py --entropy_coef C             GRPO plus a token-entropy bonus
   high_entropy   train_hicra.py --mask entropy              amplification on the top-30% entropy tokens
                                                             (this project's reading of the paper's baseline)
+and, asked for with --methods, the loss choices of the field (README "Modifying it"):
+  gspo           train_grpo.py --ratio_level sequence       one importance ratio per response
+  cispo          train_grpo.py --loss cispo                 the clipped ratio as a detached weight
+  reinforce      train_grpo.py --loss reinforce             no ratio, no clip
+  top_entropy    train_grpo.py --top_entropy_quantile 0.2   the loss on the top 20% of tokens by entropy
 Every run logs the planning-token metrics with the paper's list (all get --grams), so curves compare
 side by side. The paper's placebo list of each seed, <out>/placebo_grams-s<seed>.txt, is drawn once
 from the base model's own responses to training problems (strategic_grams.placebo_grams).
@@ -45,7 +50,13 @@ METHODS = {
     "placebo": ["train_hicra.py", "--mask", "random"],
     "entropy_reg": ["train_grpo.py", "--entropy_coef", "{entropy_coef}"],
     "high_entropy": ["train_hicra.py", "--mask", "entropy"],
+    # The loss choices HICRA is compared against (README "Modifying it"), by --methods only.
+    "gspo": ["train_grpo.py", "--ratio_level", "sequence"],
+    "cispo": ["train_grpo.py", "--loss", "cispo"],
+    "reinforce": ["train_grpo.py", "--loss", "reinforce"],
+    "top_entropy": ["train_grpo.py", "--top_entropy_quantile", "0.2"],
 }
+PAPER_SIX = ["grpo", "hicra", "placebo_grams", "placebo", "entropy_reg", "high_entropy"]   # the presets' default
 ROOT = Path(__file__).resolve().parent   # the scripts run from any directory
 sys.path.insert(0, str(ROOT))
 import presets  # noqa: E402
@@ -329,7 +340,7 @@ def main(argv=None):
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
     preset = PRESETS[args.preset]
-    methods = args.methods.split(",") if args.methods else preset.get("methods", list(METHODS))
+    methods = args.methods.split(",") if args.methods else preset.get("methods", PAPER_SIX)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         sys.exit(f"error: --methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")

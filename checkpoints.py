@@ -109,7 +109,7 @@ def prepare_run_folder(cfg, eval_set: list[dict], write: bool = True) -> tuple[P
 RESUMABLE = ("max_steps", "max_new_tokens", "resume", "out_dir", "preset", "device", "data_dir", "eval_every",
              "save_every", "log_rollouts", "log_tokens", "log_failures", "plot", "wandb_project", "cuda_graphs", "sampler_dtype",
              "micro_batch_tokens", "sample_rows", "logprob_chunk", "grad_checkpointing", "max_bad_steps", "deterministic",
-             "dist_timeout")
+             "dist_timeout", "grad_cosine_every")
 
 def find_checkpoint(out_dir: Path) -> tuple[Path | None, dict]:
     """The newest complete checkpoint and its trainer state: ckpt, or ckpt.old if a crash hit between

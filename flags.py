@@ -105,6 +105,8 @@ CHECKS = [
     ("save_every", at_least(-1), "an integer >= -1 (0 = only at the end, -1 = only on Ctrl-C)"),
     ("log_rollouts", at_least(0), "an integer >= 0"),
     ("log_failures", at_least(0), "an integer >= 0 (failed rollouts a step kept for analyze.py errors)"),
+    ("top_entropy_quantile", fraction, "a number in (0, 1] (1 = every token)"),
+    ("grad_cosine_every", at_least(0), "an integer >= 0 (0 = never)"),
     ("dist_timeout", positive, "minutes > 0"),
     ("lr_schedule", one_of("constant", "cosine"), "constant or cosine"),
     ("prompt_style", one_of("", "chat", "plain"), "chat or plain"),

@@ -26,6 +26,8 @@ PANELS = [
     ("relative perplexity", [("rel_ppl_planning", "--"), ("rel_ppl_execution", ":")]),
     ("planning-token fraction", [("planning_token_frac", "-")]),
     ("planning vs high-entropy tokens", [("planning_high_entropy_frac", "-"), ("high_entropy_planning_frac", "--")]),
+    ("|advantage| (marked tokens vs rest)", [("abs_adv_mean", "-"), ("abs_adv_marked", "--"), ("abs_adv_unmarked", ":")]),
+    ("gradient cosine to GRPO", [("grad_cosine_grpo", "o-")]),
 ]
 
 

@@ -74,6 +74,8 @@ def step_report(run, step: int, out, *, seq_problems, seq_prompts, texts, reward
         "step_seconds": clock.total(),
         **{f"{phase}_peak_gib": gib for phase, gib in clock.peaks.items() if gib is not None},   # CUDA only
     }
+    metrics.update(advantage_stats(pad_rows(rows["advantages"], T), tokens_mask,
+                                   None if rows["marked"][0] is None else pad_rows(rows["marked"], T)))
     shown = None if rows["marked"][0] is None else pad_rows(rows["marked"], T)   # [[ ]] in rollouts.jsonl
     if run.grams is not None:   # analysis only: the paper's planning vs execution token metrics
         planning = strategic_grams.planning_masks(run.tokenizer, completions, run.grams, T)                # [B, T]
@@ -86,6 +88,21 @@ def step_report(run, step: int, out, *, seq_problems, seq_prompts, texts, reward
     if cfg.log_tokens:   # every rollout's tokens, for strategic_grams.py metrics (any gram list, after the run)
         log_tokens(run.out_dir, step, rows["completion_ids"], rows["logprobs"], rows["entropies"])
     return metrics
+
+
+def advantage_stats(advantages: torch.Tensor, tokens_mask: torch.Tensor, marked: torch.Tensor | None) -> dict:
+    """How much of the step's signal a method moves: mean |A| over the response tokens (with binary rewards and
+    mean-only advantages it stays below 1), and with a hook's marked tokens [B, T], their share and the mean |A|
+    on them and on the rest (after the hook). A mean over no token is left out."""
+    magnitude = advantages.abs() * tokens_mask                                               # [B, T]
+    stats = {"abs_adv_mean": (magnitude.sum() / tokens_mask.sum().clamp(min=1)).item()}
+    if marked is not None:
+        on, off = marked * tokens_mask, (1 - marked) * tokens_mask                           # [B, T] each
+        stats["marked_token_frac"] = (on.sum() / tokens_mask.sum().clamp(min=1)).item()
+        for name, where in (("abs_adv_marked", on), ("abs_adv_unmarked", off)):
+            if where.sum() > 0:
+                stats[name] = ((magnitude * where).sum() / where.sum()).item()
+    return stats
 
 
 class Clock:

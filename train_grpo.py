@@ -48,7 +48,7 @@ import rollout
 import runfolder
 from checks import one_of
 from data import DataError, load_problems, row_key
-from distributed import all_rows, deal, rank_share, refresh_policy, sum_over_ranks
+from distributed import all_rows, deal, from_rank0, gather_rows, rank_share, refresh_policy, sum_over_ranks
 from flags import ConfigError, check_config
 from reward import math_reward
 from rollout import pad_rows
@@ -224,7 +224,10 @@ def grpo_step(run: Run, step: int) -> dict:
     T = max(len(c) for c in out.completion_ids)
     tokens_mask = pad_rows([[1.0] * len(c) for c in out.completion_ids], T)                 # [B, T]
     loss_mask = tokens_mask * kept_rollouts(cfg, rewards, out.finished)[:, None]            # [B, T] (optional filters)
+    if cfg.top_entropy_quantile < 1:   # (optional) the loss on the step's highest-entropy tokens only
+        loss_mask = loss_mask * top_entropy_tokens(run, pad_rows(out.entropies, T), loss_mask, cfg.top_entropy_quantile)
     advantages = seq_adv[:, None] * loss_mask                                                # [B, T]
+    plain = advantages                                                                       # before any hook
 
     # ---- 4. The method's hook: where a method changes the advantages (HICRA: train_hicra.py).
     marked = None                                    # the tokens a method singled out, shown in rollouts.jsonl
@@ -240,6 +243,10 @@ def grpo_step(run: Run, step: int) -> dict:
     ref_logp = None if run.reference is None else \
         teacher_forced_logprobs(run, run.reference, seq_prompts, out.completion_ids, T)      # [B, T]
     clock.lap("old_logp")
+    cosine = {}   # (analysis) how far the method turns the step's gradient from plain GRPO's, every k steps
+    if cfg.grad_cosine_every and marked is not None and step % cfg.grad_cosine_every == 0:
+        cosine["grad_cosine_grpo"] = gradient_cosine(run, seq_prompts, out.completion_ids, advantages, plain,
+                                                     loss_mask, old_logp, ref_logp)
 
     # ---- 6. Log-probs -> loss -> backward -> optimizer step, for each mini-batch.
     losses, updates, skipped = update(run, step, seq_prompts, out.completion_ids, advantages, loss_mask,
@@ -251,7 +258,7 @@ def grpo_step(run: Run, step: int) -> dict:
     return step_report(run, step, out, seq_problems=seq_problems, seq_prompts=seq_prompts, texts=texts,
                        rewards=rewards, correct=correct, seq_adv=seq_adv, advantages=advantages, marked=marked,
                        losses=losses, updates=updates, skipped=skipped, lr=lr_at(cfg, step), clock=clock,
-                       max_new_tokens=response_budget(run)) | drawn
+                       max_new_tokens=response_budget(run)) | drawn | cosine
 
 
 @dataclass
@@ -301,21 +308,8 @@ def update(run: Run, step: int, prompts, completions, advantages, loss_mask, old
         for group in run.optimizer.param_groups:
             group["lr"] = lr_at(cfg, step)
         run.optimizer.zero_grad(set_to_none=True)
-        loss_sum, clipped, kl_sum = 0.0, 0.0, 0.0           # this rank's, for the metrics
-        # Speed machinery: micro-batches that fit memory, weighted so that their gradients add up to the
-        # mini-batch's over all ranks; each rank runs its own rollouts of the mini-batch.
-        for rows, weight, sync in micro_batch_plan(run, members, kept_tokens, prompts, completions,
-                                                   AGGREGATIONS[cfg.loss_agg]):
-            with run.autocast, sync:
-                loss, stats = rollouts_loss(run, [prompts[i] for i in rows], [completions[i] for i in rows],
-                                            advantages[rows], loss_mask[rows],
-                                            None if old_logp is None else old_logp[rows],
-                                            None if ref_logp is None else ref_logp[rows])
-                (loss * (weight * run.world)).backward()   # x world: DDP and FSDP average the ranks' gradients
-            loss_sum += loss.item() * weight
-            clipped += stats["clipped"]
-            kl_sum += stats["kl"]
-        step_loss, step_clipped, step_kl = sum_over_ranks(run, loss_sum, clipped, kl_sum)   # every rank's
+        sums = backward(run, members, kept_tokens, prompts, completions, advantages, loss_mask, old_logp, ref_logp)
+        step_loss, step_clipped, step_kl = sum_over_ranks(run, *sums)   # every rank's
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf))
         if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
             run.optimizer.zero_grad(set_to_none=True)   # skip a non-finite update, keep the weights
@@ -329,6 +323,58 @@ def update(run: Run, step: int, prompts, completions, advantages, loss_mask, old
     run.optimizer.zero_grad(set_to_none=True)   # gradients are spent: free their memory for sampling
     model.eval()
     return ({k: v / updates for k, v in totals.items()} if updates else {}), updates, skipped
+
+
+def backward(run: Run, members, kept_tokens, prompts, completions, advantages, loss_mask, old_logp, ref_logp):
+    """The gradient of a mini-batch's loss (`members`: its rollouts among every rank's), added into the weights'
+    .grad; returns this rank's (loss, clipped tokens, summed KL) for the metrics."""
+    loss_sum, clipped, kl_sum = 0.0, 0.0, 0.0
+    # Speed machinery: micro-batches that fit memory, weighted so that their gradients add up to the
+    # mini-batch's over all ranks; each rank runs its own rollouts of the mini-batch.
+    for rows, weight, sync in micro_batch_plan(run, members, kept_tokens, prompts, completions,
+                                               AGGREGATIONS[run.cfg.loss_agg]):
+        with run.autocast, sync:
+            loss, stats = rollouts_loss(run, [prompts[i] for i in rows], [completions[i] for i in rows],
+                                        advantages[rows], loss_mask[rows],
+                                        None if old_logp is None else old_logp[rows],
+                                        None if ref_logp is None else ref_logp[rows])
+            (loss * (weight * run.world)).backward()   # x world: DDP and FSDP average the ranks' gradients
+        loss_sum += loss.item() * weight
+        clipped += stats["clipped"]
+        kl_sum += stats["kl"]
+    return loss_sum, clipped, kl_sum
+
+
+def gradient_cosine(run: Run, prompts, completions, advantages, plain, loss_mask, old_logp, ref_logp) -> float:
+    """(analysis, --grad_cosine_every) The cosine between the step's gradient under the method's advantages and
+    under plain GRPO's (`plain`, before the hook), over all the step's rollouts as one batch, on a sample of the
+    entries of every parameter (gradient_sample). Neither gradient is applied; it costs two backward passes."""
+    kept_tokens = all_rows(run, loss_mask.sum(1))                                          # [B x ranks]
+    samples = []
+    run.model.train()
+    for adv in (advantages, plain):
+        run.optimizer.zero_grad(set_to_none=True)
+        backward(run, list(range(len(kept_tokens))), kept_tokens, prompts, completions, adv, loss_mask, old_logp,
+                 ref_logp)
+        samples.append(gradient_sample(run.model))
+    run.optimizer.zero_grad(set_to_none=True)
+    run.model.eval()
+    a, b = samples
+    norm = (a.norm() * b.norm()).item()
+    return (a @ b).item() / norm if norm > 0 else float("nan")
+
+
+def gradient_sample(model, per_parameter: int = 4096) -> torch.Tensor:
+    """About `per_parameter` evenly spaced entries of each parameter's gradient (0 where it has none), float64 on
+    the CPU: enough to measure an angle, cheap to keep. Under FSDP each gradient is gathered whole, one parameter
+    at a time, so that every rank samples the entries one process would."""
+    parts = []
+    for p in model.parameters():
+        stride = max(1, p.numel() // per_parameter)
+        grad = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+        parts.append(torch.zeros(len(range(0, p.numel(), stride)), dtype=torch.float64) if grad is None
+                     else grad.detach().flatten()[::stride].double().cpu())
+    return torch.cat(parts)
 
 
 def rollouts_loss(run: Run, prompts, completions, advantages, loss_mask, old_logp, ref_logp):
@@ -363,6 +409,17 @@ def kept_rollouts(cfg: Config, rewards: torch.Tensor, finished: list[bool]) -> t
     if cfg.mask_truncated:
         keep &= torch.tensor(finished)
     return keep.float()
+
+
+def top_entropy_tokens(run: Run, entropy: torch.Tensor, loss_mask: torch.Tensor, quantile: float) -> torch.Tensor:
+    """(optional, --top_entropy_quantile) [B, T] 1 on the tokens whose entropy (the sampler's) is at least the
+    (1 - quantile) quantile of every rank's kept response tokens this step, else 0: the loss on the top 20% of
+    tokens by entropy at 0.2 ("Beyond the 80/20 rule", Wang et al. 2025; TRL's top_entropy_quantile)."""
+    import numpy as np
+    everyone = gather_rows(run, values=entropy[loss_mask > 0].tolist())                   # on rank 0
+    threshold = None if everyone is None else \
+        float(np.quantile(everyone["values"], 1 - quantile)) if everyone["values"] else math.inf
+    return (entropy >= from_rank0(threshold)).float()                                    # [B, T]
 
 
 def dynamic_sampling(run: Run, step: int, first: Groups, clock: Clock) -> tuple[Groups, dict]:
@@ -546,6 +603,8 @@ class Config:
     mask_truncated: bool = False            # no loss on responses cut at max_new_tokens
     loss: str = "clip"                      # clip (PPO's surrogate) | cispo | reinforce (policy_loss)
     ratio_level: str = "token"              # token | sequence (GSPO: one importance ratio per response)
+    top_entropy_quantile: float = 1.0       # the loss on this top share of the step's tokens by entropy (0.2:
+                                            # "Beyond the 80/20 rule"); 1 = every token
     eps_low: float = 0.2
     eps_high: float = 0.28
     loss_agg: str = "token_mean"            # token_mean | seq_mean_token_mean | dr_grpo
@@ -574,6 +633,8 @@ class Config:
     log_rollouts: int = 4                   # rollouts per step to rollouts.jsonl (>= batch x G: all, for mining)
     log_tokens: bool = False                # every rollout's tokens, log-probs, entropies to tokens/ (12 B a token)
     log_failures: int = 4                   # failed rollouts per step to failures.jsonl (analyze.py errors)
+    grad_cosine_every: int = 0              # runs with a hook (HICRA): every k steps, log grad_cosine_grpo, the
+                                            # cosine to plain GRPO's gradient (two extra backward passes); 0 = off
     plot: bool = True                       # write metrics.png at the end
     wandb_project: str = ""                 # log to Weights & Biases too (if installed)
     preset: str = ""                        # cpu_demo (offline, minutes), cpu_ablation, or a paper run (presets.py)

@@ -166,3 +166,18 @@ def test_ctrl_c_stops_the_runs_after_their_step_and_keeps_them_resumable(qwen_di
     assert err.strip().splitlines()[-1] == "interrupted: each run saved a checkpoint after its step; run the same " \
                                            "command to resume"
     assert not alive(child) and (out / "grpo-s0" / "ckpt" / "trainer_state.pt").exists()
+
+
+def test_the_loss_choices_are_methods_by_request_and_the_presets_keep_the_papers_six(monkeypatch, tmp_path):
+    assert ablation.PAPER_SIX == ["grpo", "hicra", "placebo_grams", "placebo", "entropy_reg", "high_entropy"]
+    expected = {"gspo": ("ratio_level", "sequence"), "cispo": ("loss", "cispo"), "reinforce": ("loss", "reinforce"),
+                "top_entropy": ("top_entropy_quantile", 0.2)}
+    for method, (field, value) in expected.items():
+        script, *flags = ablation.METHODS[method]
+        assert script == "train_grpo.py"
+        assert getattr(ablation.run_config(ablation.PRESETS["cpu"]["train"] + flags), field) == value
+    launched = []
+    monkeypatch.setattr(ablation, "run_ablation", lambda args, preset, out, methods, *rest: launched.append(methods))
+    ablation.main(["--preset", "cpu", "--out", str(tmp_path / "a")])
+    ablation.main(["--preset", "cpu", "--out", str(tmp_path / "b"), "--methods", "grpo,gspo,top_entropy"])
+    assert launched == [ablation.PAPER_SIX, ["grpo", "gspo", "top_entropy"]]

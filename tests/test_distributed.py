@@ -25,13 +25,13 @@ args = sys.argv[1:]
 (train_hicra.main if args[0] == "hicra" else train_grpo.main)(args[1:])
 """
 
-# HICRA's placebo, two mini-batches, a filter, a per-sequence loss, KL and an entropy bonus: every
-# part of the step that needs the whole step's counts or a rollout's own seed.
+# HICRA's placebo, two mini-batches, a filter, a per-sequence loss, KL, an entropy bonus, the top-entropy tokens
+# and the gradient cosine: every part of the step that needs the whole step's counts or a rollout's own seed.
 FLAGS = ["--dataset", "synthetic:1", "--num_problems", "40", "--batch_size", "4", "--group_size", "4",
          "--max_new_tokens", "16", "--lr", "1e-4", "--warmup_steps", "0", "--eval_every", "2", "--eval_size", "4",
          "--save_every", "1", "--micro_batch_tokens", "200", "--plot", "false", "--mask", "random",
          "--mini_batches", "2", "--skip_zero_var", "--loss_agg", "seq_mean_token_mean", "--kl_coef", "0.05",
-         "--entropy_coef", "0.01"]
+         "--entropy_coef", "0.01", "--top_entropy_quantile", "0.5", "--grad_cosine_every", "1"]
 
 
 def free_port() -> int:
@@ -208,7 +208,7 @@ def vision_one_process(tmp_path_factory):
     for k, row in enumerate(rows):
         row["id"] = f"row-{k}"
     (tmp / "mixed.jsonl").write_text("".join(json.dumps(json_row(r)) + "\n" for r in rows))
-    flags = ["--max_steps", "1", "--dataset", str(tmp / "mixed.jsonl"), "--eval_every", "0", "--mask", "strategic"]
+    flags = ["--max_steps", "1", "--dataset", str(tmp / "mixed.jsonl"), "--eval_every", "0", "--mask", "entropy"]
     model = f"random:{ROOT / 'configs' / 'qwen2.5-vl-tiny'}"
     launch(tmp, model, tmp / "run", *flags)
     return model, flags, tmp / "run"
@@ -222,6 +222,8 @@ def test_a_vision_language_model_trains_on_two_ranks_exactly_as_one(vision_one_p
     assert_same_run(reference, tmp_path / "two", 0)   # one step, no evaluation row
     rollouts = (reference / "rollouts.jsonl").read_text()
     assert "Solve the problem in the image." in rollouts and "What is" in rollouts   # both kinds of row
+    (row,) = read_metrics(reference)   # HICRA's entropy variant marks tokens: the gradient cosine is a real angle
+    assert row["marked_token_frac"] > 0 and row["grad_cosine_grpo"] < 1 - 1e-6
     start = distributed.rollout.load_model(model)[0].state_dict()
     trained = distributed.rollout.load_model(str(tmp_path / "two" / "ckpt"))[0].state_dict()
     assert any(not torch.equal(start[k], trained[k]) for k in trained if k.startswith("model.visual"))

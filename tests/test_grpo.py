@@ -787,6 +787,52 @@ def test_the_other_losses_reach_the_loop_and_take_the_policy_gradient_on_policy(
     assert same_gradient(grads, expected)
 
 
+def test_top_entropy_quantile_keeps_the_loss_on_the_steps_highest_entropy_tokens(qwen_dir, tmp_path, monkeypatch,
+                                                                                  tiny_tokenizer):
+    import numpy as np
+    seen, real_update, masks = record_run(monkeypatch, tiny_tokenizer), train_grpo.update, []
+    monkeypatch.setattr(train_grpo, "update", lambda *a: masks.append(a[5]) or real_update(*a))
+    cfg = train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "run", "--top_entropy_quantile", "0.2", *ONE_STEP))
+    train_grpo.train(cfg)
+    (batch,), (mask,) = seen["batches"], masks
+    entropy = train_grpo.pad_rows(batch["out"].entropies, mask.shape[1])                  # [B, T] the sampler's
+    tokens = train_grpo.pad_rows([[1.0] * len(c) for c in batch["out"].completion_ids], mask.shape[1])
+    threshold = np.quantile(entropy[tokens > 0].numpy(), 0.8)                            # the top 20% by entropy
+    assert torch.equal(mask, ((entropy >= threshold) & (tokens > 0)).float())
+    assert 0.15 < mask.sum() / tokens.sum() < 0.25
+
+
+def test_advantage_stats_by_hand():
+    from steplog import advantage_stats
+    adv = torch.tensor([[0.5, 0.6, -0.2], [-0.5, 0.0, 0.0]])
+    tokens = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    marked = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    stats = advantage_stats(adv, tokens, marked)
+    assert stats == pytest.approx({"abs_adv_mean": 1.8 / 4, "marked_token_frac": 0.25, "abs_adv_marked": 0.6,
+                                   "abs_adv_unmarked": 1.2 / 3})
+    assert advantage_stats(adv, tokens, None) == pytest.approx({"abs_adv_mean": 0.45})
+    assert "abs_adv_marked" not in advantage_stats(adv, tokens, torch.zeros_like(adv))   # a mean over nothing
+
+
+@pytest.mark.parametrize("mask, grams, expect_one", [("strategic", "never", True), ("entropy", "paper", False)])
+def test_grad_cosine_to_grpo_is_one_without_planning_tokens_and_below_one_with(qwen_dir, tmp_path, monkeypatch,
+                                                                               mask, grams, expect_one):
+    import train_hicra
+    monkeypatch.setattr(train_grpo, "math_reward", grouped_reward)
+    if grams == "never":   # a list that matches nothing a tiny random model writes: no token is amplified
+        grams = tmp_path / "never.txt"
+        grams.write_text("zqxv wqzx\n")
+    out = tmp_path / "run"
+    train_hicra.main(tiny_args(qwen_dir, out, "--mask", mask, "--grams", str(grams), "--grad_cosine_every", "1",
+                               *ONE_STEP))
+    (row,) = [r for r in read_metrics(out) if "loss" in r]
+    assert row["marked_token_frac"] == 0.0 if expect_one else row["marked_token_frac"] > 0
+    if expect_one:
+        assert row["grad_cosine_grpo"] == pytest.approx(1.0, abs=1e-9)
+    else:   # the group advantages differ in sign, so A + 0.2|A| turns the gradient
+        assert row["abs_adv_marked"] > 0 and 0.5 < row["grad_cosine_grpo"] < 1 - 1e-6
+
+
 def test_entropy_bonus_enters_the_gradient(qwen_dir, tmp_path, monkeypatch, tiny_tokenizer):
     seen = record_run(monkeypatch, tiny_tokenizer)
     cfg = train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "run", "--entropy_coef", "0.1", *ONE_STEP))

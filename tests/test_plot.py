@@ -15,7 +15,10 @@ def write_run(folder, steps, with_grams=True, scale=1.0):
         if with_grams:
             row.update(semantic_entropy=2.0 + 0.1 * s, entropy_planning=1.2, entropy_execution=0.8,
                        rel_ppl_planning=1.0 - 0.01 * s, rel_ppl_execution=1.0 - 0.02 * s, planning_token_frac=0.1,
-                       conditional_entropy=0.5, planning_high_entropy_frac=0.6, high_entropy_planning_frac=0.05)
+                       conditional_entropy=0.5, planning_high_entropy_frac=0.6, high_entropy_planning_frac=0.05,
+                       abs_adv_mean=0.4, abs_adv_marked=0.5, abs_adv_unmarked=0.38)
+            if s % 3 == 0:
+                row["grad_cosine_grpo"] = 0.99
         if s % 2 == 1:
             row["eval_accuracy"] = 0.2 * scale
         rows.append(row)
@@ -39,6 +42,7 @@ def test_one_run_all_panels(tmp_path):
     assert drawn["planning-token fraction"] == ["hicra"]
     assert drawn["planning vs high-entropy tokens"] == ["hicra planning_high_entropy_frac",
                                                         "hicra high_entropy_planning_frac"]
+    assert drawn["gradient cosine to GRPO"] == ["hicra"]
     assert png_size(out) == (1500, 1080)   # 3 columns x 3 rows of 5 x 3.6 inches at 100 dpi
 
 
