@@ -15,10 +15,13 @@ Six methods, the same seeds, data, budget and settings (only the method differs)
   high_entropy   train_hicra.py --mask entropy              amplification on the top-30% entropy tokens
                                                             (this project's reading of the paper's baseline)
 and, asked for with --methods, the loss choices of the field (README "Modifying it"):
-  gspo           train_grpo.py --ratio_level sequence       one importance ratio per response
+  gspo           train_grpo.py --ratio_level sequence       one importance ratio per response, clipped at
+                 --eps_low 3e-4 --eps_high 4e-4             GSPO's range (a response's ratio is a geometric mean)
   cispo          train_grpo.py --loss cispo                 the clipped ratio as a detached weight
   reinforce      train_grpo.py --loss reinforce             no ratio, no clip
-  top_entropy    train_grpo.py --top_entropy_quantile 0.2   the loss on the top 20% of tokens by entropy
+  top_entropy    train_grpo.py --top_entropy_quantile 0.2   the policy term on the top 20% of tokens by entropy
+On-policy (one PPO epoch and one mini-batch, as the cpu and gpu presets) gspo, cispo and reinforce take GRPO's
+gradient: give them -- --mini_batches 4 (the command says so).
 Every run logs the planning-token metrics with the paper's list (all get --grams), so curves compare
 side by side. The paper's placebo list of each seed, <out>/placebo_grams-s<seed>.txt, is drawn once
 from the base model's own responses to training problems (strategic_grams.placebo_grams).
@@ -51,7 +54,7 @@ METHODS = {
     "entropy_reg": ["train_grpo.py", "--entropy_coef", "{entropy_coef}"],
     "high_entropy": ["train_hicra.py", "--mask", "entropy"],
     # The loss choices HICRA is compared against (README "Modifying it"), by --methods only.
-    "gspo": ["train_grpo.py", "--ratio_level", "sequence"],
+    "gspo": ["train_grpo.py", "--ratio_level", "sequence", "--eps_low", "3e-4", "--eps_high", "4e-4"],   # GSPO's clip
     "cispo": ["train_grpo.py", "--loss", "cispo"],
     "reinforce": ["train_grpo.py", "--loss", "reinforce"],
     "top_entropy": ["train_grpo.py", "--top_entropy_quantile", "0.2"],
@@ -341,6 +344,10 @@ def main(argv=None):
     extra = [a for a in extra if a != "--"]
     preset = PRESETS[args.preset]
     methods = args.methods.split(",") if args.methods else preset.get("methods", PAPER_SIX)
+    ratio_methods, cfg = [m for m in methods if m in ("gspo", "cispo", "reinforce")], run_config(preset["train"] + extra)
+    if ratio_methods and cfg.ppo_epochs * cfg.mini_batches == 1:
+        print(f"[ablation] note: {', '.join(ratio_methods)} take GRPO's gradient on-policy (one PPO epoch, one "
+              f"mini-batch): add -- --mini_batches 4 for them to differ", file=sys.stderr)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         sys.exit(f"error: --methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")

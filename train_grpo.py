@@ -102,30 +102,34 @@ def policy_loss(logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.28, ag
                 norm_len=None, stats: dict | None = None, loss: str = "clip", ratio_level: str = "token") -> torch.Tensor:
     """The policy-gradient loss to minimise; all inputs [B, T], advantages per token, mask 0/1.
 
-    The importance ratio r = exp(logp - old_logp) per token; ratio_level="sequence" (GSPO, Zheng et al. 2025;
-    TRL's importance_sampling_level="sequence") gives every token of a response the response's ratio, the
-    exponential of its mean log-ratio: s = exp(sum_t (logp - old_logp) / |y|), so the clip acts on whole responses.
+    The importance ratio r = exp(logp - old_logp) per token. ratio_level="sequence" (GSPO, Zheng et al. 2025;
+    TRL's importance_sampling_level="sequence") gives every token of a response the response's ratio
+    s = exp(sum_t (logp - old_logp) / |y|), so the clip acts on whole responses; in GSPO-token's form, whose
+    value is s and whose gradient reaches each token through its own log-prob, times its own advantage (with one
+    advantage per response, as GRPO's, it is GSPO's gradient; with HICRA's per-token advantages it keeps them).
     Then, per token:
       clip       -min(r * A, clip(r, 1 - eps_low, 1 + eps_high) * A): PPO's surrogate with DAPO's clip-higher;
                  for A > 0 the ratio is capped at 1 + eps_high, for A < 0 floored at 1 - eps_low. No dual clip.
-      cispo      -sg(clip(r, 1 - eps_low, 1 + eps_high)) * A * logp (MiniMax-M1): the clip bounds each token's
-                 weight, and no token loses its gradient to it (sg: no gradient through the weight).
-      reinforce  -A * logp: REINFORCE with the group mean as baseline, no ratio and no clip (nanochat's RL).
+      cispo      -sg(min(r, 1 + eps_high)) * A * logp (MiniMax-M1; TRL's loss_type="cispo"): the clip bounds each
+                 token's weight from above, and no token loses its gradient to it (sg: no gradient through it).
+      reinforce  -A * logp: REINFORCE with the group baseline, no ratio and no clip (nanochat's RL); the ratio
+                 level does not enter it.
     On-policy (old_logp = logp, r = 1) the three gradients are the same, and so are the two ratio levels.
     If `stats` is a dict, it receives clip_frac (the share of response tokens whose ratio the clip moved).
     """
     log_ratio = logp - old_logp                                              # [B, T]
     if ratio_level == "sequence":
         per_seq = (log_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)   # [B, 1]
-        log_ratio = per_seq.expand_as(logp)                                  # [B, T]
+        log_ratio = per_seq.detach() + logp - logp.detach()                 # [B, T] value s, own token's gradient
     ratio = torch.exp(log_ratio)                                             # [B, T]
-    bounded = ratio.clamp(1 - eps_low, 1 + eps_high)                         # [B, T]
     if loss == "reinforce":
         per_token, was_clipped = -advantages * logp, torch.zeros_like(ratio)
     elif loss == "cispo":
-        per_token, was_clipped = -bounded.detach() * advantages * logp, (bounded != ratio).float()
+        weight = ratio.clamp(max=1 + eps_high)                               # [B, T]
+        per_token, was_clipped = -weight.detach() * advantages * logp, (weight != ratio).float()
     else:
-        unclipped, clipped = ratio * advantages, bounded * advantages
+        unclipped = ratio * advantages
+        clipped = ratio.clamp(1 - eps_low, 1 + eps_high) * advantages
         per_token, was_clipped = -torch.minimum(unclipped, clipped), (clipped < unclipped).float()
     if stats is not None:
         stats["clip_frac"] = ((was_clipped * mask).sum() / mask.sum().clamp(min=1)).item()
@@ -224,9 +228,9 @@ def grpo_step(run: Run, step: int) -> dict:
     T = max(len(c) for c in out.completion_ids)
     tokens_mask = pad_rows([[1.0] * len(c) for c in out.completion_ids], T)                 # [B, T]
     loss_mask = tokens_mask * kept_rollouts(cfg, rewards, out.finished)[:, None]            # [B, T] (optional filters)
-    if cfg.top_entropy_quantile < 1:   # (optional) the loss on the step's highest-entropy tokens only
-        loss_mask = loss_mask * top_entropy_tokens(run, pad_rows(out.entropies, T), loss_mask, cfg.top_entropy_quantile)
     advantages = seq_adv[:, None] * loss_mask                                                # [B, T]
+    if cfg.top_entropy_quantile < 1:   # (optional) the policy term on the step's highest-entropy tokens only
+        advantages = advantages * top_entropy_tokens(run, pad_rows(out.entropies, T), loss_mask, cfg.top_entropy_quantile)
     plain = advantages                                                                       # before any hook
 
     # ---- 4. The method's hook: where a method changes the advantages (HICRA: train_hicra.py).
@@ -245,8 +249,9 @@ def grpo_step(run: Run, step: int) -> dict:
     clock.lap("old_logp")
     cosine = {}   # (analysis) how far the method turns the step's gradient from plain GRPO's, every k steps
     if cfg.grad_cosine_every and marked is not None and step % cfg.grad_cosine_every == 0:
-        cosine["grad_cosine_grpo"] = gradient_cosine(run, seq_prompts, out.completion_ids, advantages, plain,
-                                                     loss_mask, old_logp, ref_logp)
+        value = gradient_cosine(run, seq_prompts, out.completion_ids, advantages, plain, loss_mask, old_logp, ref_logp)
+        cosine = {} if value is None else {"grad_cosine_grpo": value}
+        clock.lap("grad_cosine")
 
     # ---- 6. Log-probs -> loss -> backward -> optimizer step, for each mini-batch.
     losses, updates, skipped = update(run, step, seq_prompts, out.completion_ids, advantages, loss_mask,
@@ -345,35 +350,41 @@ def backward(run: Run, members, kept_tokens, prompts, completions, advantages, l
     return loss_sum, clipped, kl_sum
 
 
-def gradient_cosine(run: Run, prompts, completions, advantages, plain, loss_mask, old_logp, ref_logp) -> float:
+def gradient_cosine(run: Run, prompts, completions, advantages, plain, loss_mask, old_logp, ref_logp) -> float | None:
     """(analysis, --grad_cosine_every) The cosine between the step's gradient under the method's advantages and
-    under plain GRPO's (`plain`, before the hook), over all the step's rollouts as one batch, on a sample of the
-    entries of every parameter (gradient_sample). Neither gradient is applied; it costs two backward passes."""
+    under plain GRPO's (`plain`, before the hook), over all the step's kept rollouts as one batch, on a sample of
+    the gradient's entries (gradient_sample). The KL and entropy terms, if any, are in both. Neither gradient is
+    applied; it costs two backward passes. None when no rollout is kept or a gradient is 0."""
     kept_tokens = all_rows(run, loss_mask.sum(1))                                          # [B x ranks]
+    members = [i for i in range(len(kept_tokens)) if kept_tokens[i] > 0]
+    if not members:
+        return None
     samples = []
     run.model.train()
     for adv in (advantages, plain):
         run.optimizer.zero_grad(set_to_none=True)
-        backward(run, list(range(len(kept_tokens))), kept_tokens, prompts, completions, adv, loss_mask, old_logp,
-                 ref_logp)
+        backward(run, members, kept_tokens, prompts, completions, adv, loss_mask, old_logp, ref_logp)
         samples.append(gradient_sample(run.model))
     run.optimizer.zero_grad(set_to_none=True)
     run.model.eval()
     a, b = samples
     norm = (a.norm() * b.norm()).item()
-    return (a @ b).item() / norm if norm > 0 else float("nan")
+    return (a @ b).item() / norm if norm > 0 else None
 
 
-def gradient_sample(model, per_parameter: int = 4096) -> torch.Tensor:
-    """About `per_parameter` evenly spaced entries of each parameter's gradient (0 where it has none), float64 on
-    the CPU: enough to measure an angle, cheap to keep. Under FSDP each gradient is gathered whole, one parameter
-    at a time, so that every rank samples the entries one process would."""
-    parts = []
-    for p in model.parameters():
-        stride = max(1, p.numel() // per_parameter)
+def gradient_sample(model, entries: int = 2 ** 20) -> torch.Tensor:
+    """About `entries` evenly spaced entries of the whole gradient (every parameter's, flattened one after the
+    other; 0 where a parameter has none), float64 on the CPU: each entry weighs the same, so their cosine estimates
+    the full gradients'. Under FSDP each gradient is gathered whole, one parameter at a time, so that every rank
+    samples the entries one process would."""
+    params = list(model.parameters())
+    stride, offset, parts = max(1, sum(p.numel() for p in params) // entries), 0, []
+    for p in params:
+        start = -offset % stride                       # the first of this parameter's entries on the global grid
         grad = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
-        parts.append(torch.zeros(len(range(0, p.numel(), stride)), dtype=torch.float64) if grad is None
-                     else grad.detach().flatten()[::stride].double().cpu())
+        parts.append(torch.zeros(len(range(start, p.numel(), stride)), dtype=torch.float64) if grad is None
+                     else grad.detach().flatten()[start::stride].double().cpu())
+        offset += p.numel()
     return torch.cat(parts)
 
 
@@ -413,8 +424,9 @@ def kept_rollouts(cfg: Config, rewards: torch.Tensor, finished: list[bool]) -> t
 
 def top_entropy_tokens(run: Run, entropy: torch.Tensor, loss_mask: torch.Tensor, quantile: float) -> torch.Tensor:
     """(optional, --top_entropy_quantile) [B, T] 1 on the tokens whose entropy (the sampler's) is at least the
-    (1 - quantile) quantile of every rank's kept response tokens this step, else 0: the loss on the top 20% of
-    tokens by entropy at 0.2 ("Beyond the 80/20 rule", Wang et al. 2025; TRL's top_entropy_quantile)."""
+    (1 - quantile) quantile of every rank's kept response tokens this step, else 0. The advantages are multiplied by
+    it: the policy term on the top 20% of tokens by entropy at 0.2, the loss's normaliser, KL and entropy bonus
+    over every token ("Beyond the 80/20 rule", Wang et al. 2025; TRL's top_entropy_quantile)."""
     import numpy as np
     everyone = gather_rows(run, values=entropy[loss_mask > 0].tolist())                   # on rank 0
     threshold = None if everyone is None else \

@@ -168,16 +168,19 @@ def test_ctrl_c_stops_the_runs_after_their_step_and_keeps_them_resumable(qwen_di
     assert not alive(child) and (out / "grpo-s0" / "ckpt" / "trainer_state.pt").exists()
 
 
-def test_the_loss_choices_are_methods_by_request_and_the_presets_keep_the_papers_six(monkeypatch, tmp_path):
+def test_the_loss_choices_are_methods_by_request_and_the_presets_keep_the_papers_six(monkeypatch, tmp_path, capsys):
     assert ablation.PAPER_SIX == ["grpo", "hicra", "placebo_grams", "placebo", "entropy_reg", "high_entropy"]
-    expected = {"gspo": ("ratio_level", "sequence"), "cispo": ("loss", "cispo"), "reinforce": ("loss", "reinforce"),
-                "top_entropy": ("top_entropy_quantile", 0.2)}
-    for method, (field, value) in expected.items():
+    expected = {"gspo": {"ratio_level": "sequence", "eps_low": 3e-4, "eps_high": 4e-4}, "cispo": {"loss": "cispo"},
+                "reinforce": {"loss": "reinforce"}, "top_entropy": {"top_entropy_quantile": 0.2}}
+    for method, fields in expected.items():
         script, *flags = ablation.METHODS[method]
-        assert script == "train_grpo.py"
-        assert getattr(ablation.run_config(ablation.PRESETS["cpu"]["train"] + flags), field) == value
+        cfg = ablation.run_config(ablation.PRESETS["cpu"]["train"] + flags)
+        assert script == "train_grpo.py" and all(getattr(cfg, k) == v for k, v in fields.items())
     launched = []
     monkeypatch.setattr(ablation, "run_ablation", lambda args, preset, out, methods, *rest: launched.append(methods))
     ablation.main(["--preset", "cpu", "--out", str(tmp_path / "a")])
     ablation.main(["--preset", "cpu", "--out", str(tmp_path / "b"), "--methods", "grpo,gspo,top_entropy"])
     assert launched == [ablation.PAPER_SIX, ["grpo", "gspo", "top_entropy"]]
+    assert "gspo take GRPO's gradient on-policy" in capsys.readouterr().err    # the cpu preset is on-policy
+    ablation.main(["--preset", "cpu", "--out", str(tmp_path / "c"), "--methods", "gspo", "--", "--mini_batches", "4"])
+    assert "on-policy" not in capsys.readouterr().err

@@ -41,8 +41,9 @@ def test_group_advantages_hand_values():
 
 def reference_loss(logp, old, adv, mask, eps_low, eps_high, agg, norm_len, loss="clip", level="token"):
     """A slow per-token loop written from the formulas, as a check on the vectorised version: PPO's one-sided
-    clip, CISPO's clipped and detached weight on log p, REINFORCE's A log p; GSPO's ratio is the exponential of
-    the response's mean log-ratio."""
+    clip, CISPO's capped and detached weight on log p, REINFORCE's A log p; GSPO-token's ratio is the response's,
+    the exponential of its mean log-ratio, held fixed, times p / sg(p) of the token (value s, the token's own
+    gradient)."""
     B, T = logp.shape
     per_seq_sums, per_seq_counts, total, count = [], [], 0.0, 0
     for b in range(B):
@@ -50,12 +51,13 @@ def reference_loss(logp, old, adv, mask, eps_low, eps_high, agg, norm_len, loss=
         seq_ratio = torch.exp(sum(logp[b, t] - old[b, t] for t in valid) / len(valid)) if valid else None
         s, n = 0.0, 0
         for t in valid:
-            ratio = torch.exp(logp[b, t] - old[b, t]) if level == "token" else seq_ratio
+            ratio = torch.exp(logp[b, t] - old[b, t]) if level == "token" else \
+                seq_ratio.detach() * torch.exp(logp[b, t] - logp[b, t].detach())
             a = adv[b, t]
             if loss == "reinforce":
                 surrogate = a * logp[b, t]
             elif loss == "cispo":
-                weight = min(max(ratio.item(), 1 - eps_low), 1 + eps_high)    # a number: no gradient through it
+                weight = min(ratio.item(), 1 + eps_high)                      # a number: no gradient through it
                 surrogate = weight * a * logp[b, t]
             elif a >= 0:
                 surrogate = torch.minimum(ratio, torch.tensor(1 + eps_high)) * a
@@ -116,21 +118,29 @@ def test_loss_gradients_by_hand_off_policy():
     logp = torch.log(torch.tensor([[1.5, 0.5]])).requires_grad_(True)
     adv, mask = torch.ones(1, 2), torch.ones(1, 2)
     grad = lambda **kw: torch.autograd.grad(policy_loss(logp, old, adv, mask, 0.2, 0.28, **kw), logp)[0]  # noqa: E731
-    # CISPO: -w * A * logp / 2 with w = clip(r) = 1.28, 0.8: every token keeps a gradient
-    assert torch.allclose(grad(loss="cispo"), torch.tensor([[-1.28 / 2, -0.8 / 2]]))
+    # CISPO: -w * A * logp / 2 with w = min(r, 1.28) = 1.28, 0.5: every token keeps a gradient
+    assert torch.allclose(grad(loss="cispo"), torch.tensor([[-1.28 / 2, -0.5 / 2]]))
     # PPO's clip: the first token's ratio is past 1 + eps_high, so it has none; the second, -r * A / 2
     assert torch.allclose(grad(loss="clip"), torch.tensor([[0.0, -0.5 / 2]]))
     assert torch.allclose(grad(loss="reinforce"), torch.tensor([[-0.5, -0.5]]))
-    # GSPO: s = exp((log 1.5 + log 0.5) / 2) = sqrt(0.75) ~ 0.866, inside the clip for A > 0; both tokens' loss is
-    # -s * A, and ds/dlogp_t = s / 2: each token's gradient is -(2 tokens x s / 2) / 2 = -s / 2
+    # GSPO: s = exp((log 1.5 + log 0.5) / 2) = sqrt(0.75) ~ 0.866, inside the clip for A > 0; each token's loss is
+    # -s * A with the gradient s * A through its own log-prob: -s / 2 each (GSPO's, for one advantage a response)
     s = 0.75 ** 0.5
     assert torch.allclose(grad(ratio_level="sequence"), torch.tensor([[-s / 2, -s / 2]]))
+    # a response's ratio past the clip: s = 1.5 for A > 0 is capped, and no token of it has a gradient; for A < 0
+    # a ratio of 0.5 is floored at 0.8, and none has one either
+    for ratio, a in ((1.5, 1.0), (0.5, -1.0)):
+        logp = torch.log(torch.tensor([[ratio, ratio]])).requires_grad_(True)
+        loss = policy_loss(logp, old, torch.full((1, 2), a), mask, 0.2, 0.28, ratio_level="sequence", stats=(st := {}))
+        assert torch.autograd.grad(loss, logp)[0].abs().max() == 0 and st["clip_frac"] == 1.0
 
 
 @pytest.mark.parametrize("agg", train_grpo.AGGREGATIONS)
 def test_on_policy_every_loss_and_ratio_level_has_the_policy_gradient(agg):
-    """With old log-probs equal to the current ones (ratio 1), GSPO is GRPO and the three losses share a gradient."""
+    """With old log-probs equal to the current ones (ratio 1), GSPO is GRPO and the three losses share a gradient,
+    per-token advantages included."""
     logp, _, adv, mask = loss_inputs(seed=2)
+    adv = adv * (1 + 0.2 * (torch.arange(adv.shape[1]) % 2))     # per-token advantages, as HICRA's hook makes them
     grads = [torch.autograd.grad(policy_loss(logp, logp.detach(), adv, mask, 0.2, 0.28, agg, norm_len=10,
                                              loss=loss, ratio_level=level), logp)[0]
              for loss in train_grpo.LOSSES for level in train_grpo.RATIO_LEVELS]
@@ -790,16 +800,21 @@ def test_the_other_losses_reach_the_loop_and_take_the_policy_gradient_on_policy(
 def test_top_entropy_quantile_keeps_the_loss_on_the_steps_highest_entropy_tokens(qwen_dir, tmp_path, monkeypatch,
                                                                                   tiny_tokenizer):
     import numpy as np
-    seen, real_update, masks = record_run(monkeypatch, tiny_tokenizer), train_grpo.update, []
-    monkeypatch.setattr(train_grpo, "update", lambda *a: masks.append(a[5]) or real_update(*a))
+    """The policy term only: the advantages are 0 off the top tokens, while the loss mask (the normaliser, KL and
+    entropy bonus) keeps every response token."""
+    seen, real_update, calls = record_run(monkeypatch, tiny_tokenizer), train_grpo.update, []
+    monkeypatch.setattr(train_grpo, "update", lambda *a: calls.append(a[4:6]) or real_update(*a))
     cfg = train_grpo.parse_config(tiny_args(qwen_dir, tmp_path / "run", "--top_entropy_quantile", "0.2", *ONE_STEP))
     train_grpo.train(cfg)
-    (batch,), (mask,) = seen["batches"], masks
-    entropy = train_grpo.pad_rows(batch["out"].entropies, mask.shape[1])                  # [B, T] the sampler's
-    tokens = train_grpo.pad_rows([[1.0] * len(c) for c in batch["out"].completion_ids], mask.shape[1])
-    threshold = np.quantile(entropy[tokens > 0].numpy(), 0.8)                            # the top 20% by entropy
-    assert torch.equal(mask, ((entropy >= threshold) & (tokens > 0)).float())
-    assert 0.15 < mask.sum() / tokens.sum() < 0.25
+    (batch,), ((advantages, loss_mask),) = seen["batches"], calls
+    T = loss_mask.shape[1]
+    entropy = train_grpo.pad_rows(batch["out"].entropies, T)                              # [B, T] the sampler's
+    tokens = train_grpo.pad_rows([[1.0] * len(c) for c in batch["out"].completion_ids], T)
+    top = (entropy >= np.quantile(entropy[tokens > 0].numpy(), 0.8)) & (tokens > 0)     # the top 20% by entropy
+    assert torch.equal(loss_mask, tokens)
+    seq_adv = advantages.abs().max(1).values                                             # [B] |A| of each rollout
+    assert torch.equal(advantages != 0, top & (seq_adv[:, None] > 0))
+    assert 0.15 < top.sum() / tokens.sum() < 0.25 and (seq_adv > 0).any()
 
 
 def test_advantage_stats_by_hand():
