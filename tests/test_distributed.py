@@ -25,13 +25,14 @@ args = sys.argv[1:]
 (train_hicra.main if args[0] == "hicra" else train_grpo.main)(args[1:])
 """
 
-# HICRA's placebo, two mini-batches, a filter, a per-sequence loss, KL, an entropy bonus, the top-entropy tokens
-# and the gradient cosine: every part of the step that needs the whole step's counts or a rollout's own seed.
+# HICRA's placebo, two mini-batches, a filter, a per-sequence loss, KL, an entropy bonus and the gradient cosine:
+# every part of the step that needs the whole step's counts or a rollout's own seed (the VLM runs below add the
+# top-entropy tokens, whose quantile is over every rank's).
 FLAGS = ["--dataset", "synthetic:1", "--num_problems", "40", "--batch_size", "4", "--group_size", "4",
          "--max_new_tokens", "16", "--lr", "1e-4", "--warmup_steps", "0", "--eval_every", "2", "--eval_size", "4",
          "--save_every", "1", "--micro_batch_tokens", "200", "--plot", "false", "--mask", "random",
          "--mini_batches", "2", "--skip_zero_var", "--loss_agg", "seq_mean_token_mean", "--kl_coef", "0.05",
-         "--entropy_coef", "0.01", "--top_entropy_quantile", "0.5", "--grad_cosine_every", "1"]
+         "--entropy_coef", "0.01", "--grad_cosine_every", "1"]
 
 
 def free_port() -> int:
@@ -208,7 +209,8 @@ def vision_one_process(tmp_path_factory):
     for k, row in enumerate(rows):
         row["id"] = f"row-{k}"
     (tmp / "mixed.jsonl").write_text("".join(json.dumps(json_row(r)) + "\n" for r in rows))
-    flags = ["--max_steps", "1", "--dataset", str(tmp / "mixed.jsonl"), "--eval_every", "0", "--mask", "entropy"]
+    flags = ["--max_steps", "1", "--dataset", str(tmp / "mixed.jsonl"), "--eval_every", "0", "--mask", "entropy",
+             "--top_entropy_quantile", "0.5"]
     model = f"random:{ROOT / 'configs' / 'qwen2.5-vl-tiny'}"
     launch(tmp, model, tmp / "run", *flags)
     return model, flags, tmp / "run"
