@@ -106,6 +106,7 @@ CHECKS = [
     ("log_rollouts", at_least(0), "an integer >= 0"),
     ("log_failures", at_least(0), "an integer >= 0 (failed rollouts a step kept for analyze.py errors)"),
     ("top_entropy_quantile", fraction, "a number in (0, 1] (1 = every token)"),
+    ("max_pixels", lambda x: x == 0 or at_least(784)(x), "0 (the model's own cap) or at least 784 (one 28 x 28 patch)"),
     ("grad_cosine_every", at_least(0), "an integer >= 0 (0 = never)"),
     ("dist_timeout", positive, "minutes > 0"),
     ("lr_schedule", one_of("constant", "cosine"), "constant or cosine"),

@@ -300,6 +300,14 @@ def processor_chat_template(source: str, **kwargs) -> str | None:
     return None
 
 
+def cap_pixels(tokenizer, max_pixels: int):
+    """A VLM's images resized to at most `max_pixels` pixels each (its processor's rule keeps the aspect ratio and
+    the patch grid), instead of the model's own cap; a checkpoint then keeps the new cap."""
+    image_processor = tokenizer.processor.image_processor
+    image_processor.size = {"shortest_edge": min(image_processor.size["shortest_edge"], max_pixels),
+                            "longest_edge": max_pixels}
+
+
 def save_tokenizer(tokenizer, folder):
     """The tokenizer's files, and a VLM's image processor settings (preprocessor_config.json), into `folder`."""
     tokenizer.save_pretrained(folder)

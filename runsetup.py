@@ -73,6 +73,10 @@ def start_run(cfg, train_set: list[dict], eval_set: list[dict], shape_advantages
     # float32 master weights; bf16 matmuls through autocast on CUDA (bf16 weights would swallow
     # updates of lr ~1e-6).
     model, tokenizer = rollout.load_model(str(ckpt) if ckpt else cfg.model, device=device, dtype=torch.float32)
+    if cfg.max_pixels:   # before the prompts are measured: the cap sets how many tokens an image takes
+        if not rollout.is_vision_model(model):
+            raise ConfigError(f"--max_pixels: --model {cfg.model} takes no images")
+        rollout.cap_pixels(tokenizer, cfg.max_pixels)
     context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
     train_set = fit_context(train_set, cfg, tokenizer, context, "training")
     eval_set = fit_context(eval_set, cfg, tokenizer, context, "held-out")

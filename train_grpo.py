@@ -589,6 +589,8 @@ class Config:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     seed: int = 0
     deterministic: bool = True              # PyTorch's deterministic algorithms: a rerun gives the same run
+    max_pixels: int = 0                     # a VLM's images resized to at most this many pixels each (EasyR1 and
+                                            # verl cap them too); 0 = the model's own cap
     freeze_vision: bool = False             # keep a VLM's vision tower (and its merger) as loaded; by default it
                                             # trains, as in EasyR1 and verl (their freeze_vision_tower: false)
     fsdp: bool = False                      # under torchrun: shard the model with FSDP2 (else DDP replicates it)

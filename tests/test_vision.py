@@ -396,3 +396,20 @@ def test_a_vlm_folder_prompts_with_its_processors_chat_template(tmp_path, vlm):
     _, loaded = rollout.load_model(str(tmp_path), weights=False)
     prompt = rollout.encode_problems(loaded, image_problems()[:1], "chat")[0]
     assert loaded.decode(prompt).startswith("<|im_start|>[vl] user\n<|vision_start|><|image_pad|>")
+
+
+def test_max_pixels_caps_the_images_tokens_and_the_checkpoint_keeps_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_grpo, "math_reward", fake_reward)
+    _, tokenizer = rollout.load_model(TINY_VLM, weights=False)
+    problems = image_problems()[:1]
+    before = rollout.prompt_lengths(tokenizer, problems)[0]
+    rollout.cap_pixels(tokenizer, 28 * 28 * 4)                  # at most 4 merged 28 x 28 tokens an image
+    after = rollout.encode_problems(tokenizer, problems)[0]
+    assert len(after) == rollout.prompt_lengths(tokenizer, problems)[0] == before - 12   # 224 x 56 -> 112 x 28
+    assert after.image_grid_thw.tolist() == [[1, 2, 8]]          # 2 x 8 patches of 14: 4 tokens after merging
+    out = tmp_path / "run"
+    train_grpo.main(vlm_args(out, "--max_steps", "1", "--eval_every", "0", "--max_pixels", str(28 * 28 * 4)))
+    _, reloaded = rollout.load_model(str(out / "ckpt"), weights=False)
+    assert reloaded.processor.image_processor.size["longest_edge"] == 28 * 28 * 4
+    with pytest.raises(SystemExit, match="--max_pixels 100: needs 0 .* or at least 784"):
+        train_grpo.main(vlm_args(tmp_path / "bad", "--max_pixels", "100"))
