@@ -17,6 +17,7 @@ import binascii
 import functools
 import hashlib
 import io
+from contextlib import contextmanager
 from pathlib import Path
 
 PLACEHOLDER = "<image>"
@@ -60,28 +61,31 @@ def image_key(item) -> str:
     return item if isinstance(item, str) else hashlib.sha1(item).hexdigest()[:16]
 
 
-def open_image(item):
-    """A PIL image (RGB) from an entry as the loader hands it on (path or bytes)."""
-    from PIL import Image, UnidentifiedImageError
+@contextmanager
+def opened(item):
+    """The PIL image of an entry as the loader hands it on (path or bytes), lazily (its header read, nothing
+    decoded until asked); a one-line ValueError naming the entry when it is no image PIL reads, or one past
+    PIL's decompression-bomb limit."""
+    from PIL import Image
 
     try:
         with Image.open(item if isinstance(item, str) else io.BytesIO(item)) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
+            yield image
+    except (Image.UnidentifiedImageError, Image.DecompressionBombError, OSError) as e:
         name = item if isinstance(item, str) else f"{len(item)} embedded bytes"
         raise ValueError(f"image {name}: cannot be read ({e})") from None
+
+
+def open_image(item):
+    """A PIL image (RGB) from an entry as the loader hands it on (path or bytes)."""
+    with opened(item) as image:
+        return image.convert("RGB")
 
 
 def image_size(item) -> tuple[int, int]:
     """(width, height) of an entry, from the file's header alone (nothing is decoded)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(item if isinstance(item, str) else io.BytesIO(item)) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError) as e:
-        name = item if isinstance(item, str) else f"{len(item)} embedded bytes"
-        raise ValueError(f"image {name}: cannot be read ({e})") from None
+    with opened(item) as image:
+        return image.size
 
 
 @functools.lru_cache(maxsize=1)

@@ -80,6 +80,19 @@ def test_bad_image_rows_are_refused_in_one_line_naming_the_row(tmp_path, row, me
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_an_unreadable_or_bomb_image_is_one_line_naming_it(monkeypatch):
+    from PIL import Image
+
+    from data.images import image_size
+    with pytest.raises(ValueError, match=r"^image 9 embedded bytes: cannot be read"):
+        open_image(b"not a png")
+    png = render("What is 1 + 2?")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)   # a 224 x 56 image is past twice this: a "bomb"
+    for read in (open_image, image_size):
+        with pytest.raises(ValueError, match=r"embedded bytes: cannot be read \(Image size .* exceeds limit"):
+            read(png)
+
+
 def test_synthetic_image_rows_are_told_apart_by_their_images():
     rows = load_problems("synthetic_image:1", limit=20, seed=0, distinct=True)
     assert len({r["problem"] for r in rows}) == 1          # one generic prompt: only the image says what to add
