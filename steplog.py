@@ -74,9 +74,9 @@ def step_report(run, step: int, out, *, seq_problems, seq_prompts, texts, reward
         "step_seconds": clock.total(),
         **{f"{phase}_peak_gib": gib for phase, gib in clock.peaks.items() if gib is not None},   # CUDA only
     }
-    metrics.update(advantage_stats(pad_rows(rows["advantages"], T), tokens_mask,
-                                   None if rows["marked"][0] is None else pad_rows(rows["marked"], T)))
-    shown = None if rows["marked"][0] is None else pad_rows(rows["marked"], T)   # [[ ]] in rollouts.jsonl
+    marked = None if rows["marked"][0] is None else pad_rows(rows["marked"], T)            # [B, T] the hook's
+    metrics.update(advantage_stats(pad_rows(rows["advantages"], T), tokens_mask, marked))
+    shown = marked   # [[ ]] in rollouts.jsonl
     if run.grams is not None:   # analysis only: the paper's planning vs execution token metrics
         planning = strategic_grams.planning_masks(run.tokenizer, completions, run.grams, T)                # [B, T]
         metrics.update(strategic_grams.planning_metrics(planning, tokens_mask, entropy, sampled_logp,
@@ -103,6 +103,22 @@ def advantage_stats(advantages: torch.Tensor, tokens_mask: torch.Tensor, marked:
             if where.sum() > 0:
                 stats[name] = ((magnitude * where).sum() / where.sum()).item()
     return stats
+
+
+def gradient_sample(model, entries: int = 2 ** 20) -> torch.Tensor:
+    """About `entries` evenly spaced entries of the whole gradient (every parameter's, flattened one after the
+    other; 0 where a parameter has none), float64 on the CPU: each entry weighs the same, so their cosine estimates
+    the full gradients'. Under FSDP each gradient is gathered whole, one parameter at a time, so that every rank
+    samples the entries one process would."""
+    params = list(model.parameters())
+    stride, offset, parts = max(1, sum(p.numel() for p in params) // entries), 0, []
+    for p in params:
+        start = -offset % stride                       # the first of this parameter's entries on the global grid
+        grad = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+        parts.append(torch.zeros(len(range(start, p.numel(), stride)), dtype=torch.float64) if grad is None
+                     else grad.detach().flatten()[start::stride].double().cpu())
+        offset += p.numel()
+    return torch.cat(parts)
 
 
 class Clock:

@@ -55,7 +55,7 @@ from rollout import pad_rows
 from runsetup import Run, end_of_step, finish_run, grow_responses, response_budget, start_run
 from runsetup import stop_after_step_on_ctrl_c
 from speed import completion_logprobs, micro_batch_plan, teacher_forced_logprobs
-from steplog import Clock, log_metrics, step_report
+from steplog import Clock, gradient_sample, log_metrics, step_report
 
 # ----------------------------------------------------------------------------- the math of GRPO
 
@@ -370,22 +370,6 @@ def gradient_cosine(run: Run, prompts, completions, advantages, plain, loss_mask
     a, b = samples
     norm = (a.norm() * b.norm()).item()
     return (a @ b).item() / norm if norm > 0 else None
-
-
-def gradient_sample(model, entries: int = 2 ** 20) -> torch.Tensor:
-    """About `entries` evenly spaced entries of the whole gradient (every parameter's, flattened one after the
-    other; 0 where a parameter has none), float64 on the CPU: each entry weighs the same, so their cosine estimates
-    the full gradients'. Under FSDP each gradient is gathered whole, one parameter at a time, so that every rank
-    samples the entries one process would."""
-    params = list(model.parameters())
-    stride, offset, parts = max(1, sum(p.numel() for p in params) // entries), 0, []
-    for p in params:
-        start = -offset % stride                       # the first of this parameter's entries on the global grid
-        grad = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
-        parts.append(torch.zeros(len(range(start, p.numel(), stride)), dtype=torch.float64) if grad is None
-                     else grad.detach().flatten()[start::stride].double().cpu())
-        offset += p.numel()
-    return torch.cat(parts)
 
 
 def rollouts_loss(run: Run, prompts, completions, advantages, loss_mask, old_logp, ref_logp):

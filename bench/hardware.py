@@ -43,8 +43,10 @@ def parameter_count(config_dir: Path) -> int:
     """Every parameter, a VLM's vision tower included (it is trained, sampled and checkpointed with the rest)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from rollout import VISION_ARCHS
     config = AutoConfig.from_pretrained(config_dir)
-    vision = config.model_type == "qwen2_5_vl"
+    vision = config.model_type in VISION_ARCHS
     with torch.device("meta"):
         model = (AutoModelForImageTextToText if vision else AutoModelForCausalLM).from_config(config)
     return sum(p.numel() for p in model.parameters())
